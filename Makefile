@@ -1,0 +1,85 @@
+# Behavioral analytics engine. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON_VERSION ?= 3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# PyFlink must find the interpreter that has the project installed.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)
+
+USERS ?=
+DAYS ?=
+SEED ?=
+RATE ?= 0
+FILE ?=
+MAPPING ?=
+JOB ?= ingest
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
+        generate replay cluster-up cluster-down submit clean
+
+help: ## list every target with one line each
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "error: python$(PYTHON_VERSION) not found" >&2; exit 1; }
+	@test -x $(PY) || python$(PYTHON_VERSION) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create the virtualenv and install pinned dependencies (skipped when current)
+
+up: $(STAMP) ## start the local broker and PostgreSQL if needed; create topics and apply migrations
+	$(PY) -m conf.stack up
+
+down: $(STAMP) ## stop what `make up` and `make cluster-up` started
+	$(PY) -m conf.stack down
+
+status: $(STAMP) ## show which services answer, topics and migrations
+	$(PY) -m conf.stack status
+
+run: up ## generate events and run the ingest job on them locally; prints a summary
+	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED))
+
+test: up ## run every test tier: unit, pipeline (local Flink), integration (broker, PostgreSQL, cluster)
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP) ## unit tests only (no JVM, no services)
+	$(PY) -m pytest tests/unit
+
+test-pipeline: $(STAMP) ## pipeline tests on a local Flink MiniCluster
+	$(PY) -m pytest tests/pipeline
+
+test-integration: up ## integration tests against the real broker, PostgreSQL and a standalone cluster
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP) ## check style and errors without changing anything
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## fix what the linter and formatter can fix
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
+	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)
+
+replay: up ## publish an external log: make replay FILE=log.csv MAPPING=conf/mappings/<name>.yaml
+	@test -n "$(FILE)" -a -n "$(MAPPING)" || { echo "usage: make replay FILE=... MAPPING=conf/mappings/<name>.yaml" >&2; exit 2; }
+	$(PY) -m jobs.replay --file $(FILE) --mapping $(MAPPING)
+
+cluster-up: up ## start a standalone Flink cluster from the installed PyFlink (UI on :8081)
+	$(PY) -m conf.stack cluster-up
+
+cluster-down: $(STAMP) ## stop the standalone Flink cluster
+	$(PY) -m conf.stack cluster-down
+
+submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=ingest ARGS="..."
+	$(PY) -m conf.stack submit $(JOB) $(ARGS)
+
+clean: down ## stop services and remove the virtualenv and local state
+	rm -rf $(VENV) .local

@@ -1,0 +1,1 @@
+"""Typed configuration (settings) and the local environment (stack)."""

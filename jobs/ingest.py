@@ -1,0 +1,211 @@
+"""Ingest job: Kafka `events` -> parse -> valid events archived to PostgreSQL `events`,
+invalid records to the `events.dlq` topic with their reason.
+
+    source (raw bytes + topic/partition/offset)
+      -> parse_events            (udfs.events.EventParser; never raises)
+           |-> archive rows      -> PostgreSQL `events` (upsert by event_id)
+           '-> dead letters      -> Kafka `events.dlq` (exactly once)
+
+Run locally with `python -m jobs.ingest` or on a cluster with `make submit JOB=ingest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from pyflink.common import Configuration, Row, Types
+from pyflink.datastream import (
+    CheckpointingMode,
+    DataStream,
+    OutputTag,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.functions import ProcessFunction, RuntimeContext
+from pyflink.table import StreamTableEnvironment
+
+from conf import settings as settings_module
+from conf.settings import EventContract, Settings
+from sql import flink_statement, with_options
+from udfs.events import DeadLetter, EventParser, SourceRef
+
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+RAW_RECORD = Types.ROW_NAMED(
+    ["payload", "topic", "partition", "offset"], [BYTES, Types.STRING(), Types.INT(), Types.LONG()]
+)
+ARCHIVE_ROW = Types.ROW_NAMED(
+    ["event_id", "user_id", "session_id", "type", "ts_ms", "schema_version", "properties",
+     "source_topic", "source_partition", "source_offset"],
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(),
+     Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()],
+)
+DEAD_LETTER_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
+DEAD_LETTERS = OutputTag("dead-letters", DEAD_LETTER_ROW)
+
+RawSource = Callable[[StreamExecutionEnvironment], DataStream]
+
+
+class IngestSinks(Protocol):
+    def write(self, archive: DataStream, dead_letters: DataStream) -> None: ...
+
+
+class ParseEvents(ProcessFunction):
+    """Thin adapter over EventParser: valid events out, dead letters to a side output."""
+
+    def __init__(self, contract: EventContract):
+        self.contract = contract
+        self.parser: EventParser | None = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        c = self.contract
+        self.parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
+
+    def process_element(self, record: Row, ctx: ProcessFunction.Context):
+        source = SourceRef(record.topic, record.partition, record.offset)
+        result = self.parser.parse(record.payload, source)
+        if isinstance(result, DeadLetter):
+            yield DEAD_LETTERS, Row(result.dead_letter_id.encode(), result.to_json())
+            return
+        yield Row(
+            result.event_id, result.user_id, result.session_id, result.type.value, result.ts,
+            result.schema_version, json.dumps(result.properties(), separators=(",", ":")),
+            source.topic, source.partition, source.offset,
+        )
+
+
+def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, DataStream]:
+    parsed = raw.process(ParseEvents(contract), ARCHIVE_ROW).name("parse-events").uid("parse-events")
+    return parsed, parsed.get_side_output(DEAD_LETTERS)
+
+
+def build_pipeline(env: StreamExecutionEnvironment, config: Settings, source: RawSource,
+                   sinks: IngestSinks) -> None:
+    archive, dead_letters = parse_events(source(env), config.events)
+    sinks.write(archive, dead_letters)
+
+
+# ------------------------------------------------------------------ production connectors
+
+
+def offsets_option(offsets: dict[int, int]) -> str:
+    return ";".join(f"partition:{p},offset:{o}" for p, o in sorted(offsets.items()))
+
+
+class KafkaRawSource:
+    """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata.
+
+    Unbounded from the group's committed offsets by default; bounded to [start, stop) per
+    partition when both are given (used for replays and the local run).
+    """
+
+    def __init__(self, t_env: StreamTableEnvironment, config: Settings,
+                 start: dict[int, int] | None = None, stop: dict[int, int] | None = None):
+        self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+        kafka = self.config.kafka
+        options = {
+            "connector": "kafka",
+            "topic": kafka.topics.events.name,
+            "properties.bootstrap.servers": kafka.bootstrap_servers,
+            "properties.group.id": f"{kafka.consumer_group}-ingest",
+            "properties.isolation.level": "read_committed",
+            "properties.auto.offset.reset": "earliest",
+            "scan.startup.mode": "group-offsets",
+            "format": "raw",
+        }
+        if self.start is not None:
+            options["scan.startup.mode"] = "specific-offsets"
+            options["scan.startup.specific-offsets"] = offsets_option(self.start)
+        if self.stop is not None:
+            options["scan.bounded.mode"] = "specific-offsets"
+            options["scan.bounded.specific-offsets"] = offsets_option(self.stop)
+        self.t_env.execute_sql(
+            flink_statement("events_raw_source", table="events_raw", options=with_options(options))
+        )
+        return self.t_env.to_data_stream(self.t_env.from_path("events_raw"))
+
+
+class ProductionSinks:
+    """PostgreSQL archive through the JDBC table connector; dead letters to Kafka exactly once."""
+
+    def __init__(self, t_env: StreamTableEnvironment, config: Settings):
+        self.t_env, self.config = t_env, config
+
+    def write(self, archive: DataStream, dead_letters: DataStream) -> None:
+        kafka = self.config.kafka
+        jdbc = {"connector": "jdbc", "table-name": "events", **self.config.postgres.jdbc_options(),
+                "sink.buffer-flush.max-rows": "2000", "sink.buffer-flush.interval": "1s",
+                "sink.max-retries": "5"}
+        dlq = {
+            "connector": "kafka",
+            "topic": kafka.topics.events_dlq.name,
+            "properties.bootstrap.servers": kafka.bootstrap_servers,
+            "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+            "key.format": "raw",
+            "key.fields": "key",
+            "value.format": "raw",
+            "value.fields-include": "EXCEPT_KEY",
+            "sink.delivery-guarantee": "exactly-once",
+            "sink.transactional-id-prefix": f"{kafka.consumer_group}-ingest-dlq",
+        }
+        t = self.t_env
+        t.execute_sql(flink_statement("events_archive_sink", table="events_archive",
+                                      options=with_options(jdbc)))
+        t.execute_sql(flink_statement("dead_letter_sink", table="dead_letters",
+                                      options=with_options(dlq)))
+        statements = t.create_statement_set()
+        statements.add_insert("events_archive", t.from_data_stream(archive))
+        statements.add_insert("dead_letters", t.from_data_stream(dead_letters))
+        statements.attach_as_datastream()
+
+
+def create_environment(config: Settings) -> StreamExecutionEnvironment:
+    flink = config.flink
+    conf = Configuration()
+    conf.set_string("python.execution-mode", flink.execution_mode)
+    conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
+    conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(flink.parallelism)
+    env.enable_checkpointing(flink.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    return env
+
+
+def parse_offsets(text: str | None) -> dict[int, int] | None:
+    """`0:120,1:98` -> {0: 120, 1: 98}."""
+    if not text:
+        return None
+    pairs = (item.split(":") for item in text.split(","))
+    return {int(p): int(o) for p, o in pairs}
+
+
+def run(config: Settings, start: dict[int, int] | None = None,
+        stop: dict[int, int] | None = None) -> None:
+    env = create_environment(config)
+    t_env = StreamTableEnvironment.create(env)
+    build_pipeline(env, config, KafkaRawSource(t_env, config, start, stop),
+                   ProductionSinks(t_env, config))
+    env.execute("ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
+    parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
+    args = parser.parse_args(argv)
+    try:
+        config = settings_module.load()
+    except settings_module.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run(config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

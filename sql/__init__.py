@@ -1,0 +1,19 @@
+"""SQL: Flink DDL templates (`sql/flink/`) filled from config, and PostgreSQL migrations."""
+
+from __future__ import annotations
+
+from importlib import resources
+from string import Template
+
+
+def flink_statement(name: str, **params: str) -> str:
+    """Render `sql/flink/<name>.sql`; every ${placeholder} must be given (KeyError otherwise)."""
+    text = resources.files("sql").joinpath("flink", f"{name}.sql").read_text()
+    return Template(text).substitute(params)
+
+
+def with_options(options: dict[str, str]) -> str:
+    """Render a connector WITH clause body, quoting values for Flink SQL."""
+    return ",\n  ".join(
+        f"'{key}' = '{str(value).replace(chr(39), chr(39) * 2)}'" for key, value in options.items()
+    )

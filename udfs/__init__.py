@@ -1,0 +1,1 @@
+"""Logic that runs inside the jobs: plain Python, testable without a JVM."""
