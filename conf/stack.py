@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -377,11 +378,22 @@ def _flink_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["FLINK_CONF_DIR"] = str(conf_dir)
     env["FLINK_LOG_DIR"] = str(state_dir(settings) / "logs" / "flink")
+    Path(env["FLINK_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
     env["FLINK_PID_DIR"] = str(state_dir(settings) / "run")
     # PyFlink must find the interpreter that has the project installed.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1]))
     return env
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _write_flink_conf(settings: Settings) -> Path:
@@ -410,7 +422,10 @@ def _write_flink_conf(settings: Settings) -> Path:
         "state.checkpoints.dir": f"file://{state_dir(settings) / 'flink' / 'checkpoints'}",
         "state.savepoints.dir": f"file://{state_dir(settings) / 'flink' / 'savepoints'}",
     }
-    (conf_dir / "config.yaml").write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    # Start from the distribution's defaults: they carry the JVM --add-opens flags Flink needs.
+    defaults = yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {}
+    merged = {**_flatten(defaults), **config}
+    (conf_dir / "config.yaml").write_text(json.dumps(merged, indent=2))  # JSON is valid YAML
     return conf_dir
 
 

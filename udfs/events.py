@@ -213,8 +213,16 @@ class Event:
     data: Payload
 
     def properties(self) -> dict[str, Any]:
-        """The type-specific fields as plain JSON-ready values."""
-        return asdict(self.data)
+        """The type-specific fields as plain JSON-ready values (absent optionals left out)."""
+        return _plain(asdict(self.data))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ------------------------------------------------------------------ dead letters
@@ -396,5 +404,5 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "type": event.type.value,
         "ts": event.ts,
         "schema_version": event.schema_version,
-        **{k: v for k, v in event.properties().items() if v is not None},
+        **event.properties(),
     }

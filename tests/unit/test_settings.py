@@ -1,0 +1,72 @@
+import pytest
+
+from conf import settings as settings_module
+from conf.settings import ConfigError, LocalServer
+
+
+def test_local_environment_loads_with_every_topic(settings):
+    names = [t.name for t in settings.kafka.topics.all()]
+    assert names == ["events", "events.dlq", "consent", "profiles", "scores", "cohort-moves",
+                     "actions", "action-outcomes", "recommendations", "lead-scores"]
+    assert settings.kafka.topics.events.partitions == 4
+
+
+def test_cluster_environment_never_starts_local_services():
+    cluster = settings_module.load("cluster")
+    assert cluster.kafka.start_local_broker is False
+    assert cluster.postgres.local_server is LocalServer.NONE
+
+
+def test_bad_value_names_the_field_and_the_value():
+    with pytest.raises(ConfigError) as err:
+        settings_module.load("local", {"flink.parallelism": 0, "kafka.topics.events.partitions": "x"})
+    message = str(err.value)
+    assert "flink.parallelism" in message
+    assert "kafka.topics.events.partitions" in message
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match="flink.paralelism"):
+        settings_module.load("local", {"flink.paralelism": 3})
+
+
+def test_unknown_environment_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown environment 'staging'"):
+        settings_module.load("staging")
+
+
+def test_dsn_without_database_is_rejected():
+    with pytest.raises(ConfigError, match="must name a database"):
+        settings_module.load("local", {"postgres.dsn": "postgresql://u@h:5432"})
+
+
+def test_environment_points_at_external_services(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://app:s3cret@db.internal:6432/behavior")
+    loaded = settings_module.load("local")
+    assert loaded.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert loaded.kafka.start_local_broker is False
+    assert loaded.postgres.local_server is LocalServer.NONE
+    assert loaded.postgres.parts["host"] == "db.internal"
+
+
+def test_password_comes_from_environment_and_is_never_shown(monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2")
+    loaded = settings_module.load("local")
+    assert "hunter2" in loaded.postgres.conninfo()
+    assert loaded.postgres.jdbc_options()["password"] == "hunter2"
+    assert "hunter2" not in loaded.postgres.redacted_dsn
+    assert "hunter2" not in loaded.postgres.jdbc_options()["url"]
+    assert "hunter2" not in repr(loaded)
+
+
+def test_config_files_hold_no_secrets():
+    from importlib import resources
+
+    import yaml
+    from psycopg.conninfo import conninfo_to_dict
+
+    for name in ("local.yaml", "cluster.yaml"):
+        data = yaml.safe_load(resources.files("conf").joinpath(name).read_text())
+        assert "password" not in conninfo_to_dict(data["postgres"]["dsn"]), name
+        assert "password" not in str(data).lower(), name
