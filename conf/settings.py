@@ -142,6 +142,8 @@ class Flink(Strict):
     bundle_time_ms: Annotated[int, Field(ge=1)] = 200
     rest_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     task_slots: Annotated[int, Field(ge=1, le=64)] = 2
+    # Restarts from the last checkpoint before a job is declared failed.
+    restart_attempts: Annotated[int, Field(ge=0)] = 5
 
 
 class EventContract(Strict):

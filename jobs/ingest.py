@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Protocol
@@ -165,7 +166,17 @@ class ProductionSinks:
 
 def create_environment(config: Settings) -> StreamExecutionEnvironment:
     flink = config.flink
+    # Workers must run the interpreter that has the project installed, whatever PATH says;
+    # thread mode (pemja) finds it through PATH only, and the JVM
+    # inherits PATH when the first Java object is made.
+    venv_bin = os.path.dirname(sys.executable)
+    if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     conf = Configuration()
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(flink.restart_attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     conf.set_string("python.execution-mode", flink.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
