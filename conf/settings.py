@@ -2,7 +2,8 @@
 
 Settings come from `conf/<environment>.yaml` (BEHAVIOR_ENV, default `local`, or an explicit
 file in BEHAVIOR_CONFIG). Environment variables override the parts that point at external
-services: KAFKA_BOOTSTRAP_SERVERS and POSTGRES_DSN. When either is set, nothing local is
+services: KAFKA_BOOTSTRAP_SERVERS and POSTGRES_DSN; BEHAVIOR_FLINK_EXECUTION_MODE overrides
+`flink.execution_mode` (set by `make submit`). When either is set, nothing local is
 started for that service. Secrets (POSTGRES_PASSWORD, or a password inside POSTGRES_DSN)
 come only from the environment and are never printed: use `redacted_dsn`.
 """
@@ -93,7 +94,9 @@ class Postgres(Strict):
         except Exception as exc:  # psycopg raises ProgrammingError with the parse detail
             raise ValueError(f"not a PostgreSQL connection string: {exc}") from None
         if not parts.get("dbname"):
-            raise ValueError("the DSN must name a database, e.g. postgresql://user@host:5432/behavior")
+            raise ValueError(
+                "the DSN must name a database, e.g. postgresql://user@host:5432/behavior"
+            )
         return value
 
     def conninfo(self, dbname: str | None = None) -> str:
@@ -136,6 +139,9 @@ class Postgres(Strict):
 class Flink(Strict):
     parallelism: Annotated[int, Field(ge=1, le=256)] = 2
     execution_mode: Literal["thread", "process"] = "thread"
+    # Jobs submitted to a long-running session cluster: in thread mode the embedded interpreter
+    # (pemja) cannot be loaded again by a second job's class loader in the same task manager.
+    cluster_execution_mode: Literal["thread", "process"] = "process"
     checkpoint_interval_ms: Annotated[int, Field(ge=100)] = 5_000
     # Python bundle: records per bundle and the longest a bundle waits before it is flushed.
     bundle_size: Annotated[int, Field(ge=1)] = 1_000
@@ -220,6 +226,8 @@ def load(environment: str | None = None, overrides: dict | None = None) -> Setti
     if os.environ.get("POSTGRES_DSN"):
         data.setdefault("postgres", {})["dsn"] = os.environ["POSTGRES_DSN"]
         data["postgres"]["local_server"] = LocalServer.NONE.value
+    if os.environ.get("BEHAVIOR_FLINK_EXECUTION_MODE"):
+        data.setdefault("flink", {})["execution_mode"] = os.environ["BEHAVIOR_FLINK_EXECUTION_MODE"]
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -233,4 +241,5 @@ def load(environment: str | None = None, overrides: dict | None = None) -> Setti
             f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
             for err in exc.errors()
         ]
-        raise ConfigError(f"invalid configuration for environment {name!r}:\n" + "\n".join(lines))
+        message = f"invalid configuration for environment {name!r}:\n" + "\n".join(lines)
+        raise ConfigError(message) from None

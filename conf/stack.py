@@ -8,6 +8,7 @@ POSTGRES_DSN are used as they are and never started or stopped here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -160,10 +161,9 @@ def ensure_topics(settings: Settings) -> str:
         existing = set(admin.list_topics())
         missing = [t for t in settings.kafka.topics.all() if t.name not in existing]
         for topic in missing:
-            try:
+            # Another process may create it between our listing and this call.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(topic.name, topic.partitions, 1)])
-            except TopicAlreadyExistsError:
-                pass
         if missing:
             return "created topics: " + ", ".join(f"{t.name}({t.partitions})" for t in missing)
         return f"all {len(settings.kafka.topics.all())} topics exist"
@@ -257,14 +257,32 @@ def _start_embedded(settings: Settings, host: str, port: int, user: str) -> Path
     root.mkdir(parents=True, exist_ok=True)
     if not (data / "PG_VERSION").exists():
         subprocess.run(
-            [*run_as, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", user,
-             "--encoding=UTF8"],
+            [
+                *run_as,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "-U",
+                user,
+                "--encoding=UTF8",
+            ],
             check=True,
             capture_output=True,
         )
     subprocess.run(
-        [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-         f"-h {host} -p {port} -k {root}", "start"],
+        [
+            *run_as,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-o",
+            f"-h {host} -p {port} -k {root}",
+            "start",
+        ],
         check=True,
         capture_output=True,
     )
@@ -382,7 +400,9 @@ def _flink_env(settings: Settings) -> dict[str, str]:
     env["FLINK_PID_DIR"] = str(state_dir(settings) / "run")
     # PyFlink must find the interpreter that has the project installed.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1]))
+    env.setdefault(
+        "JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1])
+    )
     return env
 
 
@@ -418,7 +438,7 @@ def _write_flink_conf(settings: Settings) -> Path:
         "rest.port": flink.rest_port,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
-        "python.execution-mode": flink.execution_mode,
+        "python.execution-mode": flink.cluster_execution_mode,
         "state.checkpoints.dir": f"file://{state_dir(settings) / 'flink' / 'checkpoints'}",
         "state.savepoints.dir": f"file://{state_dir(settings) / 'flink' / 'savepoints'}",
     }
@@ -444,8 +464,9 @@ def cluster_up(settings: Settings) -> str:
         return f"Flink cluster answers at http://localhost:{settings.flink.rest_port}"
     _write_flink_conf(settings)
     env = _flink_env(settings)
-    subprocess.run([str(flink_home() / "bin" / "start-cluster.sh")], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(flink_home() / "bin" / "start-cluster.sh")], env=env, check=True, capture_output=True
+    )
     _wait_until(
         lambda: cluster_answers(settings),
         settings.local.startup_timeout_s,
@@ -458,8 +479,12 @@ def cluster_up(settings: Settings) -> str:
 def cluster_down(settings: Settings) -> str:
     if not (state_dir(settings) / "flink" / "conf").exists():
         return "no local Flink cluster configured"
-    subprocess.run([str(flink_home() / "bin" / "stop-cluster.sh")], env=_flink_env(settings),
-                   check=False, capture_output=True)
+    subprocess.run(
+        [str(flink_home() / "bin" / "stop-cluster.sh")],
+        env=_flink_env(settings),
+        check=False,
+        capture_output=True,
+    )
     return "stopped Flink cluster"
 
 
@@ -476,20 +501,29 @@ def job_archive(settings: Settings) -> Path:
 
 
 def submit(settings: Settings, job: str, job_args: list[str]) -> int:
-    """Submit `jobs/<job>.py` to the standalone cluster in attached mode; returns flink's exit code."""
+    """Submit `jobs/<job>.py` to the standalone cluster, attached; returns flink's exit code."""
     if not (PROJECT_ROOT / "jobs" / f"{job}.py").exists():
         raise StackError(f"no job named {job!r} (expected jobs/{job}.py)")
     if not cluster_answers(settings):
         raise StackError("the Flink cluster does not answer; run `make cluster-up` first")
     archive = job_archive(settings)
     command = [
-        str(flink_home() / "bin" / "flink"), "run",
-        "-pyexec", sys.executable, "-pyclientexec", sys.executable,
-        "-pyfs", str(archive), "-pym", f"jobs.{job}", *job_args,
+        str(flink_home() / "bin" / "flink"),
+        "run",
+        "-pyexec",
+        sys.executable,
+        "-pyclientexec",
+        sys.executable,
+        "-pyfs",
+        str(archive),
+        "-pym",
+        f"jobs.{job}",
+        *job_args,
     ]
     say(f"submitting jobs/{job}.py to http://localhost:{settings.flink.rest_port}")
     env = _flink_env(settings)
     env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env["BEHAVIOR_FLINK_EXECUTION_MODE"] = settings.flink.cluster_execution_mode
     return subprocess.run(command, env=env, cwd=PROJECT_ROOT).returncode
 
 
@@ -516,7 +550,9 @@ def status(settings: Settings) -> bool:
     broker_pid = _running_pid(settings, "broker")
     managed = f" (embedded, pid {broker_pid})" if broker_pid else ""
     print(f"environment  {settings.environment}")
-    print(f"kafka        {settings.kafka.bootstrap_servers}: {'up' if kafka_ok else 'DOWN'}{managed}")
+    print(
+        f"kafka        {settings.kafka.bootstrap_servers}: {'up' if kafka_ok else 'DOWN'}{managed}"
+    )
     print(f"postgres     {settings.postgres.redacted_dsn}: {'up' if pg_ok else 'DOWN'}")
     if kafka_ok:
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -524,8 +560,10 @@ def status(settings: Settings) -> bool:
         admin.close()
         wanted = [t.name for t in settings.kafka.topics.all()]
         missing = [name for name in wanted if name not in existing]
-        print(f"topics       {len(wanted) - len(missing)}/{len(wanted)} present"
-              + (f", missing {missing}" if missing else ""))
+        print(
+            f"topics       {len(wanted) - len(missing)}/{len(wanted)} present"
+            + (f", missing {missing}" if missing else "")
+        )
     if pg_ok:
         try:
             with psycopg.connect(settings.postgres.conninfo(), connect_timeout=3) as conn:
@@ -534,15 +572,18 @@ def status(settings: Settings) -> bool:
         except psycopg.Error:
             print("migrations   none (database or table missing)")
     flink_ok = cluster_answers(settings)
-    print(f"flink        http://localhost:{settings.flink.rest_port}: "
-          f"{'up' if flink_ok else 'not running'}")
+    print(
+        f"flink        http://localhost:{settings.flink.rest_port}: "
+        f"{'up' if flink_ok else 'not running'}"
+    )
     return kafka_ok and pg_ok
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conf.stack", description=__doc__)
-    parser.add_argument("command",
-                        choices=["up", "down", "status", "cluster-up", "cluster-down", "submit"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "cluster-up", "cluster-down", "submit"]
+    )
     parser.add_argument("job", nargs="?", help="job name for `submit`, e.g. ingest")
     parser.add_argument("job_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

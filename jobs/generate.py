@@ -54,8 +54,12 @@ def write_truth_file(history: History, path: Path, run_id: str) -> None:
         for user in history.users:
             out.write(json.dumps({"kind": "user", "run_id": run_id, **asdict(user)}) + "\n")
         for s in history.sessions:
-            out.write(json.dumps({"kind": "session", "run_id": run_id, **asdict(s),
-                                  "abandoned": s.abandoned}) + "\n")
+            out.write(
+                json.dumps(
+                    {"kind": "session", "run_id": run_id, **asdict(s), "abandoned": s.abandoned}
+                )
+                + "\n"
+            )
 
 
 def write_truth_tables(history: History, settings: Settings, run_id: str) -> None:
@@ -71,17 +75,39 @@ def write_truth_tables(history: History, settings: Settings, run_id: str) -> Non
             "INSERT INTO ground_truth_sessions (run_id, session_id, user_id, start_ms, end_ms,"
             " added_to_cart, purchased, abandoned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (run_id, session_id) DO NOTHING",
-            [(run_id, s.session_id, s.user_id, s.start_ms, s.end_ms, s.added_to_cart, s.purchased,
-              s.abandoned) for s in history.sessions],
+            [
+                (
+                    run_id,
+                    s.session_id,
+                    s.user_id,
+                    s.start_ms,
+                    s.end_ms,
+                    s.added_to_cart,
+                    s.purchased,
+                    s.abandoned,
+                )
+                for s in history.sessions
+            ],
         )
 
 
-def generate(settings: Settings, users: int | None = None, days: float | None = None,
-             seed: int | None = None, rate: float = 0.0, invalid_rate: float | None = None,
-             out_file: Path | None = None, truth_to_db: bool = True) -> GenerateSummary:
+def generate(
+    settings: Settings,
+    users: int | None = None,
+    days: float | None = None,
+    seed: int | None = None,
+    rate: float = 0.0,
+    invalid_rate: float | None = None,
+    out_file: Path | None = None,
+    truth_to_db: bool = True,
+) -> GenerateSummary:
     generator = EventGenerator(settings.generator, users=users, days=days, seed=seed)
-    print(f"[generate] simulating {generator.users:,} users over {generator.days:g} days "
-          f"(seed {generator.seed})", file=sys.stderr, flush=True)
+    print(
+        f"[generate] simulating {generator.users:,} users over {generator.days:g} days "
+        f"(seed {generator.seed})",
+        file=sys.stderr,
+        flush=True,
+    )
     history = generator.generate()
     run_id = generator.run_id
     truth_file = state_dir(settings) / "generated" / f"{run_id}.truth.jsonl"
@@ -104,8 +130,9 @@ def generate(settings: Settings, users: int | None = None, days: float | None = 
         print(f"[generate] wrote {summary.valid:,} events to {out_file}", file=sys.stderr)
         return summary
     topic = settings.kafka.topics.events
-    publisher = Publisher(settings.kafka.bootstrap_servers, topic.name, topic.partitions, rate=rate,
-                          label="generate")
+    publisher = Publisher(
+        settings.kafka.bootstrap_servers, topic.name, topic.partitions, rate=rate, label="generate"
+    )
     for value, reason in with_hostile_records(history.events, invalid_rate, generator.seed, bounds):
         key = None
         if reason is None:
@@ -122,8 +149,12 @@ def generate(settings: Settings, users: int | None = None, days: float | None = 
     manifest = manifest_path(settings)
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(summary.to_json(), indent=2))
-    print(f"[generate] published {summary.valid:,} valid and {summary.invalid:,} malformed records "
-          f"to {topic.name}; truth in {truth_file}", file=sys.stderr, flush=True)
+    print(
+        f"[generate] published {summary.valid:,} valid and {summary.invalid:,} malformed records "
+        f"to {topic.name}; truth in {truth_file}",
+        file=sys.stderr,
+        flush=True,
+    )
     return summary
 
 
@@ -141,8 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     except settings_module.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    summary = generate(settings, args.users, args.days, args.seed, args.rate, args.invalid_rate,
-                       args.out, truth_to_db=args.out is None)
+    summary = generate(
+        settings,
+        args.users,
+        args.days,
+        args.seed,
+        args.rate,
+        args.invalid_rate,
+        args.out,
+        truth_to_db=args.out is None,
+    )
     print(json.dumps({k: v for k, v in summary.to_json().items() if k != "publish"}, indent=2))
     return 0
 

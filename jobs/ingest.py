@@ -38,10 +38,30 @@ RAW_RECORD = Types.ROW_NAMED(
     ["payload", "topic", "partition", "offset"], [BYTES, Types.STRING(), Types.INT(), Types.LONG()]
 )
 ARCHIVE_ROW = Types.ROW_NAMED(
-    ["event_id", "user_id", "session_id", "type", "ts_ms", "schema_version", "properties",
-     "source_topic", "source_partition", "source_offset"],
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(),
-     Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()],
+    [
+        "event_id",
+        "user_id",
+        "session_id",
+        "type",
+        "ts_ms",
+        "schema_version",
+        "properties",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ],
+    [
+        Types.STRING(),
+        Types.STRING(),
+        Types.STRING(),
+        Types.STRING(),
+        Types.LONG(),
+        Types.INT(),
+        Types.STRING(),
+        Types.STRING(),
+        Types.INT(),
+        Types.LONG(),
+    ],
 )
 DEAD_LETTER_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
 DEAD_LETTERS = OutputTag("dead-letters", DEAD_LETTER_ROW)
@@ -71,19 +91,29 @@ class ParseEvents(ProcessFunction):
             yield DEAD_LETTERS, Row(result.dead_letter_id.encode(), result.to_json())
             return
         yield Row(
-            result.event_id, result.user_id, result.session_id, result.type.value, result.ts,
-            result.schema_version, json.dumps(result.properties(), separators=(",", ":")),
-            source.topic, source.partition, source.offset,
+            result.event_id,
+            result.user_id,
+            result.session_id,
+            result.type.value,
+            result.ts,
+            result.schema_version,
+            json.dumps(result.properties(), separators=(",", ":")),
+            source.topic,
+            source.partition,
+            source.offset,
         )
 
 
 def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, DataStream]:
-    parsed = raw.process(ParseEvents(contract), ARCHIVE_ROW).name("parse-events").uid("parse-events")
+    parsed = (
+        raw.process(ParseEvents(contract), ARCHIVE_ROW).name("parse-events").uid("parse-events")
+    )
     return parsed, parsed.get_side_output(DEAD_LETTERS)
 
 
-def build_pipeline(env: StreamExecutionEnvironment, config: Settings, source: RawSource,
-                   sinks: IngestSinks) -> None:
+def build_pipeline(
+    env: StreamExecutionEnvironment, config: Settings, source: RawSource, sinks: IngestSinks
+) -> None:
     archive, dead_letters = parse_events(source(env), config.events)
     sinks.write(archive, dead_letters)
 
@@ -102,8 +132,13 @@ class KafkaRawSource:
     partition when both are given (used for replays and the local run).
     """
 
-    def __init__(self, t_env: StreamTableEnvironment, config: Settings,
-                 start: dict[int, int] | None = None, stop: dict[int, int] | None = None):
+    def __init__(
+        self,
+        t_env: StreamTableEnvironment,
+        config: Settings,
+        start: dict[int, int] | None = None,
+        stop: dict[int, int] | None = None,
+    ):
         self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
@@ -138,9 +173,14 @@ class ProductionSinks:
 
     def write(self, archive: DataStream, dead_letters: DataStream) -> None:
         kafka = self.config.kafka
-        jdbc = {"connector": "jdbc", "table-name": "events", **self.config.postgres.jdbc_options(),
-                "sink.buffer-flush.max-rows": "2000", "sink.buffer-flush.interval": "1s",
-                "sink.max-retries": "5"}
+        jdbc = {
+            "connector": "jdbc",
+            "table-name": "events",
+            **self.config.postgres.jdbc_options(),
+            "sink.buffer-flush.max-rows": "2000",
+            "sink.buffer-flush.interval": "1s",
+            "sink.max-retries": "5",
+        }
         dlq = {
             "connector": "kafka",
             "topic": kafka.topics.events_dlq.name,
@@ -154,10 +194,14 @@ class ProductionSinks:
             "sink.transactional-id-prefix": f"{kafka.consumer_group}-ingest-dlq",
         }
         t = self.t_env
-        t.execute_sql(flink_statement("events_archive_sink", table="events_archive",
-                                      options=with_options(jdbc)))
-        t.execute_sql(flink_statement("dead_letter_sink", table="dead_letters",
-                                      options=with_options(dlq)))
+        t.execute_sql(
+            flink_statement(
+                "events_archive_sink", table="events_archive", options=with_options(jdbc)
+            )
+        )
+        t.execute_sql(
+            flink_statement("dead_letter_sink", table="dead_letters", options=with_options(dlq))
+        )
         statements = t.create_statement_set()
         statements.add_insert("events_archive", t.from_data_stream(archive))
         statements.add_insert("dead_letters", t.from_data_stream(dead_letters))
@@ -186,6 +230,11 @@ def create_environment(config: Settings) -> StreamExecutionEnvironment:
     return env
 
 
+def format_offsets(offsets: dict[int, int]) -> str:
+    """{0: 120, 1: 98} -> `0:120,1:98` (the command-line form)."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
+
+
 def parse_offsets(text: str | None) -> dict[int, int] | None:
     """`0:120,1:98` -> {0: 120, 1: 98}."""
     if not text:
@@ -194,18 +243,23 @@ def parse_offsets(text: str | None) -> dict[int, int] | None:
     return {int(p): int(o) for p, o in pairs}
 
 
-def run(config: Settings, start: dict[int, int] | None = None,
-        stop: dict[int, int] | None = None) -> None:
+def run(
+    config: Settings, start: dict[int, int] | None = None, stop: dict[int, int] | None = None
+) -> None:
     env = create_environment(config)
     t_env = StreamTableEnvironment.create(env)
-    build_pipeline(env, config, KafkaRawSource(t_env, config, start, stop),
-                   ProductionSinks(t_env, config))
+    build_pipeline(
+        env, config, KafkaRawSource(t_env, config, start, stop), ProductionSinks(t_env, config)
+    )
     env.execute("ingest")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
     parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
     args = parser.parse_args(argv)

@@ -34,7 +34,8 @@ def read_dead_letters(config: Settings, batch: PublishReport, timeout_s: float =
     for message in consumer:
         letter = DeadLetter.from_json(message.value)
         if letter.source.topic == batch.topic and batch.contains(
-                letter.source.partition, letter.source.offset):
+            letter.source.partition, letter.source.offset
+        ):
             found[letter.dead_letter_id] = letter  # a repeated id is the same record again
     consumer.close()
     return found
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = generate(config, users=args.users, days=args.days, seed=args.seed)
     batch = summary.publish
     start, stop = batch.bounds()
-    print(f"[run] ingest job over {batch.sent:,} records of {batch.topic} "
-          f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
-          file=sys.stderr, flush=True)
+    print(
+        f"[run] ingest job over {batch.sent:,} records of {batch.topic} "
+        f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
+        file=sys.stderr,
+        flush=True,
+    )
     began = time.monotonic()
     ingest.run(config, start, stop)
     seconds = time.monotonic() - began
@@ -74,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     by_reason = Counter(letter.reason.value for letter in letters.values())
     print()
     print("ingest run summary")
-    print(f"  events generated     {summary.valid + summary.invalid:>9,}  "
-          f"({summary.users:,} users, {summary.sessions:,} sessions, run {summary.run_id})")
+    print(
+        f"  events generated     {summary.valid + summary.invalid:>9,}  "
+        f"({summary.users:,} users, {summary.sessions:,} sessions, run {summary.run_id})"
+    )
     print(f"  valid                {summary.valid:>9,}")
     print(f"  malformed mixed in   {summary.invalid:>9,}")
     print(f"  rows written (PG)    {rows:>9,}  table events")

@@ -33,16 +33,22 @@ class PublishReport:
         return self.start_offsets.get(partition, 0) <= offset < self.end_offsets.get(partition, 0)
 
     def to_json(self) -> dict:
-        return {"topic": self.topic, "partitions": self.partitions, "sent": self.sent,
-                "start_offsets": self.start_offsets, "end_offsets": self.end_offsets}
+        return {
+            "topic": self.topic,
+            "partitions": self.partitions,
+            "sent": self.sent,
+            "start_offsets": self.start_offsets,
+            "end_offsets": self.end_offsets,
+        }
 
     @staticmethod
     def from_json(d: dict) -> PublishReport:
         def ints(m: dict) -> dict[int, int]:
             return {int(k): int(v) for k, v in m.items()}
 
-        return PublishReport(d["topic"], d["partitions"], d["sent"], ints(d["start_offsets"]),
-                             ints(d["end_offsets"]))
+        return PublishReport(
+            d["topic"], d["partitions"], d["sent"], ints(d["start_offsets"]), ints(d["end_offsets"])
+        )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,11 +58,21 @@ class PublishReport:
 class Publisher:
     """Sends records keyed by user, at an optional rate, printing progress on long runs."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, partitions: int, rate: float = 0.0,
-                 progress_every: int = 50_000, label: str = "publish"):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        partitions: int,
+        rate: float = 0.0,
+        progress_every: int = 50_000,
+        label: str = "publish",
+    ):
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20,
-            batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=20,
+            batch_size=256 * 1024,
+            max_request_size=2 * 1024 * 1024,
         )
         self.report = PublishReport(topic, partitions)
         self._rate = rate
@@ -89,12 +105,17 @@ class Publisher:
                 time.sleep(ahead)
         if n % self._progress_every == 0:
             elapsed = time.monotonic() - self._started
-            print(f"[{self._label}] {n:,} records sent ({n / elapsed:,.0f}/s)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{self._label}] {n:,} records sent ({n / elapsed:,.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> PublishReport:
         self._producer.flush()
         self._producer.close()
         if self._errors:
-            raise RuntimeError(f"{len(self._errors)} records were not acknowledged: {self._errors[0]}")
+            raise RuntimeError(
+                f"{len(self._errors)} records were not acknowledged: {self._errors[0]}"
+            )
         return self.report

@@ -92,7 +92,8 @@ def read_rows(path: Path, fmt: str) -> Iterator[LogRow]:
             reader = csv.DictReader(handle)
             for row in reader:
                 raw = ",".join(row.get(c) or "" for c in reader.fieldnames or []).encode(
-                    "utf-8", "surrogateescape")
+                    "utf-8", "surrogateescape"
+                )
                 yield LogRow(reader.line_num, raw, row)
         else:
             for number, line in enumerate(handle, start=1):
@@ -163,8 +164,11 @@ class LogMapper:
             name = row.values.get(m.event_name)
             event_mapping = m.events.get(str(name)) if name is not None else None
             if event_mapping is None:
-                yield self._dead(row, Reason.UNMAPPED_EVENT,
-                                 f"event name {str(name)[:100]!r} has no mapping in {m.name}")
+                yield self._dead(
+                    row,
+                    Reason.UNMAPPED_EVENT,
+                    f"event name {str(name)[:100]!r} has no mapping in {m.name}",
+                )
                 continue
             try:
                 ts = _timestamp_ms(row.values[m.timestamp.column], m.timestamp.unit)
@@ -182,8 +186,9 @@ class LogMapper:
                 "schema_version": 1,
                 **fields,
             }
-            result = self.parser.parse(json.dumps(doc).encode(),
-                                       SourceRef(self.source_name, 0, row.line))
+            result = self.parser.parse(
+                json.dumps(doc).encode(), SourceRef(self.source_name, 0, row.line)
+            )
             if isinstance(result, DeadLetter):
                 yield DeadLetter(result.reason, result.detail, row.raw, result.source)
             else:
@@ -191,7 +196,9 @@ class LogMapper:
 
     def sort_key(self, row: LogRow) -> tuple[int, int]:
         try:
-            ts = _timestamp_ms(row.values.get(self.mapping.timestamp.column), self.mapping.timestamp.unit)
+            ts = _timestamp_ms(
+                row.values.get(self.mapping.timestamp.column), self.mapping.timestamp.unit
+            )
         except (ValueError, TypeError):
             ts = 0  # unparseable: goes first and is dead-lettered by map_rows
         return ts, row.line
@@ -200,14 +207,23 @@ class LogMapper:
 def replay(settings: Settings, file: Path, mapping_path: Path) -> tuple[PublishReport, int]:
     mapping = LogMapping.load(mapping_path)
     c = settings.events
-    mapper = LogMapper(mapping, EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms),
-                       file.name)
+    mapper = LogMapper(
+        mapping, EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms), file.name
+    )
     rows = sorted(read_rows(file, mapping.format), key=mapper.sort_key)
     topics = settings.kafka.topics
-    events = Publisher(settings.kafka.bootstrap_servers, topics.events.name,
-                       topics.events.partitions, label="replay")
-    dead = Publisher(settings.kafka.bootstrap_servers, topics.events_dlq.name,
-                     topics.events_dlq.partitions, label="replay-dlq")
+    events = Publisher(
+        settings.kafka.bootstrap_servers,
+        topics.events.name,
+        topics.events.partitions,
+        label="replay",
+    )
+    dead = Publisher(
+        settings.kafka.bootstrap_servers,
+        topics.events_dlq.name,
+        topics.events_dlq.partitions,
+        label="replay-dlq",
+    )
     for result in mapper.map_rows(rows):
         if isinstance(result, DeadLetter):
             dead.send(result.dead_letter_id, result.to_json())
@@ -218,8 +234,11 @@ def replay(settings: Settings, file: Path, mapping_path: Path) -> tuple[PublishR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--file", type=Path, required=True)
     parser.add_argument("--mapping", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -231,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except settings_module.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"[replay] published {published.sent:,} events to {published.topic} in event-time order; "
-          f"{dead:,} rows dead-lettered to {settings.kafka.topics.events_dlq.name}")
+    print(
+        f"[replay] published {published.sent:,} events to {published.topic} in event-time order; "
+        f"{dead:,} rows dead-lettered to {settings.kafka.topics.events_dlq.name}"
+    )
     return 0
 
 

@@ -39,13 +39,31 @@ FEATURES = ("wishlist_tab", "order_tracking", "dark_mode", "notifications", "siz
 
 # Base journey: from each event type, relative weights of the next one ("exit" ends the session).
 BASE_TRANSITIONS: dict[str, dict[str, float]] = {
-    "page_view": {"page_view": 3, "search": 2, "product_view": 4, "content_interaction": 0.6,
-                  "app_click": 0.4, "exit": 1.2},
+    "page_view": {
+        "page_view": 3,
+        "search": 2,
+        "product_view": 4,
+        "content_interaction": 0.6,
+        "app_click": 0.4,
+        "exit": 1.2,
+    },
     "search": {"product_view": 5, "search": 1, "page_view": 1, "exit": 0.6},
-    "product_view": {"product_view": 3, "add_to_cart": 1.2, "wishlist_add": 0.4, "search": 1,
-                     "page_view": 1, "content_interaction": 0.3, "exit": 1.0},
-    "add_to_cart": {"product_view": 2, "checkout_start": 1.5, "remove_from_cart": 0.3,
-                    "coupon_attempt": 0.4, "exit": 0.5},
+    "product_view": {
+        "product_view": 3,
+        "add_to_cart": 1.2,
+        "wishlist_add": 0.4,
+        "search": 1,
+        "page_view": 1,
+        "content_interaction": 0.3,
+        "exit": 1.0,
+    },
+    "add_to_cart": {
+        "product_view": 2,
+        "checkout_start": 1.5,
+        "remove_from_cart": 0.3,
+        "coupon_attempt": 0.4,
+        "exit": 0.5,
+    },
     "remove_from_cart": {"product_view": 2, "exit": 1},
     "wishlist_add": {"product_view": 2, "wishlist_remove": 0.1, "exit": 0.5},
     "wishlist_remove": {"product_view": 1, "exit": 1},
@@ -75,23 +93,86 @@ class Archetype:
 ARCHETYPES = {
     a.name: a
     for a in (
-        Archetype("researcher", 1.2, {"search": 2.5, "product_view": 2.0, "exit": 0.5,
-                                      "add_to_cart": 0.35, "purchase": 0.6, "wishlist_add": 2.0},
-                  42_000, 0.8, (0.7, 1.6), 0.5, 0.15, 0.1),
-        Archetype("impulse_buyer", 0.8, {"add_to_cart": 3.0, "checkout_start": 2.5, "purchase": 3.0,
-                                         "search": 0.4, "exit": 0.7},
-                  6_000, 0.3, (0.6, 1.8), 0.5, 0.45, 0.15),
-        Archetype("price_sensitive", 1.0, {"coupon_attempt": 5.0, "search": 1.5, "purchase": 0.7,
-                                           "add_to_cart": 0.8},
-                  18_000, 0.6, (0.3, 0.8), 0.35, 0.6, 0.3),
-        Archetype("loyal_repeater", 1.5, {"purchase": 2.0, "checkout_start": 1.6, "app_click": 3.0,
-                                          "exit": 0.9},
-                  15_000, 0.5, (0.8, 1.3), 0.6, 0.35, 0.4),
-        Archetype("drifter", 1.3, {"content_interaction": 1.5, "purchase": 0.8},
-                  20_000, 0.5, (0.7, 1.3), 0.5, 0.2, 0.25, drifts=True),
-        Archetype("cart_abandoner", 1.0, {"add_to_cart": 2.5, "checkout_start": 1.8,
-                                          "purchase": 0.12, "exit": 1.0},
-                  12_000, 0.45, (0.8, 1.5), 0.3, 0.3, 0.2),
+        Archetype(
+            "researcher",
+            1.2,
+            {
+                "search": 2.5,
+                "product_view": 2.0,
+                "exit": 0.5,
+                "add_to_cart": 0.35,
+                "purchase": 0.6,
+                "wishlist_add": 2.0,
+            },
+            42_000,
+            0.8,
+            (0.7, 1.6),
+            0.5,
+            0.15,
+            0.1,
+        ),
+        Archetype(
+            "impulse_buyer",
+            0.8,
+            {
+                "add_to_cart": 3.0,
+                "checkout_start": 2.5,
+                "purchase": 3.0,
+                "search": 0.4,
+                "exit": 0.7,
+            },
+            6_000,
+            0.3,
+            (0.6, 1.8),
+            0.5,
+            0.45,
+            0.15,
+        ),
+        Archetype(
+            "price_sensitive",
+            1.0,
+            {"coupon_attempt": 5.0, "search": 1.5, "purchase": 0.7, "add_to_cart": 0.8},
+            18_000,
+            0.6,
+            (0.3, 0.8),
+            0.35,
+            0.6,
+            0.3,
+        ),
+        Archetype(
+            "loyal_repeater",
+            1.5,
+            {"purchase": 2.0, "checkout_start": 1.6, "app_click": 3.0, "exit": 0.9},
+            15_000,
+            0.5,
+            (0.8, 1.3),
+            0.6,
+            0.35,
+            0.4,
+        ),
+        Archetype(
+            "drifter",
+            1.3,
+            {"content_interaction": 1.5, "purchase": 0.8},
+            20_000,
+            0.5,
+            (0.7, 1.3),
+            0.5,
+            0.2,
+            0.25,
+            drifts=True,
+        ),
+        Archetype(
+            "cart_abandoner",
+            1.0,
+            {"add_to_cart": 2.5, "checkout_start": 1.8, "purchase": 0.12, "exit": 1.0},
+            12_000,
+            0.45,
+            (0.8, 1.5),
+            0.3,
+            0.3,
+            0.2,
+        ),
     )
 }
 
@@ -152,8 +233,13 @@ class _Session:
 
 
 class EventGenerator:
-    def __init__(self, settings: GeneratorSettings, users: int | None = None,
-                 days: float | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        settings: GeneratorSettings,
+        users: int | None = None,
+        days: float | None = None,
+        seed: int | None = None,
+    ):
         self.settings = settings
         self.users = users if users is not None else settings.users
         self.days = days if days is not None else settings.days
@@ -172,9 +258,12 @@ class EventGenerator:
         catalog = {}
         for category, (median, sigma) in CATEGORIES.items():
             catalog[category] = [
-                Product(f"{category[:3]}-{i:04d}", category,
-                        round(median * math.exp(self.rng.gauss(0, sigma)), 2),
-                        self.rng.choice(BRANDS))
+                Product(
+                    f"{category[:3]}-{i:04d}",
+                    category,
+                    round(median * math.exp(self.rng.gauss(0, sigma)), 2),
+                    self.rng.choice(BRANDS),
+                )
                 for i in range(self.settings.products_per_category)
             ]
         return catalog
@@ -191,7 +280,9 @@ class EventGenerator:
             archetype = ARCHETYPES[names[n % len(names)]]
             user_id = f"u{n:06d}"
             drift_start = (
-                start + int(self.rng.uniform(0.25, 0.55) * (end - start)) if archetype.drifts else None
+                start + int(self.rng.uniform(0.25, 0.55) * (end - start))
+                if archetype.drifts
+                else None
             )
             truth = UserTruth(user_id, archetype.name, archetype.drifts, drift_start)
             users.append(truth)
@@ -202,9 +293,16 @@ class EventGenerator:
                 session = self._session(truth, archetype, favourite, ts, first)
                 first = False
                 timeline.extend(session.events)
-                sessions.append(SessionTruth(session.session_id, user_id, session.events[0]["ts"],
-                                             session.events[-1]["ts"], session.added_to_cart,
-                                             session.purchased))
+                sessions.append(
+                    SessionTruth(
+                        session.session_id,
+                        user_id,
+                        session.events[0]["ts"],
+                        session.events[-1]["ts"],
+                        session.added_to_cart,
+                        session.purchased,
+                    )
+                )
                 rate = archetype.sessions_per_day
                 if drift_start is not None and ts > drift_start:
                     rate *= math.exp(-(ts - drift_start) / (3 * DAY_MS))  # fades within days
@@ -221,7 +319,9 @@ class EventGenerator:
             roll = self.rng.random()
             delay = 0
             if roll < s.late_rate:
-                delay = self.rng.randint(s.max_out_of_order_ms, max(s.max_late_ms, s.max_out_of_order_ms))
+                delay = self.rng.randint(
+                    s.max_out_of_order_ms, max(s.max_late_ms, s.max_out_of_order_ms)
+                )
             elif roll < s.late_rate + s.out_of_order_rate:
                 delay = self.rng.randint(1, max(s.max_out_of_order_ms, 1))
             keyed.append((event["ts"] + delay, i, event))
@@ -230,13 +330,17 @@ class EventGenerator:
 
     # ---------------------------------------------------------------- one session
 
-    def _session(self, user: UserTruth, archetype: Archetype, favourite: str, ts: int,
-                 first: bool) -> _Session:
+    def _session(
+        self, user: UserTruth, archetype: Archetype, favourite: str, ts: int, first: bool
+    ) -> _Session:
         rng = self.rng
         s = _Session(user, archetype, rng, self.catalog, favourite, self._id(), ts)
         if first:
-            purposes = {"analytics": True, "personalization": rng.random() < 0.85,
-                        "marketing": rng.random() < 0.6}
+            purposes = {
+                "analytics": True,
+                "personalization": rng.random() < 0.85,
+                "marketing": rng.random() < 0.6,
+            }
             self._emit(s, "consent_update", 500, purposes=purposes)
         if rng.random() < archetype.email_rate:
             campaign = f"cmp-{rng.randint(1, 40):03d}"
@@ -254,10 +358,18 @@ class EventGenerator:
                 break
             self._step(s, state)
         if s.cart and rng.random() < 0.12:  # some respond to an on-site offer before leaving
-            response = "accepted" if rng.random() < archetype.offer_accept else rng.choice(
-                ["dismissed", "ignored"])
-            self._emit(s, "offer_response", rng.randint(1_000, 10_000),
-                       action_id=f"offer-{rng.randint(1, 9):02d}", response=response)
+            response = (
+                "accepted"
+                if rng.random() < archetype.offer_accept
+                else rng.choice(["dismissed", "ignored"])
+            )
+            self._emit(
+                s,
+                "offer_response",
+                rng.randint(1_000, 10_000),
+                action_id=f"offer-{rng.randint(1, 9):02d}",
+                response=response,
+            )
         return s
 
     def _next_state(self, s: _Session, state: str) -> str:
@@ -275,10 +387,17 @@ class EventGenerator:
 
     def _emit(self, s: _Session, event_type: str, gap_ms: int, **fields) -> None:
         s.ts += gap_ms
-        s.events.append({
-            "event_id": self._id(), "user_id": s.user.user_id, "session_id": s.session_id,
-            "type": event_type, "ts": s.ts, "schema_version": 1, **fields,
-        })
+        s.events.append(
+            {
+                "event_id": self._id(),
+                "user_id": s.user.user_id,
+                "session_id": s.session_id,
+                "type": event_type,
+                "ts": s.ts,
+                "schema_version": 1,
+                **fields,
+            }
+        )
 
     def _pick_product(self, s: _Session) -> Product:
         category = s.favourite if s.rng.random() < 0.6 else s.rng.choice(list(CATEGORIES))
@@ -290,8 +409,15 @@ class EventGenerator:
     def _page_view(self, s: _Session) -> None:
         category = s.favourite if s.rng.random() < 0.5 else s.rng.choice(list(CATEGORIES))
         scroll = min(1.0, max(0.0, s.rng.betavariate(2, 2) * 2 * s.archetype.scroll_mean))
-        self._emit(s, "page_view", s.rng.randint(500, 3_000), url=f"/c/{category}",
-                   category=category, dwell_ms=self._dwell(s), scroll_depth=round(scroll, 3))
+        self._emit(
+            s,
+            "page_view",
+            s.rng.randint(500, 3_000),
+            url=f"/c/{category}",
+            category=category,
+            dwell_ms=self._dwell(s),
+            scroll_depth=round(scroll, 3),
+        )
 
     def _step(self, s: _Session, state: str) -> None:
         rng = s.rng
@@ -303,37 +429,66 @@ class EventGenerator:
             filters: dict = {"category": product.category}
             if s.archetype.price_quantile[1] < 1.0:
                 filters["max_price"] = round(product.price * 1.2, 2)
-            self._emit(s, "search", think, query=f"{product.brand} {product.category}",
-                       filters=filters)
+            self._emit(
+                s, "search", think, query=f"{product.brand} {product.category}", filters=filters
+            )
         elif state == "product_view":
             product = self._pick_product(s)
             s.viewed.append(product)
-            self._emit(s, "product_view", think + self._dwell(s) // 3, product_id=product.product_id,
-                       category=product.category, price=product.price,
-                       attributes={"brand": product.brand, "discounted": rng.random() < 0.2})
+            self._emit(
+                s,
+                "product_view",
+                think + self._dwell(s) // 3,
+                product_id=product.product_id,
+                category=product.category,
+                price=product.price,
+                attributes={"brand": product.brand, "discounted": rng.random() < 0.2},
+            )
         elif state == "add_to_cart":
             product = s.viewed[-1] if s.viewed else self._pick_product(s)
             quantity = 1 if rng.random() < 0.8 else rng.randint(2, 3)
             previous = s.cart.get(product.product_id, (product, 0))[1]
             s.cart[product.product_id] = (product, previous + quantity)
             s.added_to_cart = True
-            self._emit(s, "add_to_cart", think, product_id=product.product_id, quantity=quantity,
-                       price=product.price)
+            self._emit(
+                s,
+                "add_to_cart",
+                think,
+                product_id=product.product_id,
+                quantity=quantity,
+                price=product.price,
+            )
         elif state == "remove_from_cart":
             product_id = rng.choice(list(s.cart))
             product, quantity = s.cart.pop(product_id)
-            self._emit(s, "remove_from_cart", think, product_id=product_id, quantity=quantity,
-                       price=product.price)
+            self._emit(
+                s,
+                "remove_from_cart",
+                think,
+                product_id=product_id,
+                quantity=quantity,
+                price=product.price,
+            )
         elif state in ("wishlist_add", "wishlist_remove"):
             product = s.viewed[-1] if s.viewed else self._pick_product(s)
             self._emit(s, state, think, product_id=product.product_id)
         elif state == "coupon_attempt":
             code = rng.choice(["SAVE10", "WELCOME", "FREESHIP", "VIP20", "EXPIRED5"])
-            self._emit(s, "coupon_attempt", think, code=code,
-                       success=rng.random() < s.archetype.coupon_success)
+            self._emit(
+                s,
+                "coupon_attempt",
+                think,
+                code=code,
+                success=rng.random() < s.archetype.coupon_success,
+            )
         elif state == "content_interaction":
-            self._emit(s, "content_interaction", think, content_id=f"cnt-{rng.randint(1, 60):03d}",
-                       kind=rng.choice(["banner", "recommendation", "help_tip"]))
+            self._emit(
+                s,
+                "content_interaction",
+                think,
+                content_id=f"cnt-{rng.randint(1, 60):03d}",
+                kind=rng.choice(["banner", "recommendation", "help_tip"]),
+            )
         elif state == "app_click":
             self._emit(s, "app_click", think, feature=rng.choice(FEATURES))
         elif state == "checkout_start":
@@ -341,10 +496,23 @@ class EventGenerator:
         elif state == "purchase":
             if not s.cart:
                 return
-            items = [{"product_id": p.product_id, "quantity": q, "price": p.price,
-                      "category": p.category} for p, q in s.cart.values()]
-            self._emit(s, "purchase", rng.randint(5_000, 40_000), order_id=f"ord-{self._id()[:13]}",
-                       total=self._cart_total(s), items=items)
+            items = [
+                {
+                    "product_id": p.product_id,
+                    "quantity": q,
+                    "price": p.price,
+                    "category": p.category,
+                }
+                for p, q in s.cart.values()
+            ]
+            self._emit(
+                s,
+                "purchase",
+                rng.randint(5_000, 40_000),
+                order_id=f"ord-{self._id()[:13]}",
+                total=self._cart_total(s),
+                items=items,
+            )
             s.cart.clear()
             s.purchased = True
 
@@ -356,7 +524,9 @@ class EventGenerator:
 # -------------------------------------------------------------------- hostile input
 
 
-def hostile_record(rng: random.Random, valid: dict, ts_bounds: tuple[int, int]) -> tuple[bytes, Reason]:
+def hostile_record(
+    rng: random.Random, valid: dict, ts_bounds: tuple[int, int]
+) -> tuple[bytes, Reason]:
     """One malformed record derived from a valid event, with the reason the parser must give.
 
     `ts_bounds` is (earliest, latest) event time the parser accepts.
@@ -368,7 +538,8 @@ def hostile_record(rng: random.Random, valid: dict, ts_bounds: tuple[int, int]) 
         return text[: rng.randint(1, len(text) - 1)].encode(), Reason.INVALID_JSON
     if kind == 1:
         return bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + b"\xff", (
-            Reason.INVALID_ENCODING)
+            Reason.INVALID_ENCODING
+        )
     if kind == 2:
         broken["type"] = rng.choice(["page_veiw", "", "PURCHASE", "teleport"])
         return json.dumps(broken).encode(), Reason.UNKNOWN_TYPE
@@ -399,8 +570,9 @@ def hostile_record(rng: random.Random, valid: dict, ts_bounds: tuple[int, int]) 
     return json.dumps(broken).encode(), Reason.SCHEMA_VIOLATION
 
 
-def with_hostile_records(events: list[dict], rate: float, seed: int,
-                         ts_bounds: tuple[int, int]) -> Iterator[tuple[bytes, Reason | None]]:
+def with_hostile_records(
+    events: list[dict], rate: float, seed: int, ts_bounds: tuple[int, int]
+) -> Iterator[tuple[bytes, Reason | None]]:
     """Serialize events, mixing in hostile records at `rate`; yields (bytes, expected reason)."""
     rng = random.Random(seed ^ 0x5EED)
     for event in events:

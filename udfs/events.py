@@ -157,9 +157,19 @@ class ConsentUpdate:
 
 
 Payload = (
-    PageView | Search | ProductView | CartChange | WishlistChange | CouponAttempt
-    | ContentInteraction | EmailEngagement | AppClick | CheckoutStart | Purchase
-    | OfferResponse | ConsentUpdate
+    PageView
+    | Search
+    | ProductView
+    | CartChange
+    | WishlistChange
+    | CouponAttempt
+    | ContentInteraction
+    | EmailEngagement
+    | AppClick
+    | CheckoutStart
+    | Purchase
+    | OfferResponse
+    | ConsentUpdate
 )
 
 
@@ -179,7 +189,9 @@ PAYLOAD_BUILDERS: dict[EventType, Callable[[dict], Payload]] = {
     EventType.PRODUCT_VIEW: lambda d: ProductView(
         d["product_id"], d["category"], float(d["price"]), d["attributes"]
     ),
-    EventType.ADD_TO_CART: lambda d: CartChange(d["product_id"], int(d["quantity"]), float(d["price"])),
+    EventType.ADD_TO_CART: lambda d: CartChange(
+        d["product_id"], int(d["quantity"]), float(d["price"])
+    ),
     EventType.REMOVE_FROM_CART: lambda d: CartChange(
         d["product_id"], int(d["quantity"]), float(d["price"])
     ),
@@ -274,7 +286,9 @@ class DeadLetter:
     def from_json(value: bytes) -> DeadLetter:
         d = json.loads(value)
         source = SourceRef(d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
-        return DeadLetter(Reason(d["reason"]), d["detail"], base64.b64decode(d["raw_base64"]), source)
+        return DeadLetter(
+            Reason(d["reason"]), d["detail"], base64.b64decode(d["raw_base64"]), source
+        )
 
 
 # ------------------------------------------------------------------ schemas and parsing
@@ -288,7 +302,7 @@ def _resolve_local(uri: str) -> dict:
     """fastjsonschema ref handler: schemas come from the package, never from the network."""
     if not uri.startswith(SCHEMA_BASE_URI):
         raise ValueError(f"refusing to resolve remote schema {uri}")
-    version_dir, name = uri[len(SCHEMA_BASE_URI):].split("/", 1)
+    version_dir, name = uri[len(SCHEMA_BASE_URI) :].split("/", 1)
     return json.loads(_schema_text(int(version_dir.lstrip("v")), name.removesuffix(".json")))
 
 
@@ -303,7 +317,8 @@ def validator(version: int, event_type: EventType) -> Callable[[Any], Any]:
 
 
 def _bad_text(value: Any) -> str | None:
-    """NUL and unpaired surrogates are legal JSON escapes but no database or JVM string takes them."""
+    """NUL and unpaired surrogates are legal JSON escapes, but no database or JVM string takes
+    them."""
     if isinstance(value, str):
         if "\x00" in value:
             return "contains a NUL character"

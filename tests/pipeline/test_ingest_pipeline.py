@@ -64,7 +64,8 @@ def test_valid_and_malformed_records_are_all_accounted_for(env, settings, small_
     assert dead == expected_reasons
     first = small_history.events[0]
     assert json.loads(archived[first["event_id"]]) == {
-        k: v for k, v in first.items()
+        k: v
+        for k, v in first.items()
         if k not in ("event_id", "user_id", "session_id", "type", "ts", "schema_version")
     }
 
@@ -74,6 +75,8 @@ def test_every_operator_has_a_stable_uid_and_name(env, settings, small_history):
     records = [(event_bytes(small_history.events[0]), 0, 0)]
     ingest.build_pipeline(env, settings, collection_source(records), sinks)
     graph = env._generate_stream_graph(clear_transformations=False)
-    nodes = {node.getOperatorName(): node.getTransformationUID()
-             for node in graph.getStreamNodes().toArray()}
+    nodes = {
+        node.getOperatorName(): node.getTransformationUID()
+        for node in graph.getStreamNodes().toArray()
+    }
     assert nodes.get("parse-events") == "parse-events"

@@ -1,7 +1,8 @@
 import json
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tests.conftest import TEST_NOW_MS, event_bytes
@@ -19,13 +20,22 @@ from udfs.events import (
 )
 
 SOURCE = SourceRef("events", 3, 1017)
-ENVELOPE = {"event_id": "e-1", "user_id": "u-1", "session_id": "s-1", "ts": 1_767_225_600_000,
-            "schema_version": 1}
+ENVELOPE = {
+    "event_id": "e-1",
+    "user_id": "u-1",
+    "session_id": "s-1",
+    "ts": 1_767_225_600_000,
+    "schema_version": 1,
+}
 EXAMPLES = {
     "page_view": {"url": "/c/books", "category": "books", "dwell_ms": 1200, "scroll_depth": 0.4},
     "search": {"query": "red shoes", "filters": {"max_price": 50}},
-    "product_view": {"product_id": "p1", "category": "fashion", "price": 19.9,
-                     "attributes": {"brand": "acme"}},
+    "product_view": {
+        "product_id": "p1",
+        "category": "fashion",
+        "price": 19.9,
+        "attributes": {"brand": "acme"},
+    },
     "add_to_cart": {"product_id": "p1", "quantity": 2, "price": 19.9},
     "remove_from_cart": {"product_id": "p1", "quantity": 1, "price": 19.9},
     "wishlist_add": {"product_id": "p1"},
@@ -37,8 +47,11 @@ EXAMPLES = {
     "email_reply": {"campaign_id": "cmp-1"},
     "app_click": {"feature": "dark_mode"},
     "checkout_start": {"cart_value": 39.8},
-    "purchase": {"order_id": "o1", "total": 39.8,
-                 "items": [{"product_id": "p1", "quantity": 2, "price": 19.9}]},
+    "purchase": {
+        "order_id": "o1",
+        "total": 39.8,
+        "items": [{"product_id": "p1", "quantity": 2, "price": 19.9}],
+    },
     "offer_response": {"action_id": "a1", "response": "accepted"},
     "consent_update": {"purposes": {"marketing": False, "analytics": True}},
 }
@@ -85,16 +98,31 @@ def test_payloads_are_typed(parser):
         (b'{"a": NaN}', Reason.INVALID_JSON, "NaN"),
         (event_bytes(doc("page_view", type="page_veiw")), Reason.UNKNOWN_TYPE, "page_veiw"),
         (event_bytes(doc("page_view", schema_version=2)), Reason.UNSUPPORTED_SCHEMA_VERSION, "2"),
-        (event_bytes(doc("page_view", schema_version=True)), Reason.UNSUPPORTED_SCHEMA_VERSION, "True"),
+        (
+            event_bytes(doc("page_view", schema_version=True)),
+            Reason.UNSUPPORTED_SCHEMA_VERSION,
+            "True",
+        ),
         (event_bytes(doc("page_view", dwell_ms="12")), Reason.SCHEMA_VIOLATION, "dwell_ms"),
         (event_bytes(doc("page_view", scroll_depth=1.5)), Reason.SCHEMA_VIOLATION, "scroll_depth"),
-        (event_bytes({k: v for k, v in doc("search").items() if k != "user_id"}),
-         Reason.SCHEMA_VIOLATION, "user_id"),
+        (
+            event_bytes({k: v for k, v in doc("search").items() if k != "user_id"}),
+            Reason.SCHEMA_VIOLATION,
+            "user_id",
+        ),
         (event_bytes(doc("purchase", items=[])), Reason.SCHEMA_VIOLATION, "items"),
         (event_bytes(doc("offer_response", response="maybe")), Reason.SCHEMA_VIOLATION, "response"),
         (event_bytes(doc("app_click", ts="1767225600000")), Reason.SCHEMA_VIOLATION, "ts"),
-        (event_bytes(doc("app_click", ts=1_767_225_600)), Reason.BAD_TIMESTAMP, "epoch milliseconds"),
-        (event_bytes(doc("app_click", ts=TEST_NOW_MS + 2 * 86_400_000)), Reason.BAD_TIMESTAMP, "outside"),
+        (
+            event_bytes(doc("app_click", ts=1_767_225_600)),
+            Reason.BAD_TIMESTAMP,
+            "epoch milliseconds",
+        ),
+        (
+            event_bytes(doc("app_click", ts=TEST_NOW_MS + 2 * 86_400_000)),
+            Reason.BAD_TIMESTAMP,
+            "outside",
+        ),
         (event_bytes(doc("app_click", user_id="a\u0000b")), Reason.INVALID_TEXT, "NUL"),
         (event_bytes(doc("app_click", feature="\ud83d")), Reason.INVALID_TEXT, "surrogate"),
         (event_bytes(doc("app_click", feature="x" * 70_000)), Reason.OVERSIZED, "65536"),
@@ -131,16 +159,33 @@ def test_parser_never_raises_on_arbitrary_bytes(raw):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                      max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(EXAMPLES)), st.sampled_from(
-    ["event_id", "user_id", "session_id", "ts", "type", "schema_version", "price", "items",
-     "purposes", "query", "quantity"]), json_values)
+@given(
+    st.sampled_from(sorted(EXAMPLES)),
+    st.sampled_from(
+        [
+            "event_id",
+            "user_id",
+            "session_id",
+            "ts",
+            "type",
+            "schema_version",
+            "price",
+            "items",
+            "purposes",
+            "query",
+            "quantity",
+        ]
+    ),
+    json_values,
+)
 def test_any_field_replaced_by_any_json_value_is_parsed_or_dead_lettered(event_type, field, value):
     raw = json.dumps({**doc(event_type), field: value}).encode()
     result = EventParser(now_ms=lambda: TEST_NOW_MS).parse(raw, SOURCE)

@@ -3,7 +3,7 @@ from collections import Counter, defaultdict
 
 from models.generator import ARCHETYPES, EventGenerator, hostile_record, with_hostile_records
 from tests.conftest import TEST_NOW_MS, event_bytes
-from udfs.events import DeadLetter, Event, EventParser, Reason, SourceRef
+from udfs.events import DeadLetter, Event, EventParser, SourceRef
 
 
 def parse_all(events):
@@ -29,8 +29,18 @@ def test_every_generated_event_satisfies_the_contract(small_history):
 def test_history_covers_archetypes_and_event_types(small_history):
     assert {u.archetype for u in small_history.users} == set(ARCHETYPES)
     types = Counter(e["type"] for e in small_history.events)
-    for expected in ("page_view", "search", "product_view", "add_to_cart", "checkout_start",
-                     "purchase", "coupon_attempt", "email_open", "app_click", "consent_update"):
+    for expected in (
+        "page_view",
+        "search",
+        "product_view",
+        "add_to_cart",
+        "checkout_start",
+        "purchase",
+        "coupon_attempt",
+        "email_open",
+        "app_click",
+        "consent_update",
+    ):
         assert types[expected] > 0, expected
 
 
@@ -87,7 +97,9 @@ def test_each_hostile_record_is_refused_with_the_reason_it_was_built_for(small_h
     bounds = (parser.min_ts_ms, TEST_NOW_MS + parser.max_future_skew_ms)
     seen = Counter()
     for i in range(3000):
-        raw, reason = hostile_record(rng, small_history.events[i % len(small_history.events)], bounds)
+        raw, reason = hostile_record(
+            rng, small_history.events[i % len(small_history.events)], bounds
+        )
         result = parser.parse(raw, SourceRef("events", 0, i))
         assert isinstance(result, DeadLetter), raw[:200]
         assert result.reason is reason, (raw[:200], result.detail)
@@ -100,4 +112,6 @@ def test_hostile_mix_keeps_every_valid_event(small_history):
     valid = [raw for raw, reason in mixed if reason is None]
     assert len(valid) == len(small_history.events)
     assert 0.15 * len(valid) < len(mixed) - len(valid) < 0.45 * len(valid)
-    assert all(isinstance(r, Event) for r in parse_all([__import__("json").loads(v) for v in valid]))
+    assert all(
+        isinstance(r, Event) for r in parse_all([__import__("json").loads(v) for v in valid])
+    )

@@ -69,7 +69,9 @@ def test_template_references_cast_and_literals_pass_through():
 
 def test_invalid_mapping_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nuser: u\nevent_name: e\ntimestamp: {column: t, unit: hours}\n"
-                   "events: {view: {type: page_view}}\n")
+    bad.write_text(
+        "name: x\nuser: u\nevent_name: e\ntimestamp: {column: t, unit: hours}\n"
+        "events: {view: {type: page_view}}\n"
+    )
     with pytest.raises(ConfigError, match="unit"):
         LogMapping.load(bad)

@@ -6,8 +6,18 @@ from conf.settings import ConfigError, LocalServer
 
 def test_local_environment_loads_with_every_topic(settings):
     names = [t.name for t in settings.kafka.topics.all()]
-    assert names == ["events", "events.dlq", "consent", "profiles", "scores", "cohort-moves",
-                     "actions", "action-outcomes", "recommendations", "lead-scores"]
+    assert names == [
+        "events",
+        "events.dlq",
+        "consent",
+        "profiles",
+        "scores",
+        "cohort-moves",
+        "actions",
+        "action-outcomes",
+        "recommendations",
+        "lead-scores",
+    ]
     assert settings.kafka.topics.events.partitions == 4
 
 
@@ -19,7 +29,9 @@ def test_cluster_environment_never_starts_local_services():
 
 def test_bad_value_names_the_field_and_the_value():
     with pytest.raises(ConfigError) as err:
-        settings_module.load("local", {"flink.parallelism": 0, "kafka.topics.events.partitions": "x"})
+        settings_module.load(
+            "local", {"flink.parallelism": 0, "kafka.topics.events.partitions": "x"}
+        )
     message = str(err.value)
     assert "flink.parallelism" in message
     assert "kafka.topics.events.partitions" in message

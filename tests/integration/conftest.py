@@ -1,0 +1,88 @@
+import json
+import random
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from conf import stack
+from jobs.publish import Publisher, PublishReport
+from udfs.events import DeadLetter
+
+
+@pytest.fixture(scope="session")
+def local_stack(settings):
+    """The real broker and PostgreSQL; started when nothing answers (idempotent)."""
+    stack.up(settings)
+    return settings
+
+
+def publish(settings, records):
+    """records: iterable of (key or None, bytes). Returns the PublishReport of this batch."""
+    topic = settings.kafka.topics.events
+    publisher = Publisher(
+        settings.kafka.bootstrap_servers, topic.name, topic.partitions, label="test"
+    )
+    for key, value in records:
+        publisher.send(key, value)
+    return publisher.close()
+
+
+def archived(settings, batch: PublishReport) -> list[tuple]:
+    """(event_id, source_partition, source_offset) rows whose source lies in this batch."""
+    rows = []
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        for partition, stop in batch.end_offsets.items():
+            rows += conn.execute(
+                "SELECT event_id, source_partition, source_offset FROM events"
+                " WHERE source_topic = %s AND source_partition = %s"
+                " AND source_offset >= %s AND source_offset < %s",
+                (batch.topic, partition, batch.start_offsets[partition], stop),
+            ).fetchall()
+    return rows
+
+
+def rows_for_ids(settings, event_ids) -> dict[str, int]:
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        found = conn.execute(
+            "SELECT event_id, count(*) FROM events WHERE event_id = ANY(%s) GROUP BY event_id",
+            (list(event_ids),),
+        ).fetchall()
+    return dict(found)
+
+
+def dead_letters(settings, source_topic, contains) -> list[DeadLetter]:
+    """Every committed dead letter whose source satisfies `contains(partition, offset)`."""
+    topic = settings.kafka.topics.events_dlq
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=8000,
+    )
+    consumer.assign([TopicPartition(topic.name, p) for p in range(topic.partitions)])
+    letters = []
+    for message in consumer:
+        letter = DeadLetter.from_json(message.value)
+        assert message.key.decode() == letter.dead_letter_id
+        if letter.source.topic == source_topic and contains(
+            letter.source.partition, letter.source.offset
+        ):
+            letters.append(letter)
+    consumer.close()
+    return letters
+
+
+@pytest.fixture
+def seeded_rng():
+    return random.Random(2024)
+
+
+def user_key(raw: bytes) -> str | None:
+    try:
+        key = json.loads(raw)["user_id"]
+        key.encode("utf-8")
+        return key
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -1,0 +1,35 @@
+"""The ingest job submitted with `flink run` to a standalone cluster started from PyFlink."""
+
+import json
+
+import pytest
+
+from conf import stack
+from jobs.ingest import format_offsets
+from models.generator import EventGenerator
+from tests.integration.conftest import archived, publish, rows_for_ids
+
+
+@pytest.fixture(scope="module")
+def flink_cluster(local_stack):
+    was_running = stack.cluster_answers(local_stack)
+    print(stack.cluster_up(local_stack))
+    yield local_stack
+    if not was_running:
+        stack.cluster_down(local_stack)
+
+
+def test_ingest_job_runs_on_the_standalone_cluster(flink_cluster):
+    settings = flink_cluster
+    events = EventGenerator(settings.generator, users=25, days=2, seed=808).generate().events
+    batch = publish(settings, [(e["user_id"], json.dumps(e).encode()) for e in events])
+    start, stop = batch.bounds()
+    code = stack.submit(
+        settings,
+        "ingest",
+        ["--start-offsets", format_offsets(start), "--stop-offsets", format_offsets(stop)],
+    )
+    assert code == 0
+    per_id = rows_for_ids(settings, {e["event_id"] for e in events})
+    assert len(per_id) == len(events) and set(per_id.values()) == {1}
+    assert len(archived(settings, batch)) == len(events)
