@@ -216,6 +216,14 @@ def _read_yaml(name: str) -> dict:
     return data
 
 
+def load_or_exit() -> Settings:
+    """For command-line entry points: a bad configuration ends the program with its message."""
+    try:
+        return load()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def load(environment: str | None = None, overrides: dict | None = None) -> Settings:
     """Load, override from the environment, validate. Raises ConfigError with every bad value."""
     name = environment or os.environ.get("BEHAVIOR_ENV", "local")

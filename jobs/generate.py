@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invalid-rate", type=float, help="share of malformed records to mix in")
     parser.add_argument("--out", type=Path, help="write JSONL here instead of the broker")
     args = parser.parse_args(argv)
-    try:
-        settings = settings_module.load()
-    except settings_module.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    settings = settings_module.load_or_exit()
     summary = generate(
         settings,
         args.users,

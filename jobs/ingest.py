@@ -263,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
     parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
     args = parser.parse_args(argv)
-    try:
-        config = settings_module.load()
-    except settings_module.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    config = settings_module.load_or_exit()
     run(config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets))
     return 0
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
@@ -19,8 +20,18 @@ from jobs.publish import PublishReport
 from udfs.events import DeadLetter
 
 
-def read_dead_letters(config: Settings, batch: PublishReport, timeout_s: float = 10.0) -> dict:
-    """Dead letters of this batch, by id. Reads the whole topic: end offsets are not trusted."""
+def read_dead_letters(
+    config: Settings,
+    source_topic: str,
+    contains: Callable[[int, int], bool],
+    timeout_s: float = 8.0,
+) -> dict[str, DeadLetter]:
+    """Committed dead letters whose source lies in `contains(partition, offset)`, by id.
+
+    Reads the whole dead-letter topic: end offsets are not trusted (see README). A repeated id is
+    the same record again (the local broker shows records of aborted transactions), so it is kept
+    once.
+    """
     topic = config.kafka.topics.events_dlq
     consumer = KafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap_servers,
@@ -33,10 +44,13 @@ def read_dead_letters(config: Settings, batch: PublishReport, timeout_s: float =
     found: dict[str, DeadLetter] = {}
     for message in consumer:
         letter = DeadLetter.from_json(message.value)
-        if letter.source.topic == batch.topic and batch.contains(
-            letter.source.partition, letter.source.offset
-        ):
-            found[letter.dead_letter_id] = letter  # a repeated id is the same record again
+        if message.key != letter.dead_letter_id.encode():
+            raise ValueError(
+                f"dead letter keyed {message.key!r} carries id {letter.dead_letter_id}"
+            )
+        source = letter.source
+        if source.topic == source_topic and contains(source.partition, source.offset):
+            found[letter.dead_letter_id] = letter
     consumer.close()
     return found
 
@@ -60,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
-    config = settings_module.load()
+    config = settings_module.load_or_exit()
     summary = generate(config, users=args.users, days=args.days, seed=args.seed)
     batch = summary.publish
     start, stop = batch.bounds()
@@ -74,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.run(config, start, stop)
     seconds = time.monotonic() - began
     rows = archived_rows(config, batch)
-    letters = read_dead_letters(config, batch)
+    letters = read_dead_letters(config, batch.topic, batch.contains)
     by_reason = Counter(letter.reason.value for letter in letters.values())
     print()
     print("ingest run summary")

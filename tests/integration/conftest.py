@@ -3,9 +3,9 @@ import random
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from conf import stack
+from jobs.local_run import read_dead_letters
 from jobs.publish import Publisher, PublishReport
 from udfs.events import DeadLetter
 
@@ -53,25 +53,7 @@ def rows_for_ids(settings, event_ids) -> dict[str, int]:
 
 def dead_letters(settings, source_topic, contains) -> list[DeadLetter]:
     """Every committed dead letter whose source satisfies `contains(partition, offset)`."""
-    topic = settings.kafka.topics.events_dlq
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=8000,
-    )
-    consumer.assign([TopicPartition(topic.name, p) for p in range(topic.partitions)])
-    letters = []
-    for message in consumer:
-        letter = DeadLetter.from_json(message.value)
-        assert message.key.decode() == letter.dead_letter_id
-        if letter.source.topic == source_topic and contains(
-            letter.source.partition, letter.source.offset
-        ):
-            letters.append(letter)
-    consumer.close()
-    return letters
+    return list(read_dead_letters(settings, source_topic, contains).values())
 
 
 @pytest.fixture
