@@ -524,6 +524,9 @@ def submit(settings: Settings, job: str, job_args: list[str]) -> int:
     env = _flink_env(settings)
     env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env["BEHAVIOR_FLINK_EXECUTION_MODE"] = settings.flink.cluster_execution_mode
+    # The job reads its configuration again in the client: point it at the same services.
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
+    env["POSTGRES_DSN"] = settings.postgres.dsn
     return subprocess.run(command, env=env, cwd=PROJECT_ROOT).returncode
 
 

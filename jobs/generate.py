@@ -32,10 +32,13 @@ class GenerateSummary:
     invalid: int
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     publish: PublishReport | None = None
+    # Ids of the valid events published, for checking outputs; not saved in the manifest.
+    event_ids: list[str] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["publish"] = self.publish.to_json() if self.publish else None
+        del d["event_ids"]
         return d
 
     @staticmethod
@@ -141,6 +144,7 @@ def generate(
         else:
             reasons[reason.value] += 1
         publisher.send(key, value)
+    summary.event_ids = [event["event_id"] for event in history.events]
     summary.publish = publisher.close()
     summary.valid, summary.invalid = valid, sum(reasons.values())
     summary.invalid_by_reason = dict(sorted(reasons.items()))

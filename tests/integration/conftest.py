@@ -4,17 +4,31 @@ import random
 import psycopg
 import pytest
 
+from conf import settings as settings_module
 from conf import stack
 from jobs.local_run import read_dead_letters
 from jobs.publish import Publisher, PublishReport
 from udfs.events import DeadLetter
 
+TEST_DATABASE = "behavior_test"
+
 
 @pytest.fixture(scope="session")
 def local_stack(settings):
-    """The real broker and PostgreSQL; started when nothing answers (idempotent)."""
+    """The real broker and PostgreSQL (started when nothing answers), with a fresh database of
+    the tests' own so earlier runs and the project's `behavior` database never interfere."""
     stack.up(settings)
-    return settings
+    p = settings.postgres.parts
+    test_settings = settings_module.load(
+        "local",
+        {"postgres.dsn": f"postgresql://{p['user']}@{p['host']}:{p['port']}/{TEST_DATABASE}"},
+    )
+    admin = settings.postgres.conninfo(settings.postgres.admin_database)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+    stack.ensure_database(test_settings)
+    stack.apply_migrations(test_settings)
+    return test_settings
 
 
 def publish(settings, records):
