@@ -2,9 +2,9 @@
 
 Settings come from `conf/<environment>.yaml` (BEHAVIOR_ENV, default `local`, or an explicit
 file in BEHAVIOR_CONFIG). Environment variables override the parts that point at external
-services: KAFKA_BOOTSTRAP_SERVERS and POSTGRES_DSN; BEHAVIOR_FLINK_EXECUTION_MODE overrides
-`flink.execution_mode` (set by `make submit`). When either is set, nothing local is
-started for that service. Secrets (POSTGRES_PASSWORD, or a password inside POSTGRES_DSN)
+services: KAFKA_BOOTSTRAP_SERVERS and POSTGRES_DSN; when either is set, nothing local is
+started for that service. BEHAVIOR_FLINK_EXECUTION_MODE overrides `flink.execution_mode`
+(`make submit` sets it). Secrets (POSTGRES_PASSWORD, or a password inside POSTGRES_DSN)
 come only from the environment and are never printed: use `redacted_dsn`.
 """
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import psycopg
@@ -36,9 +36,9 @@ class GenerateSummary:
     event_ids: list[str] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        # Built field by field: asdict would deep-copy event_ids only to drop them.
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "event_ids"}
         d["publish"] = self.publish.to_json() if self.publish else None
-        del d["event_ids"]
         return d
 
     @staticmethod
@@ -136,11 +136,10 @@ def generate(
     publisher = Publisher(
         settings.kafka.bootstrap_servers, topic.name, topic.partitions, rate=rate, label="generate"
     )
-    for value, reason in with_hostile_records(history.events, invalid_rate, generator.seed, bounds):
-        key = None
+    mixed = with_hostile_records(history.events, invalid_rate, generator.seed, bounds)
+    for key, value, reason in mixed:
         if reason is None:
             valid += 1
-            key = json.loads(value)["user_id"]
         else:
             reasons[reason.value] += 1
         publisher.send(key, value)

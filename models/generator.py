@@ -572,10 +572,14 @@ def hostile_record(
 
 def with_hostile_records(
     events: list[dict], rate: float, seed: int, ts_bounds: tuple[int, int]
-) -> Iterator[tuple[bytes, Reason | None]]:
-    """Serialize events, mixing in hostile records at `rate`; yields (bytes, expected reason)."""
+) -> Iterator[tuple[str | None, bytes, Reason | None]]:
+    """Serialize events, mixing in hostile records at `rate`.
+
+    Yields (key, bytes, expected reason): valid events are keyed by user and have no reason;
+    hostile records have no key.
+    """
     rng = random.Random(seed ^ 0x5EED)
     for event in events:
         if rate and rng.random() < rate:
-            yield hostile_record(rng, event, ts_bounds)
-        yield json.dumps(event, separators=(",", ":")).encode(), None
+            yield None, *hostile_record(rng, event, ts_bounds)
+        yield event["user_id"], json.dumps(event, separators=(",", ":")).encode(), None

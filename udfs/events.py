@@ -11,7 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -226,15 +226,20 @@ class Event:
 
     def properties(self) -> dict[str, Any]:
         """The type-specific fields as plain JSON-ready values (absent optionals left out)."""
-        return _plain(asdict(self.data))
+        return _plain(self.data)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    # A direct walk over the slots: dataclasses.asdict deep-copies and costs as much as parsing.
+    if hasattr(value, "__dataclass_fields__"):
+        return {
+            name: _plain(item)
+            for name in value.__slots__
+            if (item := getattr(value, name)) is not None
+        }
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value  # str, numbers, bools, and JSON mappings taken as parsed
 
 
 # ------------------------------------------------------------------ dead letters

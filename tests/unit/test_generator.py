@@ -1,3 +1,4 @@
+import json
 import random
 from collections import Counter, defaultdict
 
@@ -109,9 +110,8 @@ def test_each_hostile_record_is_refused_with_the_reason_it_was_built_for(small_h
 
 def test_hostile_mix_keeps_every_valid_event(small_history):
     mixed = list(with_hostile_records(small_history.events, 0.3, 1, (0, 2**62)))
-    valid = [raw for raw, reason in mixed if reason is None]
+    valid = [raw for _, raw, reason in mixed if reason is None]
+    assert all((key is None) == (reason is not None) for key, _, reason in mixed)
     assert len(valid) == len(small_history.events)
     assert 0.15 * len(valid) < len(mixed) - len(valid) < 0.45 * len(valid)
-    assert all(
-        isinstance(r, Event) for r in parse_all([__import__("json").loads(v) for v in valid])
-    )
+    assert all(isinstance(r, Event) for r in parse_all([json.loads(v) for v in valid]))
