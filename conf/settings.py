@@ -172,6 +172,122 @@ class Generator(Strict):
     products_per_category: Annotated[int, Field(ge=1)] = 40
 
 
+class EngagementWeights(Strict):
+    """engagement_raw = dwell_minute * decayed dwell minutes + product_view * decayed product
+    views + search * decayed searches; engagement_score = 1 - exp(-engagement_raw / scale)."""
+
+    dwell_minute: Annotated[float, Field(ge=0)] = 0.5
+    product_view: Annotated[float, Field(ge=0)] = 0.5
+    search: Annotated[float, Field(ge=0)] = 0.5
+    scale: Annotated[float, Field(gt=0)] = 10.0
+
+
+class IntentWeights(Strict):
+    """intent_raw = add_to_cart * decayed cart adds + wishlist * decayed wishlist changes +
+    checkout * decayed checkouts + dwell_minute * mean dwell minutes;
+    intent_strength = 1 - exp(-intent_raw / scale)."""
+
+    add_to_cart: Annotated[float, Field(ge=0)] = 1.0
+    wishlist: Annotated[float, Field(ge=0)] = 0.4
+    checkout: Annotated[float, Field(ge=0)] = 1.5
+    dwell_minute: Annotated[float, Field(ge=0)] = 0.1
+    scale: Annotated[float, Field(gt=0)] = 3.0
+
+
+class PriceWeights(Strict):
+    """price_sensitivity = cheapness_weight * cheapness + (1 - cheapness_weight) *
+    discount_reaction, where cheapness = 1 / (1 + 2^m), m = decayed mean of
+    log2(viewed price / reference price of its category), and discount_reaction =
+    1 - exp(-(decayed coupon attempts + decayed accepted offers) / discount_scale)."""
+
+    cheapness_weight: Annotated[float, Field(ge=0, le=1)] = 0.5
+    discount_scale: Annotated[float, Field(gt=0)] = 2.0
+    # Reference price per category (e.g. the catalogue median); views of other categories
+    # do not count towards cheapness.
+    reference_prices: dict[str, Annotated[float, Field(gt=0)]] = {}
+
+
+class RfmParameters(Strict):
+    """Dynamic RFM weights: w_R = base_r + a * session_recency + b * category_affinity,
+    w_F = base_f + g * intent_strength, w_M = base_m + d * price_sensitivity; negative weights
+    are clipped to 0 and the three are normalized to sum to 1."""
+
+    base_r: float = 0.4
+    base_f: float = 0.3
+    base_m: float = 0.3
+    a: float = 0.3
+    b: float = 0.2
+    g: float = 0.4
+    d: float = -0.2
+
+
+class Rfm(RfmParameters):
+    """RFM scores in [0, 1]: recency = 2^(-days since last / recency_half_life_days),
+    frequency = 1 - exp(-decayed count / frequency_scale), monetary = 1 - exp(-decayed mean
+    value / monetary_scale); counts decay with `half_life_days`."""
+
+    half_life_days: Annotated[float, Field(gt=0)] = 30.0
+    recency_half_life_days: Annotated[float, Field(gt=0)] = 7.0
+    purchase_frequency_scale: Annotated[float, Field(gt=0)] = 3.0
+    purchase_monetary_scale: Annotated[float, Field(gt=0)] = 150.0
+    engagement_frequency_scale: Annotated[float, Field(gt=0)] = 10.0
+    engagement_monetary_scale: Annotated[float, Field(gt=0)] = 2.0
+    # Value of one engagement action, by event type; types not listed are not engagement.
+    engagement_values: dict[str, Annotated[float, Field(gt=0)]] = {
+        "email_open": 0.5,
+        "email_click": 1.0,
+        "email_reply": 3.0,
+        "content_interaction": 1.0,
+        "app_click": 0.5,
+        "wishlist_add": 1.0,
+        "offer_response": 1.0,
+    }
+    # Parameters for users whose top category is the key; unset fields fall back to the above.
+    per_category: dict[str, RfmParameters] = {}
+
+
+class Profile(Strict):
+    """Per-user profile state and features (formulas in udfs/features.py and the README)."""
+
+    recent_events: Annotated[int, Field(ge=1, le=1000)] = 20
+    # Short-term trends (layer 2) halve their weight every half_life_ms of event time.
+    half_life_ms: Annotated[int, Field(ge=1000)] = 86_400_000
+    # A session closes when event time passes its last event by this gap.
+    session_gap_ms: Annotated[int, Field(ge=1000)] = 1_800_000
+    # Watermarks trail the largest event time seen by this much; sources idle this long
+    # stop holding watermarks back (0 = never idle).
+    out_of_orderness_ms: Annotated[int, Field(ge=0)] = 10_000
+    idleness_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Events further behind the watermark than this are dead-lettered as `late`: duplicates
+    # can no longer be recognised that far back.
+    allowed_lateness_ms: Annotated[int, Field(ge=0)] = 7_200_000
+    # State of a user with no event for this long (event time) is dropped.
+    ttl_ms: Annotated[int, Field(ge=60_000)] = 30 * 86_400_000
+    # 0: a profile update per event; otherwise at most one per user per interval (event time).
+    emit_interval_ms: Annotated[int, Field(ge=0)] = 0
+    # Markov signature: Dirichlet prior strength spread evenly over the states, and how much
+    # of the past counts is kept at each session close (1 = never forget).
+    prior_strength: Annotated[float, Field(gt=0)] = 2.0
+    transition_memory: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # Propensities: probability of reaching an action within this many steps.
+    propensity_steps: Annotated[int, Field(ge=1, le=50)] = 5
+    # Churn: probability of no new session within this horizon, from the session rate.
+    churn_horizon_days: Annotated[float, Field(gt=0)] = 7.0
+    # Prior on the session rate: this many sessions over this many days, added to the user's.
+    churn_prior_sessions: Annotated[float, Field(gt=0)] = 1.0
+    churn_prior_days: Annotated[float, Field(gt=0)] = 7.0
+    # Baseline (running mean/variance over sessions) forgets like a window of this many
+    # sessions; z-scores need at least baseline_min_sessions.
+    baseline_window: Annotated[int, Field(ge=2)] = 20
+    baseline_min_sessions: Annotated[int, Field(ge=2)] = 3
+    # session_recency = 2^(-gap since the previous session / recency_half_life_ms).
+    recency_half_life_ms: Annotated[int, Field(ge=1000)] = 3 * 86_400_000
+    engagement: EngagementWeights = EngagementWeights()
+    intent: IntentWeights = IntentWeights()
+    price: PriceWeights = PriceWeights()
+    rfm: Rfm = Rfm()
+
+
 class Local(Strict):
     # All logs, pid files and data of locally started services live under this folder.
     state_dir: str = ".local"
@@ -185,6 +301,7 @@ class Settings(Strict):
     flink: Flink = Flink()
     events: EventContract = EventContract()
     generator: Generator = Generator()
+    profile: Profile = Profile()
     local: Local = Local()
 
     @property

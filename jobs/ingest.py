@@ -26,10 +26,11 @@ from pyflink.datastream import (
     StreamExecutionEnvironment,
 )
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StatementSet, StreamTableEnvironment
 
 from conf import settings as settings_module
 from conf.settings import EventContract, Settings
+from jobs import sinks
 from sql import flink_statement, with_options
 from udfs.events import DeadLetter, EventParser, SourceRef
 
@@ -138,8 +139,10 @@ class KafkaRawSource:
         config: Settings,
         start: dict[int, int] | None = None,
         stop: dict[int, int] | None = None,
+        group: str = "ingest",
     ):
         self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
+        self.group = group
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
         kafka = self.config.kafka
@@ -147,7 +150,7 @@ class KafkaRawSource:
             "connector": "kafka",
             "topic": kafka.topics.events.name,
             "properties.bootstrap.servers": kafka.bootstrap_servers,
-            "properties.group.id": f"{kafka.consumer_group}-ingest",
+            "properties.group.id": f"{kafka.consumer_group}-{self.group}",
             "properties.isolation.level": "read_committed",
             "properties.auto.offset.reset": "earliest",
             "scan.startup.mode": "group-offsets",
@@ -160,9 +163,13 @@ class KafkaRawSource:
             options["scan.bounded.mode"] = "specific-offsets"
             options["scan.bounded.specific-offsets"] = offsets_option(self.stop)
         self.t_env.execute_sql(
-            flink_statement("events_raw_source", table="events_raw", options=with_options(options))
+            flink_statement("events_raw_source", table=self.table, options=with_options(options))
         )
-        return self.t_env.to_data_stream(self.t_env.from_path("events_raw"))
+        return self.t_env.to_data_stream(self.t_env.from_path(self.table))
+
+    @property
+    def table(self) -> str:
+        return f"events_raw_{self.group}"
 
 
 class ProductionSinks:
@@ -172,40 +179,27 @@ class ProductionSinks:
         self.t_env, self.config = t_env, config
 
     def write(self, archive: DataStream, dead_letters: DataStream) -> None:
-        kafka = self.config.kafka
-        jdbc = {
-            "connector": "jdbc",
-            "table-name": "events",
-            **self.config.postgres.jdbc_options(),
-            "sink.buffer-flush.max-rows": "2000",
-            "sink.buffer-flush.interval": "1s",
-            "sink.max-retries": "5",
-        }
-        dlq = {
-            "connector": "kafka",
-            "topic": kafka.topics.events_dlq.name,
-            "properties.bootstrap.servers": kafka.bootstrap_servers,
-            "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
-            "key.format": "raw",
-            "key.fields": "key",
-            "value.format": "raw",
-            "value.fields-include": "EXCEPT_KEY",
-            "sink.delivery-guarantee": "exactly-once",
-            "sink.transactional-id-prefix": f"{kafka.consumer_group}-ingest-dlq",
-        }
-        t = self.t_env
-        t.execute_sql(
-            flink_statement(
-                "events_archive_sink", table="events_archive", options=with_options(jdbc)
-            )
-        )
-        t.execute_sql(
-            flink_statement("dead_letter_sink", table="dead_letters", options=with_options(dlq))
-        )
+        t, config = self.t_env, self.config
         statements = t.create_statement_set()
-        statements.add_insert("events_archive", t.from_data_stream(archive))
-        statements.add_insert("dead_letters", t.from_data_stream(dead_letters))
+        add_event_sinks(statements, t, config, archive, dead_letters, writer="ingest")
         statements.attach_as_datastream()
+
+
+def add_event_sinks(
+    statements: StatementSet,
+    t_env: StreamTableEnvironment,
+    config: Settings,
+    archive: DataStream,
+    dead_letters: DataStream,
+    writer: str,
+) -> None:
+    """Archive rows to PostgreSQL `events` and dead letters to `events.dlq`."""
+    events = sinks.postgres_table(t_env, config, "events_archive", "events_archive_sink", "events")
+    letters = sinks.kafka_bytes_table(
+        t_env, config, "dead_letters", config.kafka.topics.events_dlq, f"{writer}-dlq"
+    )
+    statements.add_insert(events, t_env.from_data_stream(archive))
+    statements.add_insert(letters, t_env.from_data_stream(dead_letters))
 
 
 def create_environment(config: Settings) -> StreamExecutionEnvironment:

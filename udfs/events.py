@@ -56,6 +56,7 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     INVALID_TEXT = "invalid_text"
     UNMAPPED_EVENT = "unmapped_event"
+    LATE = "late"  # valid, but further behind the watermark than the allowed lateness
 
 
 # ------------------------------------------------------------------ typed payloads
@@ -413,6 +414,22 @@ class EventParser:
             schema_version=version,
             data=PAYLOAD_BUILDERS[event_type](doc),
         )
+
+
+def event_from_record(
+    event_id: str,
+    user_id: str,
+    session_id: str,
+    event_type: str,
+    ts: int,
+    schema_version: int,
+    properties_json: str,
+) -> Event:
+    """Rebuilds an event the parser accepted from its archived form (envelope + properties JSON);
+    no validation again."""
+    kind = _TYPES[event_type]
+    data = PAYLOAD_BUILDERS[kind](json.loads(properties_json))
+    return Event(event_id, user_id, session_id, kind, ts, schema_version, data)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""Production sink tables shared by the jobs: Kafka topics written exactly once as raw key/value
+bytes, and PostgreSQL tables written through Flink's JDBC connector (upserts by primary key)."""
+
+from __future__ import annotations
+
+from pyflink.table import StreamTableEnvironment
+
+from conf.settings import Settings, Topic
+from sql import flink_statement, with_options
+
+
+def kafka_bytes_table(
+    t_env: StreamTableEnvironment, config: Settings, table: str, topic: Topic, writer: str
+) -> str:
+    """Registers `table` (key BYTES, value BYTES) writing to `topic` in Kafka transactions.
+    `writer` names the transactional ids, so it must be unique per job and sink."""
+    kafka = config.kafka
+    options = {
+        "connector": "kafka",
+        "topic": topic.name,
+        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+        "key.format": "raw",
+        "key.fields": "key",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{kafka.consumer_group}-{writer}",
+    }
+    t_env.execute_sql(
+        flink_statement("keyed_bytes_sink", table=table, options=with_options(options))
+    )
+    return table
+
+
+def postgres_table(
+    t_env: StreamTableEnvironment, config: Settings, table: str, ddl: str, pg_table: str
+) -> str:
+    """Registers `table` from `sql/flink/<ddl>.sql` writing to PostgreSQL `pg_table`."""
+    options = {
+        "connector": "jdbc",
+        "table-name": pg_table,
+        **config.postgres.jdbc_options(),
+        "sink.buffer-flush.max-rows": "2000",
+        "sink.buffer-flush.interval": "1s",
+        "sink.max-retries": "5",
+    }
+    t_env.execute_sql(flink_statement(ddl, table=table, options=with_options(options)))
+    return table

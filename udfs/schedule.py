@@ -1,0 +1,37 @@
+"""When a user's profile is emitted and when its operator must be called back.
+
+A user has at most one pending event-time timer: the earliest moment anything is due (a session
+close, expiry, a held-back emission). Moving later needs no timer call: the early timer fires,
+finds little to do and the next one is set then. That keeps timer calls off the per-event path
+and makes clean-up a single delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Schedule:
+    wake_at: int | None = None  # the registered timer, if any
+    last_emit: int | None = None  # event time of the last emitted profile
+    emit_due: int | None = None  # a held-back update goes out at this time
+
+    def should_emit(self, now: int, interval_ms: int) -> bool:
+        """Emit now, or hold back until last_emit + interval (at most one per interval)."""
+        if interval_ms == 0 or self.last_emit is None or now >= self.last_emit + interval_ms:
+            self.last_emit, self.emit_due = now, None
+            return True
+        if self.emit_due is None:
+            self.emit_due = self.last_emit + interval_ms
+        return False
+
+    def reschedule(self, wanted: set[int]) -> tuple[int | None, int | None]:
+        """(timer to delete, timer to register) so that the single timer is no later than the
+        earliest wanted time; (None, None) when the current one already is."""
+        if self.emit_due is not None:
+            wanted = wanted | {self.emit_due}
+        earliest = min(wanted, default=None)
+        if earliest is None or (self.wake_at is not None and self.wake_at <= earliest):
+            return None, None
+        stale, self.wake_at = self.wake_at, earliest
+        return stale, earliest
