@@ -64,8 +64,9 @@ ARCHIVE_ROW = Types.ROW_NAMED(
         Types.LONG(),
     ],
 )
-DEAD_LETTER_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
-DEAD_LETTERS = OutputTag("dead-letters", DEAD_LETTER_ROW)
+KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
+KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
+DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
 
 RawSource = Callable[[StreamExecutionEnvironment], DataStream]
 
@@ -89,7 +90,7 @@ class ParseEvents(ProcessFunction):
         source = SourceRef(record.topic, record.partition, record.offset)
         result = self.parser.parse(record.payload, source)
         if isinstance(result, DeadLetter):
-            yield DEAD_LETTERS, Row(result.dead_letter_id.encode(), result.to_json())
+            yield DEAD_LETTERS, KAFKA_RECORD(result.dead_letter_id.encode(), result.to_json())
             return
         yield Row(
             result.event_id,

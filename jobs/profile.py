@@ -91,7 +91,7 @@ SESSION_FIELDS = [
 ]
 SESSION_ROW = Types.ROW_NAMED([n for n, _ in SESSION_FIELDS], [t for _, t in SESSION_FIELDS])
 SESSIONS = OutputTag("closed-sessions", SESSION_ROW)
-LATE_EVENTS = OutputTag("late-events", ingest.DEAD_LETTER_ROW)
+LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
 # The timer and emission bookkeeping of one user: the one pending timer, when a profile was
 # last emitted, and when a held-back update is due (emit_interval_ms > 0).
 TIMER_ROW = Types.ROW_NAMED(
@@ -99,18 +99,23 @@ TIMER_ROW = Types.ROW_NAMED(
 )
 
 
+# Row "classes": calling one builds a row with these field names.
+PROFILE_RECORD = Row(*PROFILE_ROW.get_field_names())
+SESSION_RECORD = Row(*SESSION_ROW.get_field_names())
+
+
 def profile_row(snapshot: ProfileSnapshot) -> Row:
     c = snapshot.columns
     details = json.dumps(snapshot.details, separators=(",", ":"))
-    return Row(*(c[name] for name in PROFILE_COLUMNS), details, False)
+    return PROFILE_RECORD(*(c[name] for name in PROFILE_COLUMNS), details, False)
 
 
 def deletion_row(user_id: str) -> Row:
-    return Row(user_id, *([None] * (len(PROFILE_COLUMNS) - 1)), None, True)
+    return PROFILE_RECORD(user_id, *([None] * (len(PROFILE_COLUMNS) - 1)), None, True)
 
 
 def session_row(s: SessionSummary) -> Row:
-    return Row(
+    return SESSION_RECORD(
         s.user_id,
         s.session_id,
         s.start_ts,
@@ -195,10 +200,13 @@ class BuildProfiles(KeyedProcessFunction):
         profile = profile_state.from_row(stored, s)
         schedule = self.schedule()
         schedule.wake_at = None  # this timer has fired
-        for summary in profile.close_sessions(timestamp, s):
+        closed = profile.close_sessions(timestamp, s)
+        for summary in closed:
             yield SESSIONS, session_row(summary)
         self.forget_seen(timestamp - s.allowed_lateness_ms)
-        yield from self.store_and_emit(profile, schedule, timestamp, ctx)
+        held_back = schedule.emit_due is not None and schedule.emit_due <= timestamp
+        changed = bool(closed) or held_back
+        yield from self.store_and_emit(profile, schedule, timestamp, ctx, changed)
         if profile.expires_at(s) <= timestamp:
             self.expiries.inc()
             self.clear(ctx)
@@ -209,11 +217,13 @@ class BuildProfiles(KeyedProcessFunction):
         row = self.timer.value()
         return Schedule(*row) if row is not None else Schedule()
 
-    def store_and_emit(self, profile: UserProfile, schedule: Schedule, now: int, ctx):
-        """Stores the profile, emits it unless held back by emit_interval_ms, and moves the
-        user's single timer to the earliest time it is needed."""
+    def store_and_emit(
+        self, profile: UserProfile, schedule: Schedule, now: int, ctx, changed: bool = True
+    ):
+        """Stores the profile, emits it if it changed (unless held back by emit_interval_ms),
+        and moves the user's single timer to the earliest time it is needed."""
         self.profile.update(profile_state.to_row(profile))
-        if schedule.should_emit(now, self.s.emit_interval_ms):
+        if changed and schedule.should_emit(now, self.s.emit_interval_ms):
             yield profile_row(profile.snapshot(self.s))
         stale, wake_at = schedule.reschedule(profile.timers(self.s))
         if stale is not None:
@@ -260,7 +270,7 @@ def late_dead_letter(row: Row, watermark: int) -> Row:
         raw,
         source,
     )
-    return Row(letter.dead_letter_id.encode(), letter.to_json())
+    return ingest.KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
 
 
 # ------------------------------------------------------------------ pipeline
@@ -302,7 +312,7 @@ def build_profiles(events: DataStream, s: ProfileSettings) -> tuple[DataStream, 
 @dataclass
 class ProfileOutputs:
     archive: DataStream  # ingest.ARCHIVE_ROW
-    dead_letters: DataStream  # ingest.DEAD_LETTER_ROW: malformed and late records
+    dead_letters: DataStream  # ingest.KAFKA_RECORD_ROW: malformed and late records
     profiles: DataStream  # PROFILE_ROW
     sessions: DataStream  # SESSION_ROW
 
@@ -325,11 +335,11 @@ def build_pipeline(
 def kafka_record(row: Row) -> Row:
     """Key = user id; value = the profile as JSON, or null (a tombstone) for a purged user."""
     if row.deleted:
-        return Row(row.user_id.encode(), None)
+        return ingest.KAFKA_RECORD(row.user_id.encode(), None)
     fields = {name: row[i] for i, name in enumerate(PROFILE_COLUMNS)}
     # `details` is JSON already: splice it in rather than parse and dump it again.
     head = json.dumps(fields, separators=(",", ":"))[:-1]
-    return Row(row.user_id.encode(), f'{head},"details":{row.details}}}'.encode())
+    return ingest.KAFKA_RECORD(row.user_id.encode(), f'{head},"details":{row.details}}}'.encode())
 
 
 def postgres_change(row: Row) -> Row:
@@ -352,7 +362,7 @@ class ProductionSinks:
             t, config, "profiles_out", config.kafka.topics.profiles, "profile-profiles"
         )
         records = (
-            outputs.profiles.map(kafka_record, output_type=ingest.DEAD_LETTER_ROW)
+            outputs.profiles.map(kafka_record, output_type=ingest.KAFKA_RECORD_ROW)
             .name("profile-records")
             .uid("profile-records")
         )

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import random
 
@@ -37,3 +38,22 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def rng():
     return random.Random(1234)
+
+
+def assert_nearly_equal(actual, expected, path="", rel=1e-9):
+    """Recursive equality where floats may differ by rounding: decayed sums added in another
+    order are the same number up to the last bits."""
+    if isinstance(expected, float) or isinstance(actual, float):
+        assert math.isclose(actual, expected, rel_tol=rel, abs_tol=1e-12), (
+            f"{path}: {actual} != {expected}"
+        )
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and set(actual) == set(expected), f"{path}: keys differ"
+        for key in expected:
+            assert_nearly_equal(actual[key], expected[key], f"{path}.{key}", rel)
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{path}: {len(actual)} != {len(expected)} items"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_nearly_equal(a, e, f"{path}[{i}]", rel)
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"

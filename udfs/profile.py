@@ -118,16 +118,14 @@ class UserProfile:
         value = s.rfm.engagement_values.get(event.type.value)
         if value:
             self.engagement.add(ts, value, rfm_half_life)
-        outcome = self.sessions.add(event, state, order, watermark, s.session_gap_ms)
-        if outcome == "opened":
-            self.session_starts.add(ts, 0.0, rfm_half_life)
-        elif outcome == "late":
+        if self.sessions.add(event, state, order, watermark, s.session_gap_ms) == "late":
             self.late_events += 1
 
     def close_sessions(self, watermark: int, s: ProfileSettings) -> list[SessionSummary]:
         """Closes the sessions whose inactivity gap has passed and refreshes layer 3 from them."""
         done = self.sessions.due(watermark, s.session_gap_ms, s.allowed_lateness_ms)
         for session in done:
+            self.session_starts.add(session.start, 0.0, s.rfm.half_life_days * DAY_MS)
             self.transitions.add_session(session.path, s.transition_memory)
             metrics = session.metrics()
             self.baseline.update(metrics, s.baseline_window)
@@ -163,12 +161,14 @@ class UserProfile:
     def churn(self, s: ProfileSettings) -> float:
         """P(no new session within the horizon) = exp(-rate * horizon): a Poisson session rate
         rate = (decayed session starts + prior sessions) / (decayed exposure days + prior days),
-        decayed with the RFM half-life so that a user who comes less often is seen to."""
+        decayed with the RFM half-life so that a user who comes less often is seen to. Closed
+        sessions are kept in `session_starts`; open ones are added as they stand."""
         if self.last_ts is None or self.first_ts is None:
             return 1.0
         half_life = s.rfm.half_life_days * DAY_MS
         starts = self.session_starts
         count = starts.count * decay(self.last_ts - (starts.ref_ts or self.last_ts), half_life)
+        count += sum(decay(self.last_ts - o.start, half_life) for o in self.sessions.open.values())
         lifetime = self.last_ts - self.first_ts
         exposure_ms = half_life / math.log(2) * (1.0 - decay(lifetime, half_life))
         rate = (count + s.churn_prior_sessions) / (exposure_ms / DAY_MS + s.churn_prior_days)

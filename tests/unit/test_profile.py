@@ -1,0 +1,149 @@
+import math
+import statistics
+
+import pytest
+
+from conf import settings as settings_module
+from models.generator import EventGenerator
+from tests.conftest import TEST_NOW_MS, assert_nearly_equal, event_bytes
+from tests.unit.profile_events import DAY, HOUR, MINUTE, T0, cart, page, purchase, view
+from udfs import profile_state
+from udfs.events import EventParser, EventType, SourceRef
+from udfs.profile import UserProfile
+from udfs.states import K
+
+S = settings_module.load("local").profile
+NEVER = -(2**62)  # a watermark before everything
+
+
+def replay(events, settings=S, out_of_orderness=10_000):
+    """Feeds events in the given order with a watermark trailing the largest time seen, the way
+    the job does, then closes everything (the end of input)."""
+    profile = UserProfile.new(events[0].user_id, settings)
+    top = NEVER
+    for e in events:
+        top = max(top, e.ts)
+        watermark = top - out_of_orderness
+        profile.close_sessions(watermark, settings)
+        profile.apply(e, watermark, settings)
+    profile.close_sessions(2**62, settings)
+    return profile
+
+
+def generated_events(users=30, days=3, seed=11):
+    config = settings_module.load("local")
+    history = EventGenerator(config.generator, users=users, days=days, seed=seed).generate()
+    parser = EventParser(now_ms=lambda: TEST_NOW_MS)
+    events = [
+        parser.parse(event_bytes(e), SourceRef("events", 0, i))
+        for i, e in enumerate(history.events)
+    ]
+    return history, [e for e in events if e.type is not EventType.CONSENT_UPDATE]
+
+
+def test_every_event_and_every_closed_session_is_a_new_version():
+    profile = replay([page(T0), view(T0 + MINUTE), page(T0 + 2 * HOUR, session="s2")])
+    assert (profile.events, profile.baseline.n, profile.version) == (3, 2, 5)
+
+
+def test_a_new_user_gets_the_prior_propensities_and_churn():
+    settings = S.model_copy(update={"propensity_steps": 1})
+    profile = UserProfile.new("u1", settings)
+    profile.apply(page(T0), NEVER, settings)
+    ranked = profile.propensities(settings)
+    # churn: one session, no exposure yet: rate = (1 + 1) / (0 + 7) per day over 7 days
+    assert ranked[0] == ("churn", pytest.approx(math.exp(-2.0)))
+    assert ranked[1:] == [
+        ("add_to_cart", pytest.approx(1 / K)),
+        ("checkout_start", pytest.approx(1 / K)),
+        ("purchase", pytest.approx(1 / K)),
+    ]
+
+
+def test_closing_a_session_refreshes_the_transition_model_and_the_propensities():
+    settings = S.model_copy(update={"propensity_steps": 1})
+    events = [page(T0), view(T0 + MINUTE), cart(T0 + 2 * MINUTE), purchase(T0 + 3 * MINUTE)]
+    profile = replay(events, settings)
+    # From the last state (purchase) the only move seen is to exit: the cart is 1/12 of the
+    # prior's strength 2 over 2 + 1 counts.
+    assert dict(profile.propensities(settings))["add_to_cart"] == pytest.approx((2 / 12) / 3)
+    assert profile.reach is not None
+
+
+def test_churn_grows_as_sessions_thin_out():
+    regular = replay([page(T0 + d * DAY, session=f"s{d}") for d in range(10)])
+    lapsed = replay([page(T0 + d * DAY, session=f"s{d}") for d in (0, 1, 2, 9)])
+    assert lapsed.churn(S) > regular.churn(S)
+
+
+def test_out_of_order_arrival_gives_the_same_profile_as_event_time_order():
+    _, events = generated_events()
+    by_user = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    for user_events in list(by_user.values())[:10]:
+        # Emission order has events up to an hour late; a watermark that waits two hours never
+        # closes a session before its stragglers arrive.
+        arrived = replay(user_events, out_of_orderness=2 * HOUR)
+        ordered = replay(sorted(user_events, key=lambda e: (e.ts, e.event_id)), out_of_orderness=0)
+        assert arrived.late_events == 0
+        a, b = arrived.snapshot(S), ordered.snapshot(S)
+        assert_nearly_equal(a.columns, b.columns)
+        assert_nearly_equal(a.details, b.details)
+
+
+def test_a_session_straggler_after_its_close_is_counted_late_but_still_profiled():
+    profile = UserProfile.new("u1", S)
+    profile.apply(page(T0), NEVER, S)
+    profile.close_sessions(T0 + HOUR, S)
+    profile.apply(view(T0 + MINUTE), T0 + HOUR, S)
+    assert (profile.events, profile.late_events, profile.baseline.n) == (2, 1, 1)
+
+
+def test_timers_are_the_open_session_closes_and_the_expiry():
+    profile = UserProfile.new("u1", S)
+    profile.apply(page(T0), NEVER, S)
+    profile.apply(page(T0 + 5 * MINUTE, session="s2"), NEVER, S)
+    assert profile.timers(S) == {
+        T0 + S.session_gap_ms,
+        T0 + 5 * MINUTE + S.session_gap_ms,
+        T0 + 5 * MINUTE + S.ttl_ms,
+    }
+    profile.close_sessions(2**62, S)
+    assert profile.timers(S) == {T0 + 5 * MINUTE + S.ttl_ms}
+
+
+def test_state_row_round_trips():
+    _, events = generated_events(users=6, days=2)
+    profile = replay([e for e in events if e.user_id == events[0].user_id])
+    profile.apply(page(profile.last_ts + MINUTE, session="open"), NEVER, S)
+    row = profile_state.to_row(profile)
+    again = profile_state.from_row(row, S)
+    assert profile_state.to_row(again) == row
+    assert_nearly_equal(again.snapshot(S).details, profile.snapshot(S).details, rel=0)
+
+
+def test_archetypes_are_visibly_different_in_the_features():
+    history, events = generated_events(users=120, days=7, seed=5)
+    archetype = {u.user_id: u.archetype for u in history.users}
+    profiles = {}
+    for e in events:
+        profile = profiles.get(e.user_id) or UserProfile.new(e.user_id, S)
+        profile.apply(e, e.ts - 10_000, S)
+        profile.close_sessions(e.ts - 10_000, S)
+        profiles[e.user_id] = profile
+
+    def mean(kind, column):
+        values = [
+            p.snapshot(S).columns[column] for user, p in profiles.items() if archetype[user] == kind
+        ]
+        return statistics.mean(values)
+
+    assert mean("researcher", "engagement_score") > mean("impulse_buyer", "engagement_score")
+    assert mean("researcher", "intent_strength") < mean("impulse_buyer", "intent_strength")
+    assert mean("price_sensitive", "price_sensitivity") > mean(
+        "loyal_repeater", "price_sensitivity"
+    )
+    assert mean("loyal_repeater", "rfm_purchase_score") > mean(
+        "cart_abandoner", "rfm_purchase_score"
+    )

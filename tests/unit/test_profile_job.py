@@ -1,0 +1,220 @@
+"""The profile job's keyed function over in-memory stand-ins for Flink's state and timers: what
+it keeps for a user, and that a purge or expiry leaves nothing behind (no JVM needed)."""
+
+import json
+
+import pytest
+from pyflink.common import Row
+
+from conf import settings as settings_module
+from jobs import profile as job
+from tests.unit.profile_events import MINUTE, T0, page, view
+from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
+
+S = settings_module.load("local").profile
+
+
+class FakeValueState:
+    def __init__(self):
+        self.stored = None
+
+    def value(self):
+        return self.stored
+
+    def update(self, value):
+        self.stored = value
+
+    def clear(self):
+        self.stored = None
+
+
+class FakeMapState(dict):
+    def contains(self, key):
+        return key in self
+
+    def put(self, key, value):
+        self[key] = value
+
+    def remove(self, key):
+        del self[key]
+
+
+class FakeCounter:
+    def __init__(self):
+        self.count = 0
+
+    def inc(self):
+        self.count += 1
+
+
+class FakeRuntime:
+    """One user's state, as Flink scopes it to the current key."""
+
+    def __init__(self):
+        self.values, self.maps, self.counters = {}, {}, {}
+
+    def get_state(self, descriptor):
+        return self.values.setdefault(descriptor.name, FakeValueState())
+
+    def get_map_state(self, descriptor):
+        return self.maps.setdefault(descriptor.name, FakeMapState())
+
+    def get_metrics_group(self):
+        return self
+
+    def counter(self, name):
+        return self.counters.setdefault(name, FakeCounter())
+
+
+class FakeTimers:
+    def __init__(self):
+        self.watermark = -(2**63)
+        self.registered = set()
+
+    def current_watermark(self):
+        return self.watermark
+
+    def register_event_time_timer(self, ts):
+        self.registered.add(ts)
+
+    def delete_event_time_timer(self, ts):
+        self.registered.discard(ts)
+
+
+class FakeContext:
+    def __init__(self):
+        self.timers = FakeTimers()
+
+    def timer_service(self):
+        return self.timers
+
+
+class Harness:
+    def __init__(self, settings=S):
+        self.runtime, self.ctx = FakeRuntime(), FakeContext()
+        self.function = job.BuildProfiles(settings)
+        self.function.open(self.runtime)
+
+    def send(self, event: Event, offset: int = 0) -> list:
+        d = event_to_dict(event)
+        props = {k: v for k, v in d.items() if k not in ENVELOPE_FIELDS}
+        row = Row(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            session_id=event.session_id,
+            type=event.type.value,
+            ts_ms=event.ts,
+            schema_version=1,
+            properties=json.dumps(props),
+            source_topic="events",
+            source_partition=0,
+            source_offset=offset,
+        )
+        return list(self.function.process_element(row, self.ctx))
+
+    def advance(self, watermark: int) -> list:
+        """Moves the watermark and fires the due timers, earliest first, as Flink does."""
+        out, timers = [], self.ctx.timers
+        timers.watermark = watermark
+        while due := sorted(t for t in timers.registered if t <= watermark):
+            timers.registered.discard(due[0])
+            out += list(self.function.on_timer(due[0], self.ctx))
+        return out
+
+    def state_is_empty(self) -> bool:
+        values = all(v.value() is None for v in self.runtime.values.values())
+        return values and not any(self.runtime.maps.values())
+
+
+def counters(h):
+    return {name: c.count for name, c in h.runtime.counters.items() if c.count}
+
+
+def test_each_event_updates_the_profile_and_one_timer_is_pending():
+    h = Harness()
+    [first] = h.send(page(T0))
+    [second] = h.send(view(T0 + MINUTE))
+    assert (first.version, second.version, second.events) == (1, 2, 2)
+    assert h.ctx.timers.registered == {T0 + S.session_gap_ms}  # the first session close
+
+
+def test_a_duplicate_event_id_is_ignored_and_counted():
+    h = Harness()
+    e = page(T0)
+    h.send(e)
+    assert h.send(e, offset=1) == []
+    assert counters(h) == {"duplicate_events": 1}
+
+
+def test_an_event_beyond_the_allowed_lateness_is_dead_lettered_as_late():
+    h = Harness()
+    h.send(page(T0 + 10 * S.allowed_lateness_ms))
+    h.advance(T0 + 5 * S.allowed_lateness_ms)
+    [(tag, letter)] = h.send(page(T0), offset=7)
+    record = json.loads(letter.value)
+    assert tag == job.LATE_EVENTS
+    assert (record["reason"], record["dead_letter_id"]) == ("late", "events-0-7")
+
+
+def test_closing_a_session_emits_its_summary_and_a_new_profile_version():
+    h = Harness()
+    h.send(page(T0))
+    h.send(view(T0 + MINUTE))
+    out = h.advance(T0 + MINUTE + S.session_gap_ms)
+    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple))]
+    profiles = [o for o in out if not isinstance(o, tuple)]
+    assert [(s.session_id, s.events) for s in sessions] == [("s1", 2)]
+    assert [(p.version, p.sessions) for p in profiles] == [(3, 1)]
+    assert h.ctx.timers.registered == {T0 + MINUTE + S.ttl_ms}
+
+
+def test_state_and_timers_are_gone_after_the_ttl():
+    h = Harness()
+    h.send(page(T0))
+    h.send(view(T0 + MINUTE))
+    h.advance(T0 + MINUTE + S.ttl_ms)
+    assert h.state_is_empty()
+    assert h.ctx.timers.registered == set()
+    assert counters(h) == {"profiles_expired": 1}
+    [fresh] = h.send(page(T0 + 2 * S.ttl_ms, session="s2"))
+    assert fresh.version == 1
+
+
+def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion():
+    h = Harness()
+    h.send(page(T0))
+    revoke = Event(
+        "consent-1",
+        "u1",
+        "s1",
+        EventType.CONSENT_UPDATE,
+        T0 + MINUTE,
+        1,
+        ConsentUpdate({"analytics": False, "marketing": True}),
+    )
+    [deletion] = h.send(revoke)
+    assert (deletion.user_id, deletion.deleted, deletion.version) == ("u1", True, None)
+    assert h.state_is_empty()
+    assert h.ctx.timers.registered == set()
+    assert h.advance(2**62) == []  # nothing left to fire or emit
+
+
+def test_updates_are_held_back_to_one_per_interval_when_configured():
+    h = Harness(S.model_copy(update={"emit_interval_ms": 10 * MINUTE}))
+    assert len(h.send(page(T0))) == 1
+    assert h.send(view(T0 + MINUTE)) == []
+    assert h.send(view(T0 + 2 * MINUTE)) == []
+    [late_update] = h.advance(T0 + 10 * MINUTE)
+    assert (late_update.version, late_update.events) == (3, 3)
+
+
+@pytest.mark.parametrize("kind", ["page", "view"])
+def test_profile_rows_carry_every_column_and_json_details(kind):
+    h = Harness()
+    [row] = h.send(page(T0) if kind == "page" else view(T0))
+    assert len(row) == len(job.PROFILE_COLUMNS) + 2
+    assert json.loads(row.details)["recent"][0]["ts"] == T0
+    record = job.kafka_record(row)
+    assert record[0] == b"u1"
+    value = json.loads(record[1])
+    assert value["version"] == 1 and value["details"] == json.loads(row.details)
