@@ -110,7 +110,7 @@ def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, 
     parsed = (
         raw.process(ParseEvents(contract), ARCHIVE_ROW).name("parse-events").uid("parse-events")
     )
-    return parsed, parsed.get_side_output(DEAD_LETTERS)
+    return parsed, parsed.get_side_output(DEAD_LETTERS).name("dead-letters").uid("dead-letters")
 
 
 def build_pipeline(
@@ -225,6 +225,14 @@ def create_environment(config: Settings) -> StreamExecutionEnvironment:
     return env
 
 
+def create_table_environment(env: StreamExecutionEnvironment) -> StreamTableEnvironment:
+    t_env = StreamTableEnvironment.create(env)
+    # Operators the planner creates (Kafka source, sinks) get uids too, derived from the plan,
+    # so savepoints map back to them while the job's tables and inserts stay the same.
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    return t_env
+
+
 def format_offsets(offsets: dict[int, int]) -> str:
     """{0: 120, 1: 98} -> `0:120,1:98` (the command-line form)."""
     return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
@@ -242,7 +250,7 @@ def run(
     config: Settings, start: dict[int, int] | None = None, stop: dict[int, int] | None = None
 ) -> None:
     env = create_environment(config)
-    t_env = StreamTableEnvironment.create(env)
+    t_env = create_table_environment(env)
     build_pipeline(
         env, config, KafkaRawSource(t_env, config, start, stop), ProductionSinks(t_env, config)
     )

@@ -172,7 +172,6 @@ class BuildProfiles(KeyedProcessFunction):
         if self.seen.contains(row.event_id):
             self.duplicates.inc()
             return
-        self.seen.put(row.event_id, row.ts_ms)
         event = event_from_record(
             row.event_id,
             row.user_id,
@@ -182,32 +181,40 @@ class BuildProfiles(KeyedProcessFunction):
             row.schema_version,
             row.properties,
         )
+        stored = self.profile.value()
+        profile = profile_state.from_row(stored, s) if stored else None
+        if profile is not None and profile.expires_at(s) <= event.ts:
+            # Expired, though the watermark has not yet fired its timer: do what it would do.
+            yield from self.catch_up(profile, self.schedule(), event.ts, ctx)
+            profile = None
+        self.seen.put(row.event_id, row.ts_ms)
         if event.type is EventType.CONSENT_UPDATE:
             if revokes_profiling(event):
                 self.purge(ctx)
                 yield deletion_row(row.user_id)
             return
-        stored = self.profile.value()
-        profile = profile_state.from_row(stored, s) if stored else UserProfile.new(row.user_id, s)
+        profile = profile or UserProfile.new(row.user_id, s)
         profile.apply(event, watermark, s)
         yield from self.store_and_emit(profile, self.schedule(), event.ts, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        s = self.s
         stored = self.profile.value()
         if stored is None:
             return
-        profile = profile_state.from_row(stored, s)
         schedule = self.schedule()
         schedule.wake_at = None  # this timer has fired
-        closed = profile.close_sessions(timestamp, s)
+        yield from self.catch_up(profile_state.from_row(stored, self.s), schedule, timestamp, ctx)
+
+    def catch_up(self, profile: UserProfile, schedule: Schedule, now: int, ctx):
+        """Everything due by event time `now`: session closes, a held-back update, expiry."""
+        s = self.s
+        closed = profile.close_sessions(now, s)
         for summary in closed:
             yield SESSIONS, session_row(summary)
-        self.forget_seen(timestamp - s.allowed_lateness_ms)
-        held_back = schedule.emit_due is not None and schedule.emit_due <= timestamp
-        changed = bool(closed) or held_back
-        yield from self.store_and_emit(profile, schedule, timestamp, ctx, changed)
-        if profile.expires_at(s) <= timestamp:
+        self.forget_seen(now - s.allowed_lateness_ms)
+        held_back = schedule.emit_due is not None and schedule.emit_due <= now
+        yield from self.store_and_emit(profile, schedule, now, ctx, bool(closed) or held_back)
+        if profile.expires_at(s) <= now:
             self.expiries.inc()
             self.clear(ctx)
 
@@ -284,18 +291,32 @@ class EventTime(TimestampAssigner):
 def event_time(events: DataStream, s: ProfileSettings) -> DataStream:
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(s.out_of_orderness_ms)
-    ).with_timestamp_assigner(EventTime())
+    )
     if s.idleness_ms:
         strategy = strategy.with_idleness(Duration.of_millis(s.idleness_ms))
-    return events.assign_timestamps_and_watermarks(strategy).name("event-time").uid("event-time")
+    # The assigner last: PyFlink's with_idleness returns a new strategy without it, which would
+    # silently fall back to the Kafka record timestamps.
+    stamped = events.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(EventTime()))
+    # PyFlink builds this from a Python step that extracts the time, Flink's watermark
+    # generator, and a map that strips the time again; none has a uid of its own.
+    strip = stamped._j_data_stream.getTransformation()
+    generate = strip.getInputs().get(0)
+    set_uid(strip, "event-time-strip")
+    set_uid(generate, "event-time")
+    set_uid(generate.getInputs().get(0), "event-time-extract")
+    return stamped
+
+
+def set_uid(transformation, name: str) -> None:
+    """Names and uids an operator PyFlink inserts implicitly (a Java transformation)."""
+    transformation.setName(name)
+    transformation.setUid(name)
 
 
 def by_user(events: DataStream) -> KeyedStream:
     keyed = events.key_by(lambda row: row.user_id, key_type=Types.STRING())
-    # PyFlink adds a Python operator that extracts the key; give it a stable uid too.
-    key_extraction = keyed._j_data_stream.getTransformation().getInputs().get(0)
-    key_extraction.setUid("key-by-user")
-    key_extraction.setName("key-by-user")
+    # The keyed stream is a partitioning (no operator); its input is PyFlink's key extractor.
+    set_uid(keyed._j_data_stream.getTransformation().getInputs().get(0), "key-by-user")
     return keyed
 
 
@@ -306,7 +327,9 @@ def build_profiles(events: DataStream, s: ProfileSettings) -> tuple[DataStream, 
         .name("build-profiles")
         .uid("build-profiles")
     )
-    return profiles, profiles.get_side_output(SESSIONS), profiles.get_side_output(LATE_EVENTS)
+    sessions = profiles.get_side_output(SESSIONS).name("closed-sessions").uid("closed-sessions")
+    late = profiles.get_side_output(LATE_EVENTS).name("late-events").uid("late-events")
+    return profiles, sessions, late
 
 
 @dataclass
@@ -343,6 +366,8 @@ def kafka_record(row: Row) -> Row:
 
 
 def postgres_change(row: Row) -> Row:
+    """An upsert or a delete by user_id. Declared as a full changelog rather than an upsert
+    one: an upsert source makes the planner keep every row in state to normalize it."""
     out = Row(*row[: len(PROFILE_COLUMNS) + 1])
     out.set_row_kind(RowKind.DELETE if row.deleted else RowKind.UPDATE_AFTER)
     return out
@@ -375,9 +400,7 @@ class ProductionSinks:
             .name("profile-changes")
             .uid("profile-changes")
         )
-        changelog = t.from_changelog_stream(
-            changes, postgres_profile_schema(), ChangelogMode.upsert()
-        )
+        changelog = t.from_changelog_stream(changes, postgres_profile_schema(), ChangelogMode.all())
         statements.add_insert(profiles, changelog)
         sessions = sinks.postgres_table(
             t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
@@ -390,7 +413,7 @@ def run(
     config: Settings, start: dict[int, int] | None = None, stop: dict[int, int] | None = None
 ) -> None:
     env = ingest.create_environment(config)
-    t_env = StreamTableEnvironment.create(env)
+    t_env = ingest.create_table_environment(env)
     build_pipeline(
         env,
         config,

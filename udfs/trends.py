@@ -26,7 +26,13 @@ def mean_and_std(moments: list[float]) -> tuple[float, float]:
     if w <= 0:
         return 0.0, 0.0
     mean = s / w
-    return mean, math.sqrt(max(ss / w - mean * mean, 0.0))
+    mean_square = ss / w
+    variance = mean_square - mean * mean
+    # E[x^2] - E[x]^2 cancels to rounding noise when all values are equal; call that zero so
+    # the result does not depend on the order the sums were built in.
+    if variance <= 1e-12 * mean_square:
+        return mean, 0.0
+    return mean, math.sqrt(variance)
 
 
 @dataclass(slots=True)

@@ -21,7 +21,8 @@ class CollectingSinks:
 
     def write(self, archive, dead_letters):
         rows = archive.map(lambda r: ("archive", r.event_id, r.properties), output_type=OUTPUT)
-        letters = dead_letters.map(
+        # Rebalanced so PyFlink does not fuse this map into the uid'd side-output operator.
+        letters = dead_letters.rebalance().map(
             lambda r: ("dead", r.key.decode(), json.loads(r.value)["reason"]), output_type=OUTPUT
         )
         self.output = rows.union(letters)

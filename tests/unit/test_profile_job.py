@@ -180,6 +180,18 @@ def test_state_and_timers_are_gone_after_the_ttl():
     assert fresh.version == 1
 
 
+def test_an_event_after_the_ttl_starts_afresh_even_before_the_watermark_expires_the_state():
+    h = Harness()
+    h.send(page(T0))
+    out = h.send(page(T0 + S.ttl_ms + MINUTE, session="s2"))
+    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple))]
+    profiles = [o for o in out if not isinstance(o, tuple)]
+    assert [s.session_id for s in sessions] == ["s1"]  # closed before the state went
+    assert [(p.version, p.events) for p in profiles] == [(2, 1), (1, 1)]
+    assert counters(h) == {"profiles_expired": 1}
+    assert h.ctx.timers.registered == {T0 + S.ttl_ms + MINUTE + S.session_gap_ms}
+
+
 def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion():
     h = Harness()
     h.send(page(T0))

@@ -1,0 +1,199 @@
+"""The profile job on a local Flink MiniCluster, parallelism 2, with a collection source and
+collecting sinks passed into the same builder the production job uses."""
+
+import json
+import random
+
+import pytest
+from pyflink.common import Row, Types
+
+from conf import settings as settings_module
+from jobs import ingest
+from jobs import profile as job
+from models.generator import EventGenerator
+from tests.conftest import assert_nearly_equal, event_bytes
+
+OUTPUT = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()])
+HOUR = 3_600_000
+
+
+class CollectingSinks:
+    """Tags every output (kind, key, version, JSON) and unions them for execute_and_collect.
+
+    The side outputs are rebalanced first: PyFlink would otherwise fuse each collecting map
+    into the side-output operator before it, and the fused pair's uid collides with that one."""
+
+    def __init__(self):
+        self.output = None
+
+    def write(self, outputs: job.ProfileOutputs):
+        profiles = (
+            outputs.profiles.map(
+                lambda r: (
+                    "profile",
+                    r.user_id,
+                    -1 if r.deleted else r.version,
+                    (job.kafka_record(r).value or b"null").decode(),
+                ),
+                output_type=OUTPUT,
+            )
+            .name("collect-profiles")
+            .uid("collect-profiles")
+        )
+        sessions = (
+            outputs.sessions.rebalance()
+            .map(
+                lambda r: ("session", f"{r.user_id}/{r.session_id}", r.events, json.dumps(list(r))),
+                output_type=OUTPUT,
+            )
+            .name("collect-sessions")
+            .uid("collect-sessions")
+        )
+        letters = (
+            outputs.dead_letters.rebalance()
+            .map(
+                lambda r: ("dead", r.key.decode(), 0, json.loads(r.value)["reason"]),
+                output_type=OUTPUT,
+            )
+            .name("collect-dead-letters")
+            .uid("collect-dead-letters")
+        )
+        self.output = profiles.union(sessions, letters)
+
+
+def collection_source(payloads):
+    def source(env):
+        rows = [Row(raw, "events", i % 4, i) for i, raw in enumerate(payloads)]
+        return (
+            env.from_collection(rows, type_info=ingest.RAW_RECORD)
+            .name("test-events")
+            .uid("test-events")
+        )
+
+    return source
+
+
+def run(settings, payloads, parallelism=2):
+    env = ingest.create_environment(settings)
+    env.set_parallelism(parallelism)  # 2 catches keying bugs
+    sinks = CollectingSinks()
+    job.build_pipeline(env, settings, collection_source(payloads), sinks)
+    with sinks.output.execute_and_collect() as results:
+        return list(results)
+
+
+def latest_profiles(out):
+    latest = {}
+    for kind, user, version, value in out:
+        if kind == "profile" and version >= latest.get(user, (-2, None))[0]:
+            latest[user] = (version, json.loads(value))
+    return latest
+
+
+@pytest.fixture(scope="module")
+def profile_settings():
+    # No idleness: a slow start must not let one parse subtask's watermark run ahead.
+    return settings_module.load("local", {"profile.idleness_ms": 0})
+
+
+def test_out_of_order_duplicated_input_gives_the_profiles_of_an_in_order_replay(
+    profile_settings,
+):
+    base = profile_settings.generator.model_copy(update={"late_rate": 0.0})
+    events = EventGenerator(base, users=24, days=3, seed=21).generate().events
+    rng = random.Random(3)
+    arrived = []
+    for e in events:  # emission order: some events up to 10 s out of order
+        arrived.append(event_bytes(e))
+        if rng.random() < 0.1:
+            arrived.append(event_bytes(e))  # a producer retry
+    ordered = [event_bytes(e) for e in sorted(events, key=lambda e: (e["ts"], e["event_id"]))]
+    assert len(arrived) > len(ordered)
+
+    messy, clean = run(profile_settings, arrived), run(profile_settings, ordered)
+
+    assert [o for o in messy if o[0] == "dead"] == []
+    expected = latest_profiles(clean)
+    actual = latest_profiles(messy)
+    assert set(actual) == set(expected) and len(expected) >= 20
+    for user, (version, profile) in expected.items():
+        assert actual[user][0] == version
+        assert_nearly_equal(actual[user][1], profile, path=user)
+    sessions = sorted(o[1:] for o in messy if o[0] == "session")
+    assert sessions == sorted(o[1:] for o in clean if o[0] == "session")
+    assert len(sessions) == len({(e["user_id"], e["session_id"]) for e in events})
+
+
+def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings):
+    settings = settings_module.load("local", {"profile.idleness_ms": 0, "profile.ttl_ms": 2 * HOUR})
+    t0 = settings.generator.start_ts_ms
+
+    def event(user, n, ts, **extra):
+        body = {"type": "search", "query": "q", "filters": {}} | extra
+        return event_bytes(
+            {
+                "event_id": f"{user}-{n}",
+                "user_id": user,
+                "session_id": f"{user}-s{ts // HOUR}",
+                "ts": ts,
+                "schema_version": 1,
+                **body,
+            }
+        )
+
+    revoke = {"type": "consent_update", "purposes": {"analytics": False}}
+    payloads = [
+        event("purged", 1, t0),
+        event("purged", 2, t0 + 60_000),
+        event("purged", 3, t0 + 120_000, **revoke),
+        event("purged", 4, t0 + 180_000),
+        event("idle", 1, t0),
+        event("idle", 2, t0 + 60_000),
+        event("clock", 1, t0 + 5 * HOUR),  # moves the watermark past idle's expiry
+        event("idle", 3, t0 + 6 * HOUR),
+    ]
+    # Parallelism 1 keeps arrival order, so the revocation comes between events 2 and 4.
+    out = [o for o in run(settings, payloads, parallelism=1) if o[0] == "profile"]
+    purged = [(version, json.loads(value)) for _, user, version, value in out if user == "purged"]
+    # -1 is the deletion (a Kafka tombstone); then a fresh profile, and its session's close.
+    assert [v for v, _ in purged] == [1, 2, -1, 1, 2]
+    assert purged[2][1] is None
+    assert purged[-1][1]["events"] == 1
+    idle = [(version, json.loads(value)) for _, user, version, value in out if user == "idle"]
+    # The first session closes (3) and the state expires; the third event starts afresh (1),
+    # and its session closes at the end of input (2). The same whether the watermark or the
+    # event itself finds the state expired.
+    assert [v for v, _ in idle] == [1, 2, 3, 1, 2]
+    assert idle[-1][1]["events"] == 1
+
+
+def operators(env):
+    graph = env._generate_stream_graph(clear_transformations=False)
+    return [
+        (node.getOperatorName(), node.getTransformationUID())
+        for node in graph.getStreamNodes().toArray()
+    ]
+
+
+def test_every_operator_has_a_stable_uid_and_name(profile_settings, small_history):
+    env = ingest.create_environment(profile_settings)
+    sinks = CollectingSinks()
+    source = collection_source([event_bytes(small_history.events[0])])
+    job.build_pipeline(env, profile_settings, source, sinks)
+    nodes = operators(env)
+    assert [name for name, uid in nodes if not uid or not name] == []
+    uids = {uid for _, uid in nodes}
+    assert {"parse-events", "event-time", "key-by-user", "build-profiles"} <= uids
+
+
+def test_the_production_graph_has_uids_on_connector_operators_too(profile_settings):
+    env = ingest.create_environment(profile_settings)
+    t_env = ingest.create_table_environment(env)
+    source = ingest.KafkaRawSource(t_env, profile_settings, {0: 0}, {0: 1}, group="profile")
+    job.build_pipeline(env, profile_settings, source, job.ProductionSinks(t_env, profile_settings))
+    nodes = operators(env)  # built, never run: no broker or database needed
+    assert [name for name, uid in nodes if not uid or not name] == []
+    names = " ".join(name for name, _ in nodes)
+    for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
+        assert table in names
+    assert "ChangelogNormalize" not in names  # no second copy of every profile in state
