@@ -27,6 +27,7 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext
 from pyflink.table import StatementSet, StreamTableEnvironment
+from pyflink.table.expressions import col
 
 from conf import settings as settings_module
 from conf.settings import EventContract, Settings
@@ -68,6 +69,8 @@ KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
 KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
 DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
 
+# Builds the stream of RAW_RECORD rows; for the profile job the records must carry their event
+# time as timestamps and come with watermarks (KafkaRawSource does both).
 RawSource = Callable[[StreamExecutionEnvironment], DataStream]
 
 
@@ -128,7 +131,8 @@ def offsets_option(offsets: dict[int, int]) -> str:
 
 
 class KafkaRawSource:
-    """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata.
+    """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata;
+    records carry their event time and the source emits watermarks per Kafka partition.
 
     Unbounded from the group's committed offsets by default; bounded to [start, stop) per
     partition when both are given (used for replays and the local run).
@@ -163,10 +167,23 @@ class KafkaRawSource:
         if self.stop is not None:
             options["scan.bounded.mode"] = "specific-offsets"
             options["scan.bounded.specific-offsets"] = offsets_option(self.stop)
+        profile, contract = self.config.profile, self.config.events
+        if profile.idleness_ms:
+            options["scan.watermark.idle-timeout"] = f"{profile.idleness_ms} ms"
         self.t_env.execute_sql(
-            flink_statement("events_raw_source", table=self.table, options=with_options(options))
+            flink_statement(
+                "events_raw_source",
+                table=self.table,
+                options=with_options(options),
+                min_ts_ms=str(contract.min_ts_ms),
+                max_future_skew_ms=str(contract.max_future_skew_ms),
+                out_of_orderness_s=f"{profile.out_of_orderness_ms / 1000:.3f}",
+            )
         )
-        return self.t_env.to_data_stream(self.t_env.from_path(self.table))
+        columns = self.t_env.from_path(self.table).select(
+            col("payload"), col("topic"), col("partition"), col("offset")
+        )
+        return self.t_env.to_data_stream(columns)
 
     @property
     def table(self) -> str:
@@ -252,7 +269,10 @@ def run(
     env = create_environment(config)
     t_env = create_table_environment(env)
     build_pipeline(
-        env, config, KafkaRawSource(t_env, config, start, stop), ProductionSinks(t_env, config)
+        env,
+        config,
+        KafkaRawSource(t_env, config, start, stop),
+        ProductionSinks(t_env, config),
     )
     env.execute("ingest")
 

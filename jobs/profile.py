@@ -2,8 +2,8 @@
 `profiles` (exactly once) and PostgreSQL `user_profiles` / `user_sessions`.
 
     source (raw bytes + topic/partition/offset)
+      (event time and watermarks come from the source, per Kafka partition)
       -> parse_events              (as the ingest job: archive rows, dead letters)
-      -> event_time                bounded out-of-orderness watermarks, idleness
       -> key_by(user_id)
       -> build_profiles            udfs.profile.UserProfile per user, de-duplicated by event_id
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
@@ -22,9 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.common import Row, Types
 from pyflink.common.types import RowKind
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
@@ -283,30 +282,6 @@ def late_dead_letter(row: Row, watermark: int) -> Row:
 # ------------------------------------------------------------------ pipeline
 
 
-class EventTime(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value.ts_ms
-
-
-def event_time(events: DataStream, s: ProfileSettings) -> DataStream:
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(s.out_of_orderness_ms)
-    )
-    if s.idleness_ms:
-        strategy = strategy.with_idleness(Duration.of_millis(s.idleness_ms))
-    # The assigner last: PyFlink's with_idleness returns a new strategy without it, which would
-    # silently fall back to the Kafka record timestamps.
-    stamped = events.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(EventTime()))
-    # PyFlink builds this from a Python step that extracts the time, Flink's watermark
-    # generator, and a map that strips the time again; none has a uid of its own.
-    strip = stamped._j_data_stream.getTransformation()
-    generate = strip.getInputs().get(0)
-    set_uid(strip, "event-time-strip")
-    set_uid(generate, "event-time")
-    set_uid(generate.getInputs().get(0), "event-time-extract")
-    return stamped
-
-
 def set_uid(transformation, name: str) -> None:
     """Names and uids an operator PyFlink inserts implicitly (a Java transformation)."""
     transformation.setName(name)
@@ -347,8 +322,10 @@ class ProfileSinks(Protocol):
 def build_pipeline(
     env: StreamExecutionEnvironment, config: Settings, source: ingest.RawSource, sinks: ProfileSinks
 ) -> None:
+    # The source stamps records with their event time and emits watermarks (per Kafka partition
+    # in production); parsing passes both through.
     archive, malformed = ingest.parse_events(source(env), config.events)
-    profiles, sessions, late = build_profiles(event_time(archive, config.profile), config.profile)
+    profiles, sessions, late = build_profiles(archive, config.profile)
     sinks.write(ProfileOutputs(archive, malformed.union(late), profiles, sessions))
 
 

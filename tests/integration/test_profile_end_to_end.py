@@ -1,0 +1,104 @@
+"""Generated events through the real broker, the profile job (local Flink, checkpointing on)
+and the real PostgreSQL: the committed Kafka profiles equal the PostgreSQL rows."""
+
+import json
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+from psycopg.rows import dict_row
+
+from jobs import profile as job
+from models.generator import EventGenerator, with_hostile_records
+from tests.integration.conftest import dead_letters, publish
+from udfs.profile import PROFILE_COLUMNS
+
+REVOKING_USER = "u000003"
+# This test's own stretch of event time, so profiles from other runs are told apart.
+START_TS_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+
+
+def committed_profiles(settings) -> list:
+    """Every committed record of the profiles topic. End offsets cannot be trusted on the local
+    broker, so the test reads everything and picks its own records by event time."""
+    topic = settings.kafka.topics.profiles
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        consumer_timeout_ms=8000,
+    )
+    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def test_committed_kafka_profiles_equal_the_postgres_rows(local_stack):
+    settings = local_stack
+    generator = settings.generator.model_copy(update={"start_ts_ms": START_TS_MS})
+    history = EventGenerator(generator, users=60, days=4, seed=808).generate()
+    events = history.events
+    last = max(e["ts"] for e in events if e["user_id"] == REVOKING_USER)
+    revoke = {
+        "event_id": "revoke-analytics-1",
+        "user_id": REVOKING_USER,
+        "session_id": "consent",
+        "type": "consent_update",
+        "ts": last + 60_000,
+        "schema_version": 1,
+        "purposes": {"analytics": False},
+    }
+    bounds = (settings.events.min_ts_ms, events[-1]["ts"] + settings.events.max_future_skew_ms)
+    records = list(with_hostile_records([*events, revoke], 0.02, seed=9, ts_bounds=bounds))
+    hostile = sum(1 for _, _, reason in records if reason is not None)
+
+    batch = publish(settings, [(key, raw) for key, raw, _ in records])
+    job.run(settings, *batch.bounds())
+
+    latest = {}
+    for record in committed_profiles(settings):
+        user = record.key.decode()
+        value = json.loads(record.value) if record.value is not None else None
+        if value is None and user != REVOKING_USER:
+            continue
+        if (
+            value is not None
+            and not START_TS_MS <= value.get("as_of_ts", 0) <= revoke["ts"] + 10**9
+        ):
+            continue
+        version = value["version"] if value else float("inf")  # a tombstone comes last
+        if version >= latest.get(user, (-1, None))[0]:
+            latest[user] = (version, value)
+    with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
+        rows = {
+            r["user_id"]: r
+            for r in conn.execute(
+                f"SELECT {', '.join(PROFILE_COLUMNS)}, details FROM user_profiles"
+            ).fetchall()
+        }
+        sessions = {
+            r["session_id"]: r
+            for r in conn.execute("SELECT session_id, abandoned FROM user_sessions").fetchall()
+        }
+
+    active = {e["user_id"] for e in events} - {REVOKING_USER}
+    assert set(latest) == active | {REVOKING_USER}
+    assert latest[REVOKING_USER][1] is None, "a purge is a tombstone in Kafka"
+    assert REVOKING_USER not in rows, "and a deleted row in PostgreSQL"
+    assert set(rows) == active
+    for user in active:
+        assert latest[user][1] == rows[user], user
+
+    # Every generated session was closed once, and abandonment matches the hidden truth.
+    truth = {s.session_id: s for s in history.sessions if s.user_id != REVOKING_USER}
+    assert set(truth) <= set(sessions)
+    assert all(sessions[sid]["abandoned"] == truth[sid].abandoned for sid in truth)
+
+    letters = dead_letters(settings, batch.topic, batch.contains)
+    assert len(letters) == hostile
+    print(
+        f"\n  {len(events):,} events, {hostile:,} malformed: {len(rows)} profiles in Kafka and "
+        f"PostgreSQL agree, {len(truth):,} sessions, 1 purge"
+    )
