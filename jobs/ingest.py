@@ -292,4 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module, not __main__: functions are then pickled by reference
+    # to `jobs.ingest`, which the workers import from the shipped code.
+    from jobs import ingest as job_module
+
+    sys.exit(job_module.main())

@@ -1,7 +1,9 @@
-"""The ingest job submitted with `flink run` to a standalone cluster started from PyFlink."""
+"""The profile job submitted with `flink run` to a standalone cluster started from PyFlink
+(process mode, as jobs on a shared cluster run)."""
 
 import json
 
+import psycopg
 import pytest
 
 from conf import stack
@@ -19,17 +21,29 @@ def flink_cluster(local_stack):
         stack.cluster_down(local_stack)
 
 
-def test_ingest_job_runs_on_the_standalone_cluster(flink_cluster):
+def test_profile_job_runs_on_the_standalone_cluster(flink_cluster):
     settings = flink_cluster
-    events = EventGenerator(settings.generator, users=25, days=2, seed=808).generate().events
+    history = EventGenerator(settings.generator, users=25, days=2, seed=808).generate()
+    events = history.events
     batch = publish(settings, [(e["user_id"], json.dumps(e).encode()) for e in events])
     start, stop = batch.bounds()
     code = stack.submit(
         settings,
-        "ingest",
+        "profile",
         ["--start-offsets", format_offsets(start), "--stop-offsets", format_offsets(stop)],
     )
     assert code == 0
     per_id = rows_for_ids(settings, {e["event_id"] for e in events})
     assert len(per_id) == len(events) and set(per_id.values()) == {1}
     assert len(archived(settings, batch)) == len(events)
+    sessions = [s.session_id for s in history.sessions]
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        closed = conn.execute(
+            "SELECT count(*) FROM user_sessions WHERE session_id = ANY(%s)", (sessions,)
+        ).fetchone()[0]
+        profiled = conn.execute(
+            "SELECT count(*) FROM user_profiles WHERE user_id = ANY(%s) AND as_of_ts >= %s",
+            ([u.user_id for u in history.users], settings.generator.start_ts_ms),
+        ).fetchone()[0]
+    assert closed == len(sessions)
+    assert profiled == len({e["user_id"] for e in events})

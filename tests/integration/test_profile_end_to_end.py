@@ -76,6 +76,8 @@ def test_committed_kafka_profiles_equal_the_postgres_rows(local_stack):
             r["user_id"]: r
             for r in conn.execute(
                 f"SELECT {', '.join(PROFILE_COLUMNS)}, details FROM user_profiles"
+                " WHERE as_of_ts >= %s",
+                (START_TS_MS,),
             ).fetchall()
         }
         sessions = {
