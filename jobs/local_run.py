@@ -1,5 +1,6 @@
-"""`make run`: generate a fresh batch of events, run the ingest job over exactly that batch in
-the local Flink MiniCluster, and print what happened (generated, valid, dead-lettered, rows)."""
+"""`make run`: generate a fresh batch of events, run the profile job over exactly that batch in
+the local Flink MiniCluster, and print what happened: records accounted for, the top users by
+each propensity (with their hidden archetype) and a few profiles."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from collections.abc import Callable
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
+from psycopg.rows import dict_row
 
 from conf import settings as settings_module
 from conf.settings import Settings
-from jobs import ingest
-from jobs.generate import generate
+from jobs import profile
+from jobs.generate import GenerateSummary, generate
 from jobs.publish import PublishReport
 from udfs.events import DeadLetter
+
+PROPENSITIES = (
+    "propensity_purchase",
+    "propensity_add_to_cart",
+    "propensity_checkout_start",
+    "propensity_churn",
+)
 
 
 def read_dead_letters(
@@ -67,6 +76,68 @@ def archived_rows(config: Settings, batch: PublishReport, event_ids: list[str]) 
     return sum(1 for topic, p, o in rows if topic == batch.topic and batch.contains(p, o))
 
 
+def batch_profiles(config: Settings, summary: GenerateSummary) -> list[dict]:
+    """This run's profiles (updated within its stretch of event time) with each user's hidden
+    archetype from the generator's ground truth."""
+    start = config.generator.start_ts_ms
+    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT p.*, t.archetype FROM user_profiles p"
+            " JOIN ground_truth_users t ON t.user_id = p.user_id AND t.run_id = %s"
+            " WHERE p.as_of_ts >= %s",
+            (summary.run_id, start),
+        ).fetchall()
+
+
+def active_users(config: Settings, event_ids: list[str]) -> int:
+    """Users of this batch with behaviour (a consent update alone makes no profile)."""
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        return conn.execute(
+            "SELECT count(DISTINCT user_id) FROM events"
+            " WHERE event_id = ANY(%s) AND type <> 'consent_update'",
+            (event_ids,),
+        ).fetchone()[0]
+
+
+def closed_sessions(config: Settings, summary: GenerateSummary) -> tuple[int, int]:
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        return conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE s.abandoned) FROM user_sessions s"
+            " JOIN ground_truth_sessions t ON t.session_id = s.session_id AND t.run_id = %s",
+            (summary.run_id,),
+        ).fetchone()
+
+
+def print_top(profiles: list[dict], n: int = 5) -> None:
+    for column in PROPENSITIES:
+        print(f"  top users by {column.removeprefix('propensity_')}")
+        for p in sorted(profiles, key=lambda p: (-p[column], p["user_id"]))[:n]:
+            print(
+                f"      {p['user_id']}  {p[column]:.3f}  ({p['archetype']}, "
+                f"{p['events']} events, {p['sessions']} sessions)"
+            )
+
+
+def print_profiles(profiles: list[dict]) -> None:
+    """One profile per archetype, the one with the most events."""
+    by_archetype: dict[str, dict] = {}
+    for p in sorted(profiles, key=lambda p: (-p["events"], p["user_id"])):
+        by_archetype.setdefault(p["archetype"], p)
+    print("  a profile per hidden archetype")
+    print(
+        f"      {'user':<9}{'archetype':<17}{'engage':>7}{'intent':>7}{'price':>7}"
+        f"{'affinity':>9}  {'category':<12}{'rfm_p':>6}{'rfm_e':>6}{'dev':>6}  top action"
+    )
+    for archetype, p in sorted(by_archetype.items()):
+        print(
+            f"      {p['user_id']:<9}{archetype:<17}{p['engagement_score']:>7.2f}"
+            f"{p['intent_strength']:>7.2f}{p['price_sensitivity']:>7.2f}"
+            f"{p['category_affinity']:>9.2f}  {p['top_category'] or '-':<12}"
+            f"{p['rfm_purchase_score']:>6.2f}{p['rfm_engagement_score']:>6.2f}"
+            f"{p['deviation']:>6.2f}  {p['top_propensity']}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.local_run", description=__doc__)
     parser.add_argument("--users", type=int, default=200)
@@ -78,19 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     batch = summary.publish
     start, stop = batch.bounds()
     print(
-        f"[run] ingest job over {batch.sent:,} records of {batch.topic} "
+        f"[run] profile job over {batch.sent:,} records of {batch.topic} "
         f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
         file=sys.stderr,
         flush=True,
     )
     began = time.monotonic()
-    ingest.run(config, start, stop)
+    profile.run(config, start, stop)
     seconds = time.monotonic() - began
     rows = archived_rows(config, batch, summary.event_ids)
     letters = read_dead_letters(config, batch.topic, batch.contains)
     by_reason = Counter(letter.reason.value for letter in letters.values())
+    profiles = batch_profiles(config, summary)
+    sessions, abandoned = closed_sessions(config, summary)
     print()
-    print("ingest run summary")
+    print("profile run summary")
     print(
         f"  events generated     {summary.valid + summary.invalid:>9,}  "
         f"({summary.users:,} users, {summary.sessions:,} sessions, run {summary.run_id})"
@@ -101,9 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  dead-lettered        {len(letters):>9,}  topic {config.kafka.topics.events_dlq.name}")
     for reason, count in sorted(by_reason.items()):
         print(f"      {reason:<28}{count:>7,}")
-    print(f"  job time             {seconds:>8.1f}s")
-    ok = rows == summary.valid and len(letters) == summary.invalid
+    print(f"  profiles (PG)        {len(profiles):>9,}  table user_profiles, topic profiles")
+    print(f"  sessions closed      {sessions:>9,}  table user_sessions ({abandoned:,} abandoned)")
+    print(f"  job time             {seconds:>8.1f}s  ({summary.valid / seconds:,.0f} events/s)")
+    ok = (
+        rows == summary.valid
+        and len(letters) == summary.invalid
+        and sessions == summary.sessions
+        and len(profiles) == active_users(config, summary.event_ids)
+    )
     print(f"  accounted for        {'all records' if ok else 'MISMATCH'}")
+    print()
+    print_top(profiles)
+    print()
+    print_profiles(profiles)
     return 0 if ok else 1
 
 
