@@ -35,7 +35,15 @@ from conf.settings import Profile as ProfileSettings
 from conf.settings import Settings
 from jobs import ingest, sinks
 from udfs import profile_state
-from udfs.events import DeadLetter, EventType, Reason, SourceRef, event_from_record, event_to_dict
+from udfs.events import (
+    DeadLetter,
+    Event,
+    EventType,
+    Reason,
+    SourceRef,
+    event_from_record,
+    event_to_dict,
+)
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
 from udfs.schedule import Schedule
 from udfs.sessions import SessionSummary
@@ -171,15 +179,7 @@ class BuildProfiles(KeyedProcessFunction):
         if self.seen.contains(row.event_id):
             self.duplicates.inc()
             return
-        event = event_from_record(
-            row.event_id,
-            row.user_id,
-            row.session_id,
-            row.type,
-            row.ts_ms,
-            row.schema_version,
-            row.properties,
-        )
+        event = archived_event(row)
         stored = self.profile.value()
         profile = profile_state.from_row(stored, s) if stored else None
         if profile is not None and profile.expires_at(s) <= event.ts:
@@ -258,8 +258,9 @@ class BuildProfiles(KeyedProcessFunction):
         self.timer.clear()
 
 
-def late_dead_letter(row: Row, watermark: int) -> Row:
-    event = event_from_record(
+def archived_event(row: Row) -> Event:
+    """The event behind an archive row (ingest.ARCHIVE_ROW) that parse-events produced."""
+    return event_from_record(
         row.event_id,
         row.user_id,
         row.session_id,
@@ -268,6 +269,10 @@ def late_dead_letter(row: Row, watermark: int) -> Row:
         row.schema_version,
         row.properties,
     )
+
+
+def late_dead_letter(row: Row, watermark: int) -> Row:
+    event = archived_event(row)
     raw = json.dumps(event_to_dict(event), separators=(",", ":")).encode()
     source = SourceRef(row.source_topic, row.source_partition, row.source_offset)
     letter = DeadLetter(
