@@ -288,6 +288,30 @@ class Profile(Strict):
     rfm: Rfm = Rfm()
 
 
+class Models(Strict):
+    """Training (`make train`) and scoring in the profile job."""
+
+    # Versioned artifacts: <directory>/<model name>/<version>/, plus registry.json.
+    directory: str = "models/artifacts"
+    # Training data: generated history replayed through the profile code.
+    train_users: Annotated[int, Field(ge=10)] = 600
+    train_days: Annotated[float, Field(gt=1)] = 21.0
+    train_seed: int = 17
+    # Labels look this far ahead; drift means engagement falls by at least drift_drop.
+    horizon_days: Annotated[float, Field(gt=0)] = 7.0
+    drift_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # The last part of the time range is held out for evaluation.
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # k-means: k with the best silhouette in [k_min, k_max]; DBSCAN radius in scaled units.
+    k_min: Annotated[int, Field(ge=2)] = 5
+    k_max: Annotated[int, Field(ge=2)] = 9
+    dbscan_eps: Annotated[float, Field(gt=0)] = 1.5
+    dbscan_min_samples: Annotated[int, Field(ge=2)] = 8
+    # A cohort needs this many training samples for its own propensity model.
+    min_cohort_samples: Annotated[int, Field(ge=10)] = 300
+    onnx_opset: Annotated[int, Field(ge=9)] = 17
+
+
 class Local(Strict):
     # All logs, pid files and data of locally started services live under this folder.
     state_dir: str = ".local"
@@ -302,6 +326,7 @@ class Settings(Strict):
     events: EventContract = EventContract()
     generator: Generator = Generator()
     profile: Profile = Profile()
+    models: Models = Models()
     local: Local = Local()
 
     @property

@@ -280,7 +280,7 @@ class EventGenerator:
             archetype = ARCHETYPES[names[n % len(names)]]
             user_id = f"u{n:06d}"
             drift_start = (
-                start + int(self.rng.uniform(0.25, 0.55) * (end - start))
+                start + int(self.rng.uniform(0.1, 0.6) * (end - start))
                 if archetype.drifts
                 else None
             )
@@ -379,11 +379,23 @@ class EventGenerator:
             weights.pop("remove_from_cart", None)
         for target in weights:
             weights[target] *= s.archetype.bias.get(target, 1.0)
+        if "exit" in weights:
+            weights["exit"] *= 1.0 + 3.0 * self._fade(s)  # drifting users leave sooner
         targets = list(weights)
         return s.rng.choices(targets, weights=[weights[t] for t in targets])[0]
 
     def _dwell(self, s: _Session) -> int:
-        return max(300, int(s.archetype.dwell_median_ms * math.exp(s.rng.gauss(0, 0.7))))
+        median = s.archetype.dwell_median_ms * (1.0 - 0.6 * self._fade(s))
+        return max(300, int(median * math.exp(s.rng.gauss(0, 0.7))))
+
+    @staticmethod
+    def _fade(s: _Session) -> float:
+        """How far a drifting user has drifted: 0 before the drift starts, towards 1 over the
+        following days. Their sessions get shorter and their attention thinner as it grows."""
+        start = s.user.drift_start_ms
+        if start is None or s.ts <= start:
+            return 0.0
+        return 1.0 - math.exp(-(s.ts - start) / (3 * DAY_MS))
 
     def _emit(self, s: _Session, event_type: str, gap_ms: int, **fields) -> None:
         s.ts += gap_ms

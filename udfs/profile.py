@@ -67,6 +67,20 @@ def event_amount(event: Event) -> tuple[str, float]:
     return "", float(getattr(data, "price", 0.0) or 0.0)
 
 
+def current_session(session) -> dict[str, Any] | None:
+    """What the user has done so far in the open session with the latest activity."""
+    if session is None:
+        return None
+    return {
+        "events": session.events,
+        "minutes": (session.end - session.start) / 60_000.0,
+        "product_views": session.product_views,
+        "cart_adds": session.cart_adds,
+        "checkouts": session.checkouts,
+        "purchases": session.purchases,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ProfileSnapshot:
     columns: dict[str, Any]  # PROFILE_COLUMNS
@@ -86,6 +100,10 @@ class UserProfile:
     purchases: RfmTracker = field(default_factory=RfmTracker)
     engagement: RfmTracker = field(default_factory=RfmTracker)
     session_starts: RfmTracker = field(default_factory=RfmTracker)
+    # The same session starts with a short memory (recency half-life), to see a pace change.
+    recent_starts: RfmTracker = field(default_factory=RfmTracker)
+    # Sessions with a cart add (count) and those of them that ended without a purchase (value).
+    carts: RfmTracker = field(default_factory=RfmTracker)
     sessions: Sessions = field(default_factory=Sessions)
     transitions: TransitionModel = field(default_factory=TransitionModel)
     baseline: Baseline = field(default_factory=Baseline)
@@ -126,6 +144,10 @@ class UserProfile:
         done = self.sessions.due(watermark, s.session_gap_ms, s.allowed_lateness_ms)
         for session in done:
             self.session_starts.add(session.start, 0.0, s.rfm.half_life_days * DAY_MS)
+            self.recent_starts.add(session.start, 0.0, s.recency_half_life_ms)
+            if session.cart_adds:
+                abandoned = 0.0 if session.purchases else 1.0
+                self.carts.add(session.start, abandoned, s.rfm.half_life_days * DAY_MS)
             self.transitions.add_session(session.path, s.transition_memory)
             metrics = session.metrics()
             self.baseline.update(metrics, s.baseline_window)
@@ -173,6 +195,29 @@ class UserProfile:
         exposure_ms = half_life / math.log(2) * (1.0 - decay(lifetime, half_life))
         rate = (count + s.churn_prior_sessions) / (exposure_ms / DAY_MS + s.churn_prior_days)
         return math.exp(-rate * s.churn_horizon_days)
+
+    def abandon_rate(self) -> float:
+        """Share of the user's carted sessions that ended without a purchase (decayed), with
+        one abandoned and one completed session as a prior."""
+        return (self.carts.value + 1.0) / (self.carts.count + 2.0)
+
+    def session_trend(self, s: ProfileSettings) -> float:
+        """log of the recent session rate over the long-term one: below 0 when the user comes
+        less often than they used to. Both rates are decayed counts over their exposure."""
+        if self.last_ts is None or self.first_ts is None:
+            return 0.0
+        lifetime = self.last_ts - self.first_ts
+
+        def rate(tracker: RfmTracker, half_life: float) -> float:
+            count = tracker.count * decay(
+                self.last_ts - (tracker.ref_ts or self.last_ts), half_life
+            )
+            exposure = half_life / math.log(2) * (1.0 - decay(lifetime, half_life))
+            return (count + 0.5) / (exposure / DAY_MS + 0.5)
+
+        recent = rate(self.recent_starts, s.recency_half_life_ms)
+        long_term = rate(self.session_starts, s.rfm.half_life_days * DAY_MS)
+        return math.log(recent / long_term)
 
     def current_session_metrics(self) -> list[float] | None:
         session = self.sessions.current()
@@ -231,6 +276,10 @@ class UserProfile:
                 for r in self.recent.items
             ],
             "open_sessions": len(self.sessions.open),
+            "session": current_session(self.sessions.current()),
             "late_events": self.late_events,
+            "abandon_rate": self.abandon_rate(),
+            "signature": self.transitions.summary(s.prior_strength),
+            "session_trend": self.session_trend(s),
         }
         return ProfileSnapshot(columns, details)

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cache
 
-from udfs.states import EXIT, K
+from udfs.states import EXIT, STATES, K
 
 
 @dataclass(slots=True)
@@ -23,6 +23,27 @@ class TransitionModel:
         for a, b in zip(path, [*path[1:], EXIT], strict=True):
             key = a * K + b
             self.counts[key] = self.counts.get(key, 0.0) + 1.0
+
+    def summary(self, prior_strength: float) -> dict[str, float]:
+        """The long-term habits in a few numbers: the share of moves made from each state, and
+        posterior probabilities of the steps towards a purchase and of leaving early."""
+        out_of = [0.0] * K
+        for key, count in self.counts.items():
+            out_of[key // K] += count
+        moves = sum(out_of) or 1.0
+        summary = {f"from_{STATES[i]}": out_of[i] / moves for i in range(EXIT)}
+        alpha = prior_strength / K
+
+        def p(a: str, b: str) -> float:
+            i, j = STATES.index(a), STATES.index(b)
+            return (alpha + self.counts.get(i * K + j, 0.0)) / (prior_strength + out_of[i])
+
+        summary["view_to_cart"] = p("view", "cart")
+        summary["cart_to_checkout"] = p("cart", "checkout")
+        summary["checkout_to_purchase"] = p("checkout", "purchase")
+        summary["browse_to_exit"] = p("browse", "exit")
+        summary["view_to_exit"] = p("view", "exit")
+        return summary
 
     def matrix(self, prior_strength: float) -> list[list[float]]:
         """Posterior mean of each row under a symmetric Dirichlet prior of total strength
