@@ -295,11 +295,11 @@ class Models(Strict):
     directory: str = "models/artifacts"
     # Training data: generated history replayed through the profile code.
     train_users: Annotated[int, Field(ge=10)] = 600
-    train_days: Annotated[float, Field(gt=1)] = 21.0
+    train_days: Annotated[float, Field(gt=1)] = 42.0
     train_seed: int = 17
     # Labels look this far ahead; drift means engagement falls by at least drift_drop.
-    horizon_days: Annotated[float, Field(gt=0)] = 7.0
-    drift_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    horizon_days: Annotated[float, Field(gt=0)] = 14.0
+    drift_drop: Annotated[float, Field(gt=0, lt=1)] = 0.7
     # The last part of the time range is held out for evaluation.
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     # k-means: k with the best silhouette in [k_min, k_max]; DBSCAN radius in scaled units.

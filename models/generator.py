@@ -70,7 +70,7 @@ BASE_TRANSITIONS: dict[str, dict[str, float]] = {
     "coupon_attempt": {"checkout_start": 2, "coupon_attempt": 0.3, "exit": 0.5},
     "content_interaction": {"product_view": 2, "page_view": 1, "exit": 0.5},
     "app_click": {"page_view": 2, "product_view": 1, "exit": 0.5},
-    "checkout_start": {"purchase": 1.0, "coupon_attempt": 0.3, "exit": 1.0},
+    "checkout_start": {"purchase": 1.6, "coupon_attempt": 0.3, "exit": 0.6},
     "purchase": {"page_view": 0.5, "exit": 2},
     "email_click": {"product_view": 2, "page_view": 1},
 }
@@ -165,7 +165,7 @@ ARCHETYPES = {
         Archetype(
             "cart_abandoner",
             1.0,
-            {"add_to_cart": 2.5, "checkout_start": 1.8, "purchase": 0.12, "exit": 1.0},
+            {"add_to_cart": 2.5, "checkout_start": 1.8, "purchase": 0.05, "exit": 1.5},
             12_000,
             0.45,
             (0.8, 1.5),

@@ -20,6 +20,7 @@ SIGNATURE_FEATURES = (
     "browse_to_exit",
     "view_to_exit",
 )
+CURRENT_FEATURES = tuple(f"now_{STATES[i]}" for i in range(ACTIVE_STATES))
 DEVIATION_FEATURES = tuple(f"z_{metric}" for metric in BASELINE_METRICS)
 SESSION_FEATURES = (
     "session_events",
@@ -56,6 +57,7 @@ FEATURES = (
     *SIGNATURE_FEATURES,
     *DEVIATION_FEATURES,
     *SESSION_FEATURES,
+    *CURRENT_FEATURES,
 )
 # What cohorts are clustered on: the long-term signature, how a user habitually moves.
 COHORT_FEATURES = SIGNATURE_FEATURES
@@ -96,6 +98,9 @@ def feature_map(snapshot: ProfileSnapshot) -> dict[str, float]:
     z = d["deviation_z"]
     for metric, name in zip(BASELINE_METRICS, DEVIATION_FEATURES, strict=True):
         values[name] = z.get(metric, 0.0)
+    current = d["recent"][-1]["state"] if d["recent"] else None
+    for name in CURRENT_FEATURES:
+        values[name] = 1.0 if name == f"now_{current}" else 0.0
     for name in SESSION_FEATURES:
         values[name] = float(session.get(name.removeprefix("session_"), 0.0))
     return values
