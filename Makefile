@@ -19,7 +19,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean
+        generate replay cluster-up cluster-down submit clean train
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ lint: $(STAMP) ## check style and errors without changing anything
 format: $(STAMP) ## fix what the linter and formatter can fix
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+train: up ## train cohort and propensity models on generated history, export to ONNX, register them
+	$(PY) -m models.train
 
 generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
 	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)

@@ -305,7 +305,7 @@ class Models(Strict):
     # k-means: k with the best silhouette in [k_min, k_max]; DBSCAN radius in scaled units.
     k_min: Annotated[int, Field(ge=2)] = 5
     k_max: Annotated[int, Field(ge=2)] = 9
-    dbscan_eps: Annotated[float, Field(gt=0)] = 1.5
+    dbscan_eps: Annotated[float, Field(gt=0)] = 2.2
     dbscan_min_samples: Annotated[int, Field(ge=2)] = 8
     # A cohort needs this many training samples for its own propensity model.
     min_cohort_samples: Annotated[int, Field(ge=10)] = 300

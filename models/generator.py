@@ -119,7 +119,7 @@ ARCHETYPES = {
                 "checkout_start": 2.5,
                 "purchase": 3.0,
                 "search": 0.4,
-                "exit": 0.7,
+                "exit": 0.5,
             },
             6_000,
             0.3,
@@ -142,7 +142,7 @@ ARCHETYPES = {
         Archetype(
             "loyal_repeater",
             1.5,
-            {"purchase": 2.0, "checkout_start": 1.6, "app_click": 3.0, "exit": 0.9},
+            {"purchase": 3.0, "checkout_start": 2.2, "app_click": 3.0, "exit": 0.6},
             15_000,
             0.5,
             (0.8, 1.3),
