@@ -29,6 +29,7 @@ class Artifact:
     target: str | None = None
     cohort: int | None = None
     metadata: dict = field(default_factory=dict)  # metrics, fill values, extra outputs
+    estimator: object = None  # the fitted scikit-learn model (kept for checks, never written)
 
 
 class Registry:

@@ -101,6 +101,7 @@ def train(config: Settings, users: int, days: float, seed: int) -> tuple[dict, d
             "cohorts",
             list(COHORT_FEATURES),
             export(cohorts.kmeans, len(COHORT_FEATURES), m.onnx_opset),
+            estimator=cohorts.kmeans,
             metadata={
                 "cohorts": cohorts.profiles,
                 "fill": fill_values(X_users, COHORT_FEATURES),
@@ -112,6 +113,7 @@ def train(config: Settings, users: int, days: float, seed: int) -> tuple[dict, d
             "dense_cohorts",
             list(COHORT_FEATURES),
             export(cohorts.dbscan_neighbors, len(COHORT_FEATURES), m.onnx_opset),
+            estimator=cohorts.dbscan_neighbors,
             metadata={
                 "core_labels": cohorts.dbscan_labels,
                 "eps": cohorts.dbscan_eps,
@@ -132,7 +134,7 @@ def train(config: Settings, users: int, days: float, seed: int) -> tuple[dict, d
     }
     for target in datasets.TARGETS:
         artifacts += propensity_models(target, samples, cohorts, m, report)
-    return report, {"artifacts": artifacts, "window": (start, holdout_start)}
+    return report, {"artifacts": artifacts, "window": (start, holdout_start), "samples": samples}
 
 
 def propensity_models(target, samples, cohorts, m, report) -> list[Artifact]:
@@ -154,7 +156,9 @@ def propensity_models(target, samples, cohorts, m, report) -> list[Artifact]:
     champion = max(results, key=lambda a: results[a]["roc_auc"] or 0)
     global_model = fitted[champion]
     artifacts.append(
-        propensity_artifact(f"{target}-global", target, None, global_model, champion, X, results)
+        propensity_artifact(
+            f"{target}-global", target, None, global_model, champion, X, results, m.onnx_opset
+        )
     )
     per_cohort = {}
     for cohort in range(cohorts.k):
@@ -176,6 +180,7 @@ def propensity_models(target, samples, cohorts, m, report) -> list[Artifact]:
                     champion,
                     X[rows],
                     {champion: own, "global_on_cohort": fallback},
+                    m.onnx_opset,
                 )
             )
         else:
@@ -184,15 +189,16 @@ def propensity_models(target, samples, cohorts, m, report) -> list[Artifact]:
     return artifacts
 
 
-def propensity_artifact(name, target, cohort, model, algorithm, X, metrics) -> Artifact:
+def propensity_artifact(name, target, cohort, model, algorithm, X, metrics, opset) -> Artifact:
     trees = algorithm == "gradient_boosting"
     return Artifact(
         name,
         "propensity",
         list(FEATURES),
-        export(model, len(FEATURES), 17, float32=trees),
+        export(model, len(FEATURES), opset, float32=trees),
         target=target,
         cohort=cohort,
+        estimator=model,
         metadata={"algorithm": algorithm, "fill": fill_values(X, FEATURES), "metrics": metrics},
     )
 

@@ -1,0 +1,116 @@
+"""`make train` at its default size: the quality bar on the time-based hold-out, and one contract
+for every exported model (ONNX agrees with scikit-learn, feature order recorded, missing
+features handled). One training run (about a minute and a half) serves every test here."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conf import settings as settings_module
+from models import datasets, propensity
+from models.registry import Registry
+from models.train import train
+from udfs.model_features import COHORT_FEATURES, FEATURES
+from udfs.scoring import OnnxModel
+
+CONFIG = settings_module.load("local")
+ALWAYS = ("cohorts-kmeans", "cohorts-dbscan", *(f"{t}-global" for t in datasets.TARGETS))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    m = CONFIG.models
+    report, result = train(CONFIG, m.train_users, m.train_days, m.train_seed)
+    registry = Registry(tmp_path_factory.mktemp("models"))
+    manifest = registry.write(1, result["artifacts"], result["window"])
+    artifacts = {a.name: a for a in result["artifacts"]}
+    return report, artifacts, manifest, registry, result["samples"]
+
+
+def holdout_rows(samples, target=None, n=400):
+    target = target or "drift"
+    _, test = propensity.time_split(samples, target, CONFIG.models.holdout_fraction)
+    X, _ = propensity.arrays(test[:n], target)
+    return X
+
+
+def test_holdout_meets_the_quality_bar(trained):
+    report = trained[0]
+    auc = {t: report["propensity"][t]["global"] for t in datasets.TARGETS}
+    best = {t: max(r["roc_auc"] for r in auc[t].values()) for t in auc}
+    print("\n  hold-out ROC AUC", json.dumps(best), "ARI", report["cohorts"]["adjusted_rand_index"])
+    assert best["abandonment"] >= 0.85
+    assert best["drift"] >= 0.80
+    assert report["cohorts"]["adjusted_rand_index"] >= 0.5
+
+
+def test_every_propensity_report_has_the_evaluation_measures(trained):
+    report = trained[0]
+    for target in datasets.TARGETS:
+        for result in report["propensity"][target]["global"].values():
+            assert {"roc_auc", "pr_auc", "brier", "calibration"} <= set(result)
+            assert 0 <= result["brier"] <= 0.25 and len(result["calibration"]) >= 5
+
+
+@pytest.mark.parametrize("name", ALWAYS)
+def test_onnx_agrees_with_scikit_learn(trained, name):
+    _, artifacts, manifest, registry, samples = trained
+    artifact = artifacts[name]
+    entry = manifest["models"][name]
+    onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
+    X = holdout_rows(samples)
+    if artifact.kind == "propensity":
+        expected = artifact.estimator.predict_proba(X)[:, 1]
+        assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5
+        return
+    Xc = X[:, [FEATURES.index(f) for f in COHORT_FEATURES]]
+    if artifact.kind == "cohorts":
+        labels, distances = onnx.run(Xc)
+        assert (labels == artifact.estimator.predict(Xc)).all()
+        assert np.abs(distances - artifact.estimator.transform(Xc)).max() < 1e-5
+    else:
+        indices, distances = onnx.run(Xc)
+        scaled = artifact.estimator[0].transform(Xc)
+        expected, expected_index = artifact.estimator[1].kneighbors(scaled)
+        assert (indices.ravel() == expected_index.ravel()).all()
+        assert np.abs(distances.ravel() - expected.ravel()).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ALWAYS)
+def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name):
+    _, artifacts, manifest, registry, samples = trained
+    entry = manifest["models"][name]
+    expected_order = list(FEATURES if entry["kind"] == "propensity" else COHORT_FEATURES)
+    assert entry["features"] == expected_order
+    onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
+    row = dict(zip(FEATURES, holdout_rows(samples, n=1)[0], strict=True))
+    dropped = entry["features"][0]
+    del row[dropped]
+    row[entry["features"][1]] = float("nan")
+    X = onnx.rows([row])
+    assert X[0, 0] == entry["fill"][dropped] and np.isfinite(X).all()
+    assert all(np.isfinite(output).all() for output in onnx.run(X))
+
+
+def test_per_cohort_models_agree_with_scikit_learn_too(trained):
+    _, artifacts, manifest, registry, samples = trained
+    cohort_models = [
+        a for a in artifacts.values() if a.kind == "propensity" and a.cohort is not None
+    ]
+    assert cohort_models, "at least one cohort earned its own model"
+    X = holdout_rows(samples)
+    for artifact in cohort_models:
+        entry = manifest["models"][artifact.name]
+        onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
+        expected = artifact.estimator.predict_proba(X)[:, 1]
+        assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5, artifact.name
+
+
+def test_a_tampered_artifact_is_refused(trained):
+    _, _, manifest, registry, _ = trained
+    entry = manifest["models"]["drift-global"]
+    path = registry.directory / entry["path"]
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        registry.model_bytes(entry)
