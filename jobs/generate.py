@@ -66,7 +66,11 @@ def write_truth_file(history: History, path: Path, run_id: str) -> None:
 
 
 def write_truth_tables(history: History, settings: Settings, run_id: str) -> None:
+    """Replaces the truth of `run_id`: a run id names the generator's inputs, so a rerun after
+    the generator itself changed must not leave the old sessions behind."""
     with psycopg.connect(settings.postgres.conninfo()) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ground_truth_sessions WHERE run_id = %s", (run_id,))
+        cur.execute("DELETE FROM ground_truth_users WHERE run_id = %s", (run_id,))
         cur.executemany(
             "INSERT INTO ground_truth_users (run_id, user_id, archetype, drifted, drift_start_ms)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id, user_id) DO UPDATE SET"

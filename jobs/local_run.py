@@ -89,21 +89,23 @@ def batch_profiles(config: Settings, summary: GenerateSummary) -> list[dict]:
         ).fetchall()
 
 
-def active_users(config: Settings, event_ids: list[str]) -> int:
+def active_users(config: Settings, event_ids: list[str]) -> set[str]:
     """Users of this batch with behaviour (a consent update alone makes no profile)."""
     with psycopg.connect(config.postgres.conninfo()) as conn:
-        return conn.execute(
-            "SELECT count(DISTINCT user_id) FROM events"
+        rows = conn.execute(
+            "SELECT DISTINCT user_id FROM events"
             " WHERE event_id = ANY(%s) AND type <> 'consent_update'",
             (event_ids,),
-        ).fetchone()[0]
+        ).fetchall()
+    return {user for (user,) in rows}
 
 
 def closed_sessions(config: Settings, summary: GenerateSummary) -> tuple[int, int]:
     with psycopg.connect(config.postgres.conninfo()) as conn:
         return conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE s.abandoned) FROM user_sessions s"
-            " JOIN ground_truth_sessions t ON t.session_id = s.session_id AND t.run_id = %s",
+            " JOIN ground_truth_sessions t ON t.run_id = %s"
+            " AND t.session_id = s.session_id AND t.user_id = s.user_id",
             (summary.run_id,),
         ).fetchone()
 
@@ -160,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = archived_rows(config, batch, summary.event_ids)
     letters = read_dead_letters(config, batch.topic, batch.contains)
     by_reason = Counter(letter.reason.value for letter in letters.values())
-    profiles = batch_profiles(config, summary)
+    active = active_users(config, summary.event_ids)
+    # Only users with events in this batch: a user without any keeps an older run's row.
+    profiles = [p for p in batch_profiles(config, summary) if p["user_id"] in active]
     sessions, abandoned = closed_sessions(config, summary)
     print()
     print("profile run summary")
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         rows == summary.valid
         and len(letters) == summary.invalid
         and sessions == summary.sessions
-        and len(profiles) == active_users(config, summary.event_ids)
+        and len(profiles) == len(active)
     )
     print(f"  accounted for        {'all records' if ok else 'MISMATCH'}")
     print()
