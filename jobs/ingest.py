@@ -277,17 +277,20 @@ def run(
     env.execute("ingest")
 
 
-def main(argv: list[str] | None = None) -> int:
+def offsets_command(prog: str, doc: str, argv: list[str] | None):
+    """The command line every job shares: (config, start offsets, stop offsets)."""
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.ingest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
     parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    run(config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets))
+    return config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(*offsets_command("python -m jobs.ingest", __doc__, argv))
     return 0
 
 

@@ -16,7 +16,6 @@ Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 from pyflink.table.changelog_mode import ChangelogMode
 
-from conf import settings as settings_module
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Settings
 from jobs import ingest, sinks
@@ -122,23 +120,7 @@ def deletion_row(user_id: str) -> Row:
 
 
 def session_row(s: SessionSummary) -> Row:
-    return SESSION_RECORD(
-        s.user_id,
-        s.session_id,
-        s.start_ts,
-        s.end_ts,
-        s.events,
-        s.page_views,
-        s.product_views,
-        s.searches,
-        s.cart_adds,
-        s.checkouts,
-        s.purchases,
-        s.revenue,
-        s.mean_dwell_ms,
-        s.max_scroll,
-        s.abandoned,
-    )
+    return SESSION_RECORD(*(getattr(s, name) for name, _ in SESSION_FIELDS))
 
 
 def revokes_profiling(event) -> bool:
@@ -406,16 +388,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.profile",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
-    parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
-    args = parser.parse_args(argv)
-    config = settings_module.load_or_exit()
-    run(config, ingest.parse_offsets(args.start_offsets), ingest.parse_offsets(args.stop_offsets))
+    run(*ingest.offsets_command("python -m jobs.profile", __doc__, argv))
     return 0
 
 

@@ -92,20 +92,9 @@ def _tracker(row: Row) -> RfmTracker:
 
 
 def _session_row(s: OpenSession) -> Row:
+    scalars = (getattr(s, name) for name, _ in SESSION_FIELDS[:-3])
     return Row(
-        s.session_id,
-        s.start,
-        s.end,
-        s.events,
-        s.page_views,
-        s.product_views,
-        s.searches,
-        s.cart_adds,
-        s.checkouts,
-        s.purchases,
-        s.revenue,
-        s.dwell_ms,
-        s.max_scroll,
+        *scalars,
         [t for t, _, _ in s.steps],
         [o for _, o, _ in s.steps],
         [x for _, _, x in s.steps],
