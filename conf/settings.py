@@ -310,6 +310,22 @@ class Models(Strict):
     # A cohort needs this many training samples for its own propensity model.
     min_cohort_samples: Annotated[int, Field(ge=10)] = 300
     onnx_opset: Annotated[int, Field(ge=9)] = 17
+    # Online cohort assignment: a user moves when another cohort is nearer by this fraction of
+    # the distance to the current one, or has stayed the nearest for cohort_dwell_ms.
+    cohort_margin: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    cohort_dwell_ms: Annotated[int, Field(ge=0)] = 86_400_000
+    # How often (processing time) the job looks for a newly registered model version and for
+    # changed cohort modifiers; 0 = only when the job starts.
+    reload_interval_s: Annotated[float, Field(ge=0)] = 10.0
+
+
+class Leads(Strict):
+    """Lead scores: intent is the purchase propensity; capacity mixes past spending (weight
+    monetary_weight) with indifference to price. Cohort modifiers come from PostgreSQL
+    `cohort_modifiers`; `competitor_view` ones apply on views of these brands' products."""
+
+    monetary_weight: Annotated[float, Field(ge=0, le=1)] = 0.6
+    competitor_brands: tuple[str, ...] = ("globex", "umbrella")
 
 
 class Local(Strict):
@@ -327,6 +343,7 @@ class Settings(Strict):
     generator: Generator = Generator()
     profile: Profile = Profile()
     models: Models = Models()
+    leads: Leads = Leads()
     local: Local = Local()
 
     @property

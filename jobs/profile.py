@@ -5,8 +5,12 @@
       (event time and watermarks come from the source, per Kafka partition)
       -> parse_events              (as the ingest job: archive rows, dead letters)
       -> key_by(user_id)
-      -> build_profiles            udfs.profile.UserProfile per user, de-duplicated by event_id
+      -> build_profiles            udfs.profile.UserProfile per user, de-duplicated by event_id,
+                                   scored with the registered ONNX models (jobs.live_models)
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
+           |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
+           |-> cohort moves        -> Kafka `cohort-moves` + PostgreSQL `cohort_moves`
+           |-> lead scores         -> Kafka `lead-scores` + PostgreSQL `leads`
            |-> closed sessions     -> PostgreSQL `user_sessions`
            '-> events too late     -> Kafka `events.dlq` (reason `late`)
       valid events               -> PostgreSQL `events`; malformed -> `events.dlq`
@@ -32,7 +36,9 @@ from pyflink.table.changelog_mode import ChangelogMode
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Settings
 from jobs import ingest, sinks
+from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
+from udfs.cohort_assignment import CohortMove, CohortState
 from udfs.events import (
     DeadLetter,
     Event,
@@ -45,6 +51,7 @@ from udfs.events import (
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
 from udfs.schedule import Schedule
 from udfs.sessions import SessionSummary
+from udfs.user_scores import Scored, score_user
 
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
@@ -94,8 +101,62 @@ SESSION_FIELDS = [
     ("max_scroll", Types.DOUBLE()),
     ("abandoned", Types.BOOLEAN()),
 ]
-SESSION_ROW = Types.ROW_NAMED([n for n, _ in SESSION_FIELDS], [t for _, t in SESSION_FIELDS])
+SCORE_FIELDS = [
+    ("user_id", Types.STRING()),
+    ("ts", Types.LONG()),
+    ("event_id", Types.STRING()),
+    ("model_version", Types.INT()),
+    ("cohort", Types.INT()),
+    ("cohort_name", Types.STRING()),
+    ("dense_cohort", Types.INT()),
+    ("abandonment", Types.DOUBLE()),
+    ("drift", Types.DOUBLE()),
+    ("purchase", Types.DOUBLE()),
+    ("top_score", Types.STRING()),
+    ("ranked", Types.STRING()),  # JSON
+]
+MOVE_FIELDS = [
+    ("move_id", Types.STRING()),
+    ("user_id", Types.STRING()),
+    ("ts", Types.LONG()),
+    ("from_cohort", Types.INT()),
+    ("to_cohort", Types.INT()),
+    ("from_cohort_name", Types.STRING()),
+    ("to_cohort_name", Types.STRING()),
+    ("reason", Types.STRING()),
+    ("model_version", Types.INT()),
+]
+LEAD_FIELDS = [
+    ("user_id", Types.STRING()),
+    ("ts", Types.LONG()),
+    ("model_version", Types.INT()),
+    ("cohort_name", Types.STRING()),
+    ("intent", Types.DOUBLE()),
+    ("capacity", Types.DOUBLE()),
+    ("score", Types.DOUBLE()),
+    ("base_intent", Types.DOUBLE()),
+    ("base_capacity", Types.DOUBLE()),
+    ("modifiers", Types.STRING()),
+]
+# The user's cohort under hysteresis (udfs.cohort_assignment.CohortState).
+COHORT_STATE_ROW = Types.ROW_NAMED(
+    ["cohort", "since_ts", "model_version", "challenger", "challenger_since"],
+    [Types.INT(), Types.LONG(), Types.INT(), Types.INT(), Types.LONG()],
+)
+
+
+def named_row(fields):
+    return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
+
+
+SESSION_ROW = named_row(SESSION_FIELDS)
+SCORE_ROW = named_row(SCORE_FIELDS)
+MOVE_ROW = named_row(MOVE_FIELDS)
+LEAD_ROW = named_row(LEAD_FIELDS)
 SESSIONS = OutputTag("closed-sessions", SESSION_ROW)
+SCORES = OutputTag("scores", SCORE_ROW)
+COHORT_MOVES = OutputTag("cohort-moves", MOVE_ROW)
+LEADS = OutputTag("lead-scores", LEAD_ROW)
 LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
 # The timer and emission bookkeeping of one user: the one pending timer, when a profile was
 # last emitted, and when a held-back update is due (emit_interval_ms > 0).
@@ -107,6 +168,9 @@ TIMER_ROW = Types.ROW_NAMED(
 # Row "classes": calling one builds a row with these field names.
 PROFILE_RECORD = Row(*PROFILE_ROW.get_field_names())
 SESSION_RECORD = Row(*SESSION_ROW.get_field_names())
+SCORE_RECORD = Row(*SCORE_ROW.get_field_names())
+MOVE_RECORD = Row(*MOVE_ROW.get_field_names())
+LEAD_RECORD = Row(*LEAD_ROW.get_field_names())
 
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
@@ -123,6 +187,75 @@ def session_row(s: SessionSummary) -> Row:
     return SESSION_RECORD(*(getattr(s, name) for name, _ in SESSION_FIELDS))
 
 
+def score_rows(scored: Scored, models) -> list[tuple[OutputTag, Row]]:
+    """The scores, lead score and cohort move (if any) of one profile update."""
+    sc, lead = scored.scores, scored.scores.lead
+    learned = {t: p.p for t, p in sc.learned.items()}
+    out = [
+        (
+            SCORES,
+            SCORE_RECORD(
+                sc.user_id,
+                sc.ts,
+                sc.event_id,
+                sc.model_version,
+                sc.cohort,
+                sc.cohort_name,
+                sc.dense_cohort,
+                learned.get("abandonment"),
+                learned.get("drift"),
+                learned.get("purchase"),
+                sc.ranked[0]["score"],
+                json.dumps(sc.ranked, separators=(",", ":")),
+            ),
+        ),
+        (
+            LEADS,
+            LEAD_RECORD(
+                sc.user_id,
+                sc.ts,
+                sc.model_version,
+                sc.cohort_name,
+                lead.intent,
+                lead.capacity,
+                lead.score,
+                lead.base_intent,
+                lead.base_capacity,
+                ",".join(str(i) for i in lead.modifiers),
+            ),
+        ),
+    ]
+    if scored.move is not None:
+        out.append((COHORT_MOVES, move_row(sc.user_id, scored.move, models.cohort_names)))
+    return out
+
+
+def move_row(user_id: str, move: CohortMove, names: dict[int, str]) -> Row:
+    # Derived from the move itself, so a replay after a failure upserts the same row.
+    move_id = f"{user_id}|{move.ts}|{move.model_version}|{move.to_cohort}"
+    return MOVE_RECORD(
+        move_id,
+        user_id,
+        move.ts,
+        move.from_cohort,
+        move.to_cohort,
+        names.get(move.from_cohort) if move.reason != "model" else None,
+        names.get(move.to_cohort),
+        move.reason,
+        move.model_version,
+    )
+
+
+def cohort_state(row: Row | None) -> CohortState | None:
+    return CohortState(*row) if row is not None else None
+
+
+def is_competitor_view(event: Event | None, brands: tuple[str, ...]) -> bool:
+    if event is None or event.type is not EventType.PRODUCT_VIEW:
+        return False
+    return event.data.attributes.get("brand") in brands
+
+
 def revokes_profiling(event) -> bool:
     return event.type is EventType.CONSENT_UPDATE and event.data.purposes.get("analytics") is False
 
@@ -132,10 +265,13 @@ class BuildProfiles(KeyedProcessFunction):
     event_id, keeps a single timer per user (the earliest of its session closes, expiry and
     held-back emission) and emits. Consent revocation of `analytics` purges the user."""
 
-    def __init__(self, settings: ProfileSettings):
-        self.s = settings
+    def __init__(self, settings: ProfileSettings, scoring: ScoringSettings):
+        self.s, self.scoring = settings, scoring
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self.live = LiveModels(self.scoring)
+        self.live.refresh(force=True)
+        self.cohort = runtime_context.get_state(ValueStateDescriptor("cohort", COHORT_STATE_ROW))
         self.profile = runtime_context.get_state(
             ValueStateDescriptor("profile", profile_state.PROFILE_STATE)
         )
@@ -153,6 +289,7 @@ class BuildProfiles(KeyedProcessFunction):
 
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
         s = self.s
+        self.live.refresh()
         watermark = ctx.timer_service().current_watermark()
         if row.ts_ms < watermark - s.allowed_lateness_ms:
             self.late.inc()
@@ -176,7 +313,7 @@ class BuildProfiles(KeyedProcessFunction):
             return
         profile = profile or UserProfile.new(row.user_id, s)
         profile.apply(event, watermark, s)
-        yield from self.store_and_emit(profile, self.schedule(), event.ts, ctx)
+        yield from self.store_and_emit(profile, self.schedule(), event.ts, ctx, event=event)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         stored = self.profile.value()
@@ -206,19 +343,46 @@ class BuildProfiles(KeyedProcessFunction):
         return Schedule(*row) if row is not None else Schedule()
 
     def store_and_emit(
-        self, profile: UserProfile, schedule: Schedule, now: int, ctx, changed: bool = True
+        self,
+        profile: UserProfile,
+        schedule: Schedule,
+        now: int,
+        ctx,
+        changed: bool = True,
+        event: Event | None = None,
     ):
-        """Stores the profile, emits it if it changed (unless held back by emit_interval_ms),
-        and moves the user's single timer to the earliest time it is needed."""
+        """Stores the profile, emits it and its scores if it changed (unless held back by
+        emit_interval_ms), and moves the user's single timer to the earliest time it is needed."""
         self.profile.update(profile_state.to_row(profile))
         if changed and schedule.should_emit(now, self.s.emit_interval_ms):
-            yield profile_row(profile.snapshot(self.s))
+            snapshot = profile.snapshot(self.s)
+            yield profile_row(snapshot)
+            yield from self.score(snapshot, event)
         stale, wake_at = schedule.reschedule(profile.timers(self.s))
         if stale is not None:
             ctx.timer_service().delete_event_time_timer(stale)
         if wake_at is not None:
             ctx.timer_service().register_event_time_timer(wake_at)
         self.timer.update(Row(schedule.wake_at, schedule.last_emit, schedule.emit_due))
+
+    def score(self, snapshot: ProfileSnapshot, event: Event | None):
+        live, sc = self.live, self.scoring
+        scored = score_user(
+            snapshot,
+            live.models,
+            cohort_state(self.cohort.value()),
+            event.event_id if event is not None else None,
+            is_competitor_view(event, sc.leads.competitor_brands),
+            sc.models,
+            sc.leads,
+            live.modifiers,
+        )
+        if scored.cohort_state is not None:
+            st = scored.cohort_state
+            self.cohort.update(
+                Row(st.cohort, st.since_ts, st.model_version, st.challenger, st.challenger_since)
+            )
+        yield from score_rows(scored, live.models)
 
     def forget_seen(self, before_ts: int) -> None:
         """Event ids older than the lateness horizon: any copy of them is refused as late."""
@@ -238,6 +402,7 @@ class BuildProfiles(KeyedProcessFunction):
         self.profile.clear()
         self.seen.clear()
         self.timer.clear()
+        self.cohort.clear()
 
 
 def archived_event(row: Row) -> Event:
@@ -282,16 +447,24 @@ def by_user(events: DataStream) -> KeyedStream:
     return keyed
 
 
-def build_profiles(events: DataStream, s: ProfileSettings) -> tuple[DataStream, ...]:
+def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSettings) -> dict:
+    """The profile stream and every side output of build-profiles, by name."""
     profiles = (
         by_user(events)
-        .process(BuildProfiles(s), PROFILE_ROW)
+        .process(BuildProfiles(s, scoring), PROFILE_ROW)
         .name("build-profiles")
         .uid("build-profiles")
     )
-    sessions = profiles.get_side_output(SESSIONS).name("closed-sessions").uid("closed-sessions")
-    late = profiles.get_side_output(LATE_EVENTS).name("late-events").uid("late-events")
-    return profiles, sessions, late
+    streams = {"profiles": profiles}
+    for name, tag in (
+        ("sessions", SESSIONS),
+        ("late", LATE_EVENTS),
+        ("scores", SCORES),
+        ("cohort_moves", COHORT_MOVES),
+        ("leads", LEADS),
+    ):
+        streams[name] = profiles.get_side_output(tag).name(tag.tag_id).uid(tag.tag_id)
+    return streams
 
 
 @dataclass
@@ -300,6 +473,9 @@ class ProfileOutputs:
     dead_letters: DataStream  # ingest.KAFKA_RECORD_ROW: malformed and late records
     profiles: DataStream  # PROFILE_ROW
     sessions: DataStream  # SESSION_ROW
+    scores: DataStream  # SCORE_ROW
+    cohort_moves: DataStream  # MOVE_ROW
+    leads: DataStream  # LEAD_ROW
 
 
 class ProfileSinks(Protocol):
@@ -312,8 +488,18 @@ def build_pipeline(
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production); parsing passes both through.
     archive, malformed = ingest.parse_events(source(env), config.events)
-    profiles, sessions, late = build_profiles(archive, config.profile)
-    sinks.write(ProfileOutputs(archive, malformed.union(late), profiles, sessions))
+    out = build_profiles(archive, config.profile, scoring_settings(config))
+    sinks.write(
+        ProfileOutputs(
+            archive,
+            malformed.union(out["late"]),
+            out["profiles"],
+            out["sessions"],
+            out["scores"],
+            out["cohort_moves"],
+            out["leads"],
+        )
+    )
 
 
 # ------------------------------------------------------------------ production connectors
@@ -327,6 +513,20 @@ def kafka_record(row: Row) -> Row:
     # `details` is JSON already: splice it in rather than parse and dump it again.
     head = json.dumps(fields, separators=(",", ":"))[:-1]
     return ingest.KAFKA_RECORD(row.user_id.encode(), f'{head},"details":{row.details}}}'.encode())
+
+
+def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
+    """Row -> Kafka record: key = the row's `key_field`, value = the row as a JSON object, with
+    the `raw_json` fields (JSON already) spliced in as they are."""
+
+    def record(row: Row) -> Row:
+        fields = row.as_dict()
+        spliced = {name: fields.pop(name) for name in raw_json}
+        text = json.dumps(fields, separators=(",", ":"))[:-1]
+        text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
+        return ingest.KAFKA_RECORD(row[key_field].encode(), f"{text}}}".encode())
+
+    return record
 
 
 def postgres_change(row: Row) -> Row:
@@ -370,6 +570,22 @@ class ProductionSinks:
             t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
         )
         statements.add_insert(sessions, t.from_data_stream(outputs.sessions))
+        topics = config.kafka.topics
+        for stream, topic, pg_table, raw_json in (
+            (outputs.scores, topics.scores, "user_scores", ("ranked",)),
+            (outputs.cohort_moves, topics.cohort_moves, "cohort_moves", ()),
+            (outputs.leads, topics.lead_scores, "leads", ()),
+        ):
+            writer = f"profile-{topic.name}"
+            kafka_table = sinks.kafka_bytes_table(t, config, f"{pg_table}_topic", topic, writer)
+            records = (
+                stream.map(json_record("user_id", raw_json), output_type=ingest.KAFKA_RECORD_ROW)
+                .name(f"{topic.name}-records")
+                .uid(f"{topic.name}-records")
+            )
+            statements.add_insert(kafka_table, t.from_data_stream(records))
+            table = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
+            statements.add_insert(table, t.from_data_stream(stream))
         statements.attach_as_datastream()
 
 

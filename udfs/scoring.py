@@ -1,10 +1,18 @@
-"""ONNX models inside the jobs: one InferenceSession per model, made in `open()` (never at import),
-single-threaded, fed float64 rows in the model's recorded feature order."""
+"""ONNX models inside the jobs, and what the profile job makes of them for one user.
+
+OnnxModel: one InferenceSession per model, made in `open()` (never at import), single-threaded,
+fed rows in the model's recorded feature order. ModelSet: one registered version (cohorts,
+dense cohorts, propensity models per target with per-cohort models and a global fallback)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import onnxruntime as ort
+
+NOISE = -1
 
 
 class OnnxModel:
@@ -44,3 +52,59 @@ class OnnxModel:
     def positive_probability(self, X: np.ndarray) -> np.ndarray:
         """For classifiers exported with zipmap=False: column 1 of the probabilities."""
         return self.run(X)[1][:, 1]
+
+
+@dataclass(frozen=True)
+class Propensity:
+    target: str
+    p: float
+    model: str  # the registered model's name, e.g. `abandonment-cohort3` or `drift-global`
+
+
+class ModelSet:
+    """Every model of one registered version. `manifest` is the registry's registry.json;
+    `read(entry)` returns a model's bytes (checked against its recorded hash)."""
+
+    def __init__(self, manifest: dict, read: Callable[[dict], bytes]):
+        self.version: int = manifest["version"]
+        self.cohort_names: dict[int, str] = {}
+        self.propensity: dict[tuple[str, int | None], tuple[str, OnnxModel]] = {}
+        self.kmeans = self.dense = None
+        self.core_labels: list[int] = []
+        self.eps = 0.0
+        for name, entry in manifest["models"].items():
+            model = OnnxModel(read(entry), entry["features"], entry.get("fill"))
+            if entry["kind"] == "cohorts":
+                self.kmeans = model
+                self.cohort_names = {c["cohort"]: c["name"] for c in entry["cohorts"]}
+            elif entry["kind"] == "dense_cohorts":
+                self.dense, self.core_labels, self.eps = model, entry["core_labels"], entry["eps"]
+            elif entry["kind"] == "propensity":
+                self.propensity[(entry["target"], entry["cohort"])] = (name, model)
+        if self.kmeans is None:
+            raise ValueError(f"model version {self.version} has no cohort model")
+        self.targets = sorted({target for target, _ in self.propensity})
+
+    def cohort_distances(self, features: dict[str, float]) -> list[float]:
+        _, distances = self.kmeans.run(self.kmeans.rows([features]))
+        return [float(d) for d in distances[0]]
+
+    def dense_cohort(self, features: dict[str, float]) -> int:
+        """DBSCAN's cohort: that of the nearest core sample within eps, else noise."""
+        if self.dense is None:
+            return NOISE
+        index, distance = self.dense.run(self.dense.rows([features]))
+        return int(self.core_labels[int(index[0][0])]) if distance[0][0] <= self.eps else NOISE
+
+    def propensities(
+        self, features: dict[str, float], cohort: int, targets=None
+    ) -> list[Propensity]:
+        """Each target's probability from the cohort's own model, or the global one."""
+        out = []
+        for target in targets or self.targets:
+            chosen = self.propensity.get((target, cohort)) or self.propensity.get((target, None))
+            if chosen is None:
+                continue
+            name, model = chosen
+            out.append(Propensity(target, float(model.positive_probability(model.rows([features]))[0]), name))
+        return out

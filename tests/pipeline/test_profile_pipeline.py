@@ -59,7 +59,30 @@ class CollectingSinks:
             .name("collect-dead-letters")
             .uid("collect-dead-letters")
         )
-        self.output = profiles.union(sessions, letters)
+        scored = [
+            outputs.scores.rebalance()
+            .map(
+                lambda r: ("score", r.user_id, r.model_version or 0, job.json_record("user_id", ("ranked",))(r).value.decode()),
+                output_type=OUTPUT,
+            )
+            .name("collect-scores")
+            .uid("collect-scores"),
+            outputs.cohort_moves.rebalance()
+            .map(
+                lambda r: ("move", r.user_id, r.ts, json.dumps(r.as_dict())),
+                output_type=OUTPUT,
+            )
+            .name("collect-moves")
+            .uid("collect-moves"),
+            outputs.leads.rebalance()
+            .map(
+                lambda r: ("lead", r.user_id, r.ts, json.dumps(r.as_dict())),
+                output_type=OUTPUT,
+            )
+            .name("collect-leads")
+            .uid("collect-leads"),
+        ]
+        self.output = profiles.union(sessions, letters, *scored)
 
 
 class ClaimedTime(TimestampAssigner):

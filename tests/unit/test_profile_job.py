@@ -8,10 +8,12 @@ from pyflink.common import Row
 
 from conf import settings as settings_module
 from jobs import profile as job
+from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, page, view
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 
-S = settings_module.load("local").profile
+CONFIG = settings_module.load("local")
+S = CONFIG.profile
 
 
 class FakeValueState:
@@ -89,11 +91,27 @@ class FakeContext:
         return self.timers
 
 
+SCORE_TAGS = (job.SCORES, job.LEADS, job.COHORT_MOVES)
+NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None, conninfo=None)
+
+
 class Harness:
-    def __init__(self, settings=S):
+    """Runs the keyed function; score outputs are kept apart in `scored`, by tag id."""
+
+    def __init__(self, settings=S, scoring=NO_MODELS):
         self.runtime, self.ctx = FakeRuntime(), FakeContext()
-        self.function = job.BuildProfiles(settings)
+        self.function = job.BuildProfiles(settings, scoring)
         self.function.open(self.runtime)
+        self.scored = {tag.tag_id: [] for tag in SCORE_TAGS}
+
+    def keep(self, outputs) -> list:
+        rest = []
+        for out in outputs:
+            if isinstance(out, tuple) and out[0] in SCORE_TAGS:
+                self.scored[out[0].tag_id].append(out[1])
+            else:
+                rest.append(out)
+        return rest
 
     def send(self, event: Event, offset: int = 0) -> list:
         d = event_to_dict(event)
@@ -110,7 +128,7 @@ class Harness:
             source_partition=0,
             source_offset=offset,
         )
-        return list(self.function.process_element(row, self.ctx))
+        return self.keep(self.function.process_element(row, self.ctx))
 
     def advance(self, watermark: int) -> list:
         """Moves the watermark and fires the due timers, earliest first, as Flink does."""
@@ -118,7 +136,7 @@ class Harness:
         timers.watermark = watermark
         while due := sorted(t for t in timers.registered if t <= watermark):
             timers.registered.discard(due[0])
-            out += list(self.function.on_timer(due[0], self.ctx))
+            out += self.keep(self.function.on_timer(due[0], self.ctx))
         return out
 
     def state_is_empty(self) -> bool:

@@ -1,0 +1,95 @@
+"""One user's scores after a profile update: cohort (with hysteresis), dense cohort, the learned
+propensities of their cohort's models merged with the profile's model-free ones into one
+ranked list, and the lead score. Without a registered model version, the model-free
+propensities alone are ranked and no cohort is assigned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conf.settings import Leads, Models
+from udfs import cohort_assignment
+from udfs.cohort_assignment import CohortMove, CohortState
+from udfs.leads import LeadScore, Modifier, base_capacity, lead_score
+from udfs.model_features import feature_map
+from udfs.profile import ProfileSnapshot
+from udfs.scoring import ModelSet, Propensity
+
+PROFILE_SOURCE = "profile"
+MODEL_SOURCE = "model"
+
+
+@dataclass(frozen=True)
+class UserScores:
+    user_id: str
+    ts: int
+    event_id: str | None  # the event that triggered the update; None for a timer's update
+    model_version: int | None
+    cohort: int | None
+    cohort_name: str | None
+    dense_cohort: int | None
+    learned: dict[str, Propensity]
+    ranked: list[dict]  # {"score", "p", "source", "model", "version"}, highest p first
+    lead: LeadScore
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: UserScores
+    cohort_state: CohortState | None
+    move: CohortMove | None
+
+
+def has_open_cart(features: dict[str, float]) -> bool:
+    """Abandonment is learned at the events of a session with a cart and no purchase yet."""
+    return features["session_cart_adds"] > 0 and features["session_purchases"] == 0
+
+
+def score_user(
+    snapshot: ProfileSnapshot,
+    models: ModelSet | None,
+    state: CohortState | None,
+    event_id: str | None,
+    competitor_view: bool,
+    m: Models,
+    leads: Leads,
+    modifiers: list[Modifier],
+) -> Scored:
+    c = snapshot.columns
+    ts = c["as_of_ts"]
+    ranked = [
+        {"score": p["action"], "p": p["p"], "source": PROFILE_SOURCE, "model": None, "version": None}
+        for p in snapshot.details["propensities"]
+    ]
+    learned: dict[str, Propensity] = {}
+    move = dense = cohort_name = version = None
+    cohort = None
+    if models is not None:
+        features = feature_map(snapshot)
+        version = models.version
+        state, move = cohort_assignment.decide(
+            state,
+            models.cohort_distances(features),
+            ts,
+            version,
+            m.cohort_margin,
+            m.cohort_dwell_ms,
+        )
+        cohort, cohort_name = state.cohort, models.cohort_names.get(state.cohort)
+        dense = models.dense_cohort(features)
+        targets = [t for t in models.targets if t != "abandonment" or has_open_cart(features)]
+        learned = {p.target: p for p in models.propensities(features, cohort, targets)}
+        ranked += [
+            {"score": p.target, "p": p.p, "source": MODEL_SOURCE, "model": p.model, "version": version}
+            for p in learned.values()
+        ]
+    ranked.sort(key=lambda r: -r["p"])
+    intent = learned["purchase"].p if "purchase" in learned else c["propensity_purchase"]
+    capacity = base_capacity(
+        snapshot.details["rfm_purchase"][2], c["price_sensitivity"], leads.monetary_weight
+    )
+    lead = lead_score(intent, capacity, cohort_name, competitor_view, modifiers)
+    scores = UserScores(
+        c["user_id"], ts, event_id, version, cohort, cohort_name, dense, learned, ranked, lead
+    )
+    return Scored(scores, state, move)
