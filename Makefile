@@ -42,7 +42,12 @@ down: $(STAMP) ## stop what `make up` and `make cluster-up` started
 status: $(STAMP) ## show which services answer, topics and migrations
 	$(PY) -m conf.stack status
 
-run: up ## generate events and run the ingest job on them locally; prints a summary
+REGISTRY := models/artifacts/registry.json
+
+$(REGISTRY):
+	$(MAKE) train
+
+run: up $(REGISTRY) ## generate events and run the profile job (scoring with the models) locally; prints a summary
 	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED))
 
 test: up ## run every test tier: unit, pipeline (local Flink), integration (broker, PostgreSQL, cluster)

@@ -1,6 +1,7 @@
 """`make run`: generate a fresh batch of events, run the profile job over exactly that batch in
-the local Flink MiniCluster, and print what happened: records accounted for, the top users by
-each propensity (with their hidden archetype) and a few profiles."""
+the local Flink MiniCluster, and print what happened: records accounted for, cohorts against the
+hidden archetypes, the top users by each learned score and lead score, the top users by each
+model-free propensity and a few profiles."""
 
 from __future__ import annotations
 
@@ -110,6 +111,51 @@ def closed_sessions(config: Settings, summary: GenerateSummary) -> tuple[int, in
         ).fetchone()
 
 
+def batch_scores(config: Settings, summary: GenerateSummary) -> list[dict]:
+    """This run's latest scores, lead scores and cohort moves per user, with the archetype."""
+    start = config.generator.start_ts_ms
+    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT s.*, t.archetype, l.score AS lead_score, l.intent, l.capacity,"
+            "  l.modifiers, (SELECT count(*) FROM cohort_moves m WHERE m.user_id = s.user_id"
+            "  AND m.ts >= %s AND m.reason <> 'first') AS moves"
+            " FROM user_scores s JOIN leads l ON l.user_id = s.user_id"
+            " JOIN ground_truth_users t ON t.user_id = s.user_id AND t.run_id = %s"
+            " WHERE s.ts >= %s",
+            (start, summary.run_id, start),
+        ).fetchall()
+
+
+def print_cohorts(scores: list[dict]) -> None:
+    versions = sorted({s["model_version"] for s in scores}, key=lambda v: v or 0)
+    if versions == [None]:
+        print("  no model version registered: run `make train` for cohorts and learned scores")
+        return
+    print(f"  cohorts (model version {', '.join(str(v) for v in versions)}) and hidden archetypes")
+    by_cohort: dict[str, Counter] = {}
+    for s in scores:
+        by_cohort.setdefault(s["cohort_name"] or "-", Counter())[s["archetype"]] += 1
+    for name, archetypes in sorted(by_cohort.items(), key=lambda kv: -kv[1].total()):
+        mix = ", ".join(f"{a} {n}" for a, n in archetypes.most_common(3))
+        print(f"      {name:<32}{archetypes.total():>5} users   {mix}")
+    moved = [s for s in scores if s["moves"]]
+    print(f"  users who moved cohort {len(moved):>5}  ({sum(s['moves'] for s in moved)} moves)")
+
+
+def print_learned(scores: list[dict], n: int = 5) -> None:
+    for column in ("abandonment", "drift", "purchase", "lead_score"):
+        ranked = [s for s in scores if s[column] is not None]
+        print(f"  top users by {column.replace('_', ' ')}")
+        for s in sorted(ranked, key=lambda s: (-s[column], s["user_id"]))[:n]:
+            extra = (
+                f", modifiers {s['modifiers']}" if column == "lead_score" and s["modifiers"] else ""
+            )
+            print(
+                f"      {s['user_id']}  {s[column]:.3f}  ({s['archetype']}, "
+                f"{s['cohort_name'] or 'no cohort'}{extra})"
+            )
+
+
 def print_top(profiles: list[dict], n: int = 5) -> None:
     for column in PROPENSITIES:
         print(f"  top users by {column.removeprefix('propensity_')}")
@@ -166,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only users with events in this batch: a user without any keeps an older run's row.
     profiles = [p for p in batch_profiles(config, summary) if p["user_id"] in active]
     sessions, abandoned = closed_sessions(config, summary)
+    scores = [s for s in batch_scores(config, summary) if s["user_id"] in active]
     print()
     print("profile run summary")
     print(
@@ -180,14 +227,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      {reason:<28}{count:>7,}")
     print(f"  profiles (PG)        {len(profiles):>9,}  table user_profiles, topic profiles")
     print(f"  sessions closed      {sessions:>9,}  table user_sessions ({abandoned:,} abandoned)")
+    print(f"  scored users (PG)    {len(scores):>9,}  tables user_scores, leads, cohort_moves")
     print(f"  job time             {seconds:>8.1f}s  ({summary.valid / seconds:,.0f} events/s)")
     ok = (
         rows == summary.valid
         and len(letters) == summary.invalid
         and sessions == summary.sessions
         and len(profiles) == len(active)
+        and len(scores) == len(active)
     )
     print(f"  accounted for        {'all records' if ok else 'MISMATCH'}")
+    print()
+    print_cohorts(scores)
+    print()
+    print_learned(scores)
     print()
     print_top(profiles)
     print()

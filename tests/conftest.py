@@ -2,11 +2,14 @@ import json
 import math
 import os
 import random
+from dataclasses import dataclass
 
 import pytest
 
 from conf import settings as settings_module
 from models.generator import EventGenerator
+from models.registry import Artifact, Registry
+from models.train import train
 
 # Event time in tests is fixed; the parser's clock is pinned to this instant.
 TEST_NOW_MS = 1_800_000_000_000
@@ -20,6 +23,27 @@ def settings():
 @pytest.fixture(scope="session")
 def small_history(settings):
     return EventGenerator(settings.generator, users=30, days=3, seed=11).generate()
+
+
+@dataclass
+class Trained:
+    report: dict
+    artifacts: dict[str, Artifact]
+    manifest: dict
+    registry: Registry
+    samples: list
+
+
+@pytest.fixture(scope="session")
+def trained(settings, tmp_path_factory):
+    """`make train` at its default size, registered as version 1 in a folder of its own. One
+    run (about four minutes on two cores) serves the training tests and the scoring job's."""
+    m = settings.models
+    report, result = train(settings, m.train_users, m.train_days, m.train_seed)
+    registry = Registry(tmp_path_factory.mktemp("models"))
+    manifest = registry.write(1, result["artifacts"], result["window"])
+    artifacts = {a.name: a for a in result["artifacts"]}
+    return Trained(report, artifacts, manifest, registry, result["samples"])
 
 
 def event_bytes(event: dict) -> bytes:

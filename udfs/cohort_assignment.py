@@ -43,7 +43,9 @@ def decide(
     if state is None or state.model_version != model_version:
         reason = FIRST if state is None else MODEL
         start = CohortState(nearest, ts, model_version)
-        return start, CohortMove(state.cohort if state else None, nearest, reason, ts, model_version)
+        return start, CohortMove(
+            state.cohort if state else None, nearest, reason, ts, model_version
+        )
     current = state.cohort
     if nearest == current:
         return CohortState(current, state.since_ts, model_version), None

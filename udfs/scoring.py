@@ -6,13 +6,39 @@ dense cohorts, propensity models per target with per-cohort models and a global 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 NOISE = -1
+
+
+def _import_onnxruntime():
+    """Imports onnxruntime on a fresh Python thread. Its pybind11 module init calls
+    PyGILState_Ensure, which deadlocks on a Flink thread-mode (pemja) task thread: several
+    operators chained in one task each make a thread state on that thread, and the one
+    registered for PyGILState need not be the current one. A new thread has only its own."""
+    result = {}
+
+    def load():
+        try:
+            import onnxruntime
+
+            result["module"] = onnxruntime
+        except BaseException as e:  # re-raised on the calling thread
+            result["error"] = e
+
+    loader = threading.Thread(target=load, name="import-onnxruntime", daemon=True)
+    loader.start()
+    loader.join()
+    if "error" in result:
+        raise result["error"]
+    return result["module"]
+
+
+ort = _import_onnxruntime()
 
 
 class OnnxModel:
@@ -106,5 +132,9 @@ class ModelSet:
             if chosen is None:
                 continue
             name, model = chosen
-            out.append(Propensity(target, float(model.positive_probability(model.rows([features]))[0]), name))
+            out.append(
+                Propensity(
+                    target, float(model.positive_probability(model.rows([features]))[0]), name
+                )
+            )
         return out

@@ -58,7 +58,13 @@ def score_user(
     c = snapshot.columns
     ts = c["as_of_ts"]
     ranked = [
-        {"score": p["action"], "p": p["p"], "source": PROFILE_SOURCE, "model": None, "version": None}
+        {
+            "score": p["action"],
+            "p": p["p"],
+            "source": PROFILE_SOURCE,
+            "model": None,
+            "version": None,
+        }
         for p in snapshot.details["propensities"]
     ]
     learned: dict[str, Propensity] = {}
@@ -80,7 +86,13 @@ def score_user(
         targets = [t for t in models.targets if t != "abandonment" or has_open_cart(features)]
         learned = {p.target: p for p in models.propensities(features, cohort, targets)}
         ranked += [
-            {"score": p.target, "p": p.p, "source": MODEL_SOURCE, "model": p.model, "version": version}
+            {
+                "score": p.target,
+                "p": p.p,
+                "source": MODEL_SOURCE,
+                "model": p.model,
+                "version": version,
+            }
             for p in learned.values()
         ]
     ranked.sort(key=lambda r: -r["p"])

@@ -62,7 +62,12 @@ class CollectingSinks:
         scored = [
             outputs.scores.rebalance()
             .map(
-                lambda r: ("score", r.user_id, r.model_version or 0, job.json_record("user_id", ("ranked",))(r).value.decode()),
+                lambda r: (
+                    "score",
+                    r.user_id,
+                    r.model_version or 0,
+                    job.json_record("user_id", ("ranked",))(r).value.decode(),
+                ),
                 output_type=OUTPUT,
             )
             .name("collect-scores")

@@ -1,6 +1,6 @@
 """`make train` at its default size: the quality bar on the time-based hold-out, and one contract
 for every exported model (ONNX agrees with scikit-learn, feature order recorded, missing
-features handled). One training run (about a minute and a half) serves every test here."""
+features handled). The session's one training run (tests/conftest.py) serves every test here."""
 
 import json
 
@@ -10,22 +10,11 @@ import pytest
 from conf import settings as settings_module
 from models import datasets, propensity
 from models.registry import Registry
-from models.train import train
 from udfs.model_features import COHORT_FEATURES, FEATURES
 from udfs.scoring import OnnxModel
 
 CONFIG = settings_module.load("local")
 ALWAYS = ("cohorts-kmeans", "cohorts-dbscan", *(f"{t}-global" for t in datasets.TARGETS))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    m = CONFIG.models
-    report, result = train(CONFIG, m.train_users, m.train_days, m.train_seed)
-    registry = Registry(tmp_path_factory.mktemp("models"))
-    manifest = registry.write(1, result["artifacts"], result["window"])
-    artifacts = {a.name: a for a in result["artifacts"]}
-    return report, artifacts, manifest, registry, result["samples"]
 
 
 def holdout_rows(samples, target=None, n=400):
@@ -36,7 +25,7 @@ def holdout_rows(samples, target=None, n=400):
 
 
 def test_holdout_meets_the_quality_bar(trained):
-    report = trained[0]
+    report = trained.report
     auc = {t: report["propensity"][t]["global"] for t in datasets.TARGETS}
     best = {t: max(r["roc_auc"] for r in auc[t].values()) for t in auc}
     print("\n  hold-out ROC AUC", json.dumps(best), "ARI", report["cohorts"]["adjusted_rand_index"])
@@ -46,7 +35,7 @@ def test_holdout_meets_the_quality_bar(trained):
 
 
 def test_every_propensity_report_has_the_evaluation_measures(trained):
-    report = trained[0]
+    report = trained.report
     for target in datasets.TARGETS:
         for result in report["propensity"][target]["global"].values():
             assert {"roc_auc", "pr_auc", "brier", "calibration"} <= set(result)
@@ -55,7 +44,12 @@ def test_every_propensity_report_has_the_evaluation_measures(trained):
 
 @pytest.mark.parametrize("name", ALWAYS)
 def test_onnx_agrees_with_scikit_learn(trained, name):
-    _, artifacts, manifest, registry, samples = trained
+    artifacts, manifest, registry, samples = (
+        trained.artifacts,
+        trained.manifest,
+        trained.registry,
+        trained.samples,
+    )
     artifact = artifacts[name]
     entry = manifest["models"][name]
     onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
@@ -79,7 +73,12 @@ def test_onnx_agrees_with_scikit_learn(trained, name):
 
 @pytest.mark.parametrize("name", ALWAYS)
 def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name):
-    _, artifacts, manifest, registry, samples = trained
+    artifacts, manifest, registry, samples = (
+        trained.artifacts,
+        trained.manifest,
+        trained.registry,
+        trained.samples,
+    )
     entry = manifest["models"][name]
     expected_order = list(FEATURES if entry["kind"] == "propensity" else COHORT_FEATURES)
     assert entry["features"] == expected_order
@@ -94,7 +93,12 @@ def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name
 
 
 def test_per_cohort_models_agree_with_scikit_learn_too(trained):
-    _, artifacts, manifest, registry, samples = trained
+    artifacts, manifest, registry, samples = (
+        trained.artifacts,
+        trained.manifest,
+        trained.registry,
+        trained.samples,
+    )
     cohort_models = [
         a for a in artifacts.values() if a.kind == "propensity" and a.cohort is not None
     ]
@@ -107,10 +111,11 @@ def test_per_cohort_models_agree_with_scikit_learn_too(trained):
         assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5, artifact.name
 
 
-def test_a_tampered_artifact_is_refused(trained):
-    _, _, manifest, registry, _ = trained
-    entry = manifest["models"]["drift-global"]
-    path = registry.directory / entry["path"]
-    path.write_bytes(path.read_bytes() + b"x")
+def test_a_tampered_artifact_is_refused(trained, tmp_path):
+    entry = trained.manifest["models"]["drift-global"]
+    copy = Registry(tmp_path)  # the session's registry stays intact for the other tests
+    path = copy.directory / entry["path"]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(trained.registry.model_bytes(entry) + b"x")
     with pytest.raises(ValueError, match="sha256"):
-        registry.model_bytes(entry)
+        copy.model_bytes(entry)
