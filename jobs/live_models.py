@@ -40,6 +40,8 @@ class LiveModels:
         self.s, self.clock = settings, clock
         self.models: ModelSet | None = None
         self.modifiers: list[Modifier] = []
+        # Cohort names of every version loaded, so a move out of an old version names both ends.
+        self.cohort_names: dict[int, dict[int, str]] = {}
         self.next_check = 0.0
         self.swaps = 0
 
@@ -71,6 +73,7 @@ class LiveModels:
             self.swaps += 1
             log.warning("model version %s -> %s", self.models.version, loaded.version)
         self.models = loaded
+        self.cohort_names[loaded.version] = loaded.cohort_names
 
     def _load_modifiers(self) -> None:
         if self.s.conninfo is None:

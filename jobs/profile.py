@@ -187,7 +187,7 @@ def session_row(s: SessionSummary) -> Row:
     return SESSION_RECORD(*(getattr(s, name) for name, _ in SESSION_FIELDS))
 
 
-def score_rows(scored: Scored, models) -> list[tuple[OutputTag, Row]]:
+def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[OutputTag, Row]]:
     """The scores, lead score and cohort move (if any) of one profile update."""
     sc, lead = scored.scores, scored.scores.lead
     learned = {t: p.p for t, p in sc.learned.items()}
@@ -226,11 +226,12 @@ def score_rows(scored: Scored, models) -> list[tuple[OutputTag, Row]]:
         ),
     ]
     if scored.move is not None:
-        out.append((COHORT_MOVES, move_row(sc.user_id, scored.move, models.cohort_names)))
+        out.append((COHORT_MOVES, move_row(sc.user_id, scored.move, names)))
     return out
 
 
-def move_row(user_id: str, move: CohortMove, names: dict[int, str]) -> Row:
+def move_row(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Row:
+    """`names`: cohort names by model version, then cohort."""
     # Derived from the move itself, so a replay after a failure upserts the same row.
     move_id = f"{user_id}|{move.ts}|{move.model_version}|{move.to_cohort}"
     return MOVE_RECORD(
@@ -239,8 +240,8 @@ def move_row(user_id: str, move: CohortMove, names: dict[int, str]) -> Row:
         move.ts,
         move.from_cohort,
         move.to_cohort,
-        names.get(move.from_cohort) if move.reason != "model" else None,
-        names.get(move.to_cohort),
+        names.get(move.from_model_version, {}).get(move.from_cohort),
+        names[move.model_version].get(move.to_cohort),
         move.reason,
         move.model_version,
     )
@@ -382,7 +383,7 @@ class BuildProfiles(KeyedProcessFunction):
             self.cohort.update(
                 Row(st.cohort, st.since_ts, st.model_version, st.challenger, st.challenger_since)
             )
-        yield from score_rows(scored, live.models)
+        yield from score_rows(scored, live.cohort_names)
 
     def forget_seen(self, before_ts: int) -> None:
         """Event ids older than the lateness horizon: any copy of them is refused as late."""

@@ -28,6 +28,7 @@ class CohortMove:
     reason: str
     ts: int
     model_version: int
+    from_model_version: int | None  # differs from model_version on a `model` move
 
 
 def decide(
@@ -43,9 +44,8 @@ def decide(
     if state is None or state.model_version != model_version:
         reason = FIRST if state is None else MODEL
         start = CohortState(nearest, ts, model_version)
-        return start, CohortMove(
-            state.cohort if state else None, nearest, reason, ts, model_version
-        )
+        previous = (state.cohort, state.model_version) if state else (None, None)
+        return start, CohortMove(previous[0], nearest, reason, ts, model_version, previous[1])
     current = state.cohort
     if nearest == current:
         return CohortState(current, state.since_ts, model_version), None
@@ -60,4 +60,4 @@ def decide(
 
 
 def _move(state: CohortState, to: int, reason: str, ts: int, version: int):
-    return CohortState(to, ts, version), CohortMove(state.cohort, to, reason, ts, version)
+    return CohortState(to, ts, version), CohortMove(state.cohort, to, reason, ts, version, version)

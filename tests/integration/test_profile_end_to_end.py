@@ -1,7 +1,9 @@
-"""Generated events through the real broker, the profile job (local Flink, checkpointing on)
-and the real PostgreSQL: the committed Kafka profiles equal the PostgreSQL rows."""
+"""Generated events through the real broker, the profile job (local Flink, checkpointing on,
+scoring with a registered model version) and the real PostgreSQL: the committed Kafka profiles,
+scores, lead scores and cohort moves equal the PostgreSQL rows."""
 
 import json
+from collections import Counter
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
@@ -17,10 +19,11 @@ REVOKING_USER = "u000003"
 START_TS_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
 
 
-def committed_profiles(settings) -> list:
-    """Every committed record of the profiles topic. End offsets cannot be trusted on the local
-    broker, so the test reads everything and picks its own records by event time."""
-    topic = settings.kafka.topics.profiles
+def committed_profiles(settings, topic=None) -> list:
+    """Every committed record of a topic (default: profiles), in offset order per partition.
+    End offsets cannot be trusted on the local broker, so the test reads everything and picks
+    its own records by event time."""
+    topic = topic or settings.kafka.topics.profiles
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         isolation_level="read_committed",
@@ -35,8 +38,24 @@ def committed_profiles(settings) -> list:
     return records
 
 
-def test_committed_kafka_profiles_equal_the_postgres_rows(local_stack):
-    settings = local_stack
+def latest_by_user(records) -> dict[str, dict]:
+    """The last record of each user of this test (a user's records share a partition)."""
+    latest = {}
+    for record in records:
+        value = json.loads(record.value) if record.value is not None else None
+        if value is not None and value["ts"] >= START_TS_MS:
+            latest[record.key.decode()] = value
+    return latest
+
+
+def rows_by(settings, sql: str, key: str) -> dict[str, dict]:
+    with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
+        return {r[key]: r for r in conn.execute(sql, (START_TS_MS,)).fetchall()}
+
+
+def test_committed_kafka_outputs_equal_the_postgres_rows(local_stack, trained):
+    models = local_stack.models.model_copy(update={"directory": str(trained.registry.directory)})
+    settings = local_stack.model_copy(update={"models": models})
     generator = settings.generator.model_copy(update={"start_ts_ms": START_TS_MS})
     history = EventGenerator(generator, users=60, days=4, seed=808).generate()
     events = history.events
@@ -100,7 +119,34 @@ def test_committed_kafka_profiles_equal_the_postgres_rows(local_stack):
 
     letters = dead_letters(settings, batch.topic, batch.contains)
     assert len(letters) == hostile
+
+    # Scores and lead scores: the latest in Kafka is the PostgreSQL row, from model version 1.
+    topics = settings.kafka.topics
+    scores = latest_by_user(committed_profiles(settings, topics.scores))
+    score_rows = rows_by(settings, "SELECT * FROM user_scores WHERE ts >= %s", "user_id")
+    assert set(scores) == set(score_rows) == active | {REVOKING_USER}
+    for user, row in score_rows.items():
+        assert scores[user] == row, user
+        assert row["model_version"] == 1 and row["cohort_name"]
+    leads = latest_by_user(committed_profiles(settings, topics.lead_scores))
+    lead_rows = rows_by(settings, "SELECT * FROM leads WHERE ts >= %s", "user_id")
+    assert leads == lead_rows
+    assert any(row["modifiers"] for row in lead_rows.values()), "a cohort modifier applied"
+
+    # Cohort moves: the same set in both, every user entered a cohort once.
+    moves = {
+        m["move_id"]: m
+        for m in map(
+            json.loads, (r.value for r in committed_profiles(settings, topics.cohort_moves))
+        )
+        if m["ts"] >= START_TS_MS
+    }
+    move_rows = rows_by(settings, "SELECT * FROM cohort_moves WHERE ts >= %s", "move_id")
+    assert moves == move_rows
+    firsts = Counter(m["user_id"] for m in moves.values() if m["reason"] == "first")
+    assert set(firsts.values()) == {1} and set(firsts) == set(score_rows)
     print(
-        f"\n  {len(events):,} events, {hostile:,} malformed: {len(rows)} profiles in Kafka and "
-        f"PostgreSQL agree, {len(truth):,} sessions, 1 purge"
+        f"\n  {len(events):,} events, {hostile:,} malformed: {len(rows)} profiles, "
+        f"{len(score_rows)} scores and lead scores, {len(moves)} cohort moves in Kafka and "
+        f"PostgreSQL agree; {len(truth):,} sessions, 1 purge"
     )

@@ -3,6 +3,8 @@ collecting sinks passed into the same builder the production job uses."""
 
 import json
 import random
+import time
+from collections import Counter
 
 import pytest
 from pyflink.common import Duration, Row, Types, WatermarkStrategy
@@ -12,6 +14,7 @@ from conf import settings as settings_module
 from jobs import ingest
 from jobs import profile as job
 from models.generator import EventGenerator
+from models.registry import Registry
 from tests.conftest import assert_nearly_equal, event_bytes
 
 OUTPUT = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()])
@@ -247,3 +250,64 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
         assert table in names
     assert "ChangelogNormalize" not in names  # no second copy of every profile in state
+
+
+def throttled_source(payloads, delay_s):
+    """collection_source, slowed down so that the test can act while the job runs."""
+    stamped = collection_source(payloads)
+
+    def source(env):
+        def slow(row):
+            time.sleep(delay_s)
+            return row
+
+        return (
+            stamped(env)
+            .map(slow, output_type=ingest.RAW_RECORD)
+            .name("test-throttle")
+            .uid("test-throttle")
+        )
+
+    return source
+
+
+def test_a_model_version_registered_mid_stream_takes_over_with_no_event_lost(trained, tmp_path):
+    registry = Registry(tmp_path)
+    artifacts = list(trained.artifacts.values())
+    registry.write(1, artifacts, (0, 1))
+    settings = settings_module.load(
+        "local", {"models.directory": str(tmp_path), "models.reload_interval_s": 0.2}
+    )
+    history = EventGenerator(settings.generator, users=16, days=1, seed=5).generate()
+    events = [e for e in history.events if e["type"] != "consent_update"]
+    env = ingest.create_environment(settings)
+    sinks = CollectingSinks()
+    job.build_pipeline(
+        env, settings, throttled_source([event_bytes(e) for e in events], 0.01), sinks
+    )
+    scores, moves, profiles, swapped_after = [], [], {}, None
+    with sinks.output.execute_and_collect() as results:
+        for kind, user, _, value in results:
+            if kind == "score":
+                scores.append(json.loads(value))
+                if swapped_after is None and len(scores) == 100:
+                    registry.write(2, artifacts, (0, 1))  # what `make train` does
+                    swapped_after = len(scores)
+            elif kind == "move":
+                moves.append(json.loads(value))
+            elif kind == "profile":
+                profiles[user] = max(profiles.get(user, 0), json.loads(value)["events"])
+
+    by_event = Counter(s["event_id"] for s in scores if s["event_id"])
+    assert set(by_event) == {e["event_id"] for e in events}  # every event was scored ...
+    assert set(by_event.values()) == {1}  # ... once
+    versions = [s["model_version"] for s in scores]
+    print(f"\n  {len(events)} events; {versions.count(1)} scored by v1, {versions.count(2)} by v2")
+    assert versions[:swapped_after] == [1] * swapped_after and versions[-1] == 2
+    for user in {s["user_id"] for s in scores}:
+        mine = [s["model_version"] for s in scores if s["user_id"] == user]
+        assert mine == sorted(mine), f"{user} went back to an older version"
+    swapped_users = {s["user_id"] for s in scores if s["model_version"] == 2}
+    assert {m["user_id"] for m in moves if m["reason"] == "model"} == swapped_users
+    # The profiles carried on: every user's last profile counts all of their events.
+    assert profiles == Counter(e["user_id"] for e in events)

@@ -4,7 +4,6 @@ running keyed function that keeps the user's profile."""
 
 import pytest
 
-from jobs import profile as job
 from jobs.live_models import LiveModels, ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, cart, page, view
 from tests.unit.test_profile_job import CONFIG, Harness
@@ -93,6 +92,7 @@ def test_a_newly_registered_version_is_used_by_the_running_function(trained, tmp
     h = Harness(scoring=scoring(tmp_path))
     clock = Clock()
     h.function.live.clock = clock
+    h.function.live.refresh(force=True)  # the next check is due at 10 s on this clock
     h.send(page(T0))
     h.send(view(T0 + MINUTE))
     registry.write(2, list(trained.artifacts.values()), (0, 1))
@@ -103,6 +103,12 @@ def test_a_newly_registered_version_is_used_by_the_running_function(trained, tmp
     assert versions == [1, 1, 1, 2]
     reasons = [m.reason for m in h.scored["cohort-moves"]]
     assert reasons == ["first", "model"]
+    swap = h.scored["cohort-moves"][1]
+    assert (
+        swap.model_version,
+        swap.from_cohort_name is not None,
+        swap.to_cohort_name is not None,
+    ) == (2, True, True)
     assert profile.events == 4  # the profile carried on across the swap
     assert h.function.live.swaps == 1
 

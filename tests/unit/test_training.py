@@ -17,6 +17,10 @@ CONFIG = settings_module.load("local")
 ALWAYS = ("cohorts-kmeans", "cohorts-dbscan", *(f"{t}-global" for t in datasets.TARGETS))
 
 
+def unpack(trained):
+    return trained.artifacts, trained.manifest, trained.registry, trained.samples
+
+
 def holdout_rows(samples, target=None, n=400):
     target = target or "drift"
     _, test = propensity.time_split(samples, target, CONFIG.models.holdout_fraction)
@@ -44,12 +48,7 @@ def test_every_propensity_report_has_the_evaluation_measures(trained):
 
 @pytest.mark.parametrize("name", ALWAYS)
 def test_onnx_agrees_with_scikit_learn(trained, name):
-    artifacts, manifest, registry, samples = (
-        trained.artifacts,
-        trained.manifest,
-        trained.registry,
-        trained.samples,
-    )
+    artifacts, manifest, registry, samples = unpack(trained)
     artifact = artifacts[name]
     entry = manifest["models"][name]
     onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
@@ -73,12 +72,7 @@ def test_onnx_agrees_with_scikit_learn(trained, name):
 
 @pytest.mark.parametrize("name", ALWAYS)
 def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name):
-    artifacts, manifest, registry, samples = (
-        trained.artifacts,
-        trained.manifest,
-        trained.registry,
-        trained.samples,
-    )
+    _, manifest, registry, samples = unpack(trained)
     entry = manifest["models"][name]
     expected_order = list(FEATURES if entry["kind"] == "propensity" else COHORT_FEATURES)
     assert entry["features"] == expected_order
@@ -93,12 +87,7 @@ def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name
 
 
 def test_per_cohort_models_agree_with_scikit_learn_too(trained):
-    artifacts, manifest, registry, samples = (
-        trained.artifacts,
-        trained.manifest,
-        trained.registry,
-        trained.samples,
-    )
+    artifacts, manifest, registry, samples = unpack(trained)
     cohort_models = [
         a for a in artifacts.values() if a.kind == "propensity" and a.cohort is not None
     ]
