@@ -1,1 +1,2 @@
-"""Offline work: the synthetic history generator now; training, evaluation and ONNX export next."""
+"""Offline work: the synthetic history generator, point-in-time training sets, cohort and
+propensity training, ONNX export and the model registry."""

@@ -9,7 +9,6 @@ import pytest
 from conf import settings as settings_module
 from models.generator import EventGenerator
 from models.registry import Artifact, Registry
-from models.train import train
 
 # Event time in tests is fixed; the parser's clock is pinned to this instant.
 TEST_NOW_MS = 1_800_000_000_000
@@ -38,6 +37,10 @@ class Trained:
 def trained(settings, tmp_path_factory):
     """`make train` at its default size, registered as version 1 in a folder of its own. One
     run (about four minutes on two cores) serves the training tests and the scoring job's."""
+    # Imported here, not at the top: Flink's thread-mode workers import this module with the
+    # test functions they run, and scikit-learn's pybind11 extensions (scipy) deadlock there.
+    from models.train import train
+
     m = settings.models
     report, result = train(settings, m.train_users, m.train_days, m.train_seed)
     registry = Registry(tmp_path_factory.mktemp("models"))
