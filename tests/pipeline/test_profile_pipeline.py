@@ -1,7 +1,9 @@
 """The profile job on a local Flink MiniCluster, parallelism 2, with a collection source and
 collecting sinks passed into the same builder the production job uses."""
 
+import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -252,47 +254,58 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     assert "ChangelogNormalize" not in names  # no second copy of every profile in state
 
 
-def throttled_source(payloads, delay_s):
-    """collection_source, slowed down so that the test can act while the job runs."""
+def throttled_source(payloads, delay_s, after: int, action):
+    """collection_source, slowed down, running `action()` once a subtask has passed `after`
+    records: a way to change something while the job runs, at a known point of the stream."""
     stamped = collection_source(payloads)
 
     def source(env):
+        passed = {"n": 0}
+
         def slow(row):
             time.sleep(delay_s)
+            passed["n"] += 1
+            if passed["n"] == after:
+                action()
             return row
 
-        return (
-            stamped(env)
-            .map(slow, output_type=ingest.RAW_RECORD)
-            .name("test-throttle")
-            .uid("test-throttle")
-        )
+        throttled = stamped(env).map(slow, output_type=ingest.RAW_RECORD)
+        return throttled.name("test-throttle").uid("test-throttle")
 
     return source
 
 
-def test_a_model_version_registered_mid_stream_takes_over_with_no_event_lost(trained, tmp_path):
-    registry = Registry(tmp_path)
-    artifacts = list(trained.artifacts.values())
+def staged_registry(directory, artifacts):
+    """Version 1 registered, version 2 written but not yet registered. The returned function
+    registers it as `make train` does: by replacing registry.json in one step."""
+    registry = Registry(directory)
+    registry.write(2, artifacts, (0, 1))
+    os.replace(registry.manifest_path, directory / "registry.v2.json")
     registry.write(1, artifacts, (0, 1))
+
+    def register_v2():
+        with contextlib.suppress(FileNotFoundError):  # the other subtask got there first
+            os.replace(directory / "registry.v2.json", registry.manifest_path)
+
+    return register_v2
+
+
+def test_a_model_version_registered_mid_stream_takes_over_with_no_event_lost(trained, tmp_path):
+    register_v2 = staged_registry(tmp_path, list(trained.artifacts.values()))
     settings = settings_module.load(
-        "local", {"models.directory": str(tmp_path), "models.reload_interval_s": 0.2}
+        "local", {"models.directory": str(tmp_path), "models.reload_interval_s": 0.1}
     )
-    history = EventGenerator(settings.generator, users=16, days=1, seed=5).generate()
+    history = EventGenerator(settings.generator, users=30, days=2, seed=5).generate()
     events = [e for e in history.events if e["type"] != "consent_update"]
     env = ingest.create_environment(settings)
     sinks = CollectingSinks()
-    job.build_pipeline(
-        env, settings, throttled_source([event_bytes(e) for e in events], 0.01), sinks
-    )
-    scores, moves, profiles, swapped_after = [], [], {}, None
+    source = throttled_source([event_bytes(e) for e in events], 0.01, 150, register_v2)
+    job.build_pipeline(env, settings, source, sinks)
+    scores, moves, profiles = [], [], {}
     with sinks.output.execute_and_collect() as results:
         for kind, user, _, value in results:
             if kind == "score":
                 scores.append(json.loads(value))
-                if swapped_after is None and len(scores) == 100:
-                    registry.write(2, artifacts, (0, 1))  # what `make train` does
-                    swapped_after = len(scores)
             elif kind == "move":
                 moves.append(json.loads(value))
             elif kind == "profile":
@@ -301,13 +314,12 @@ def test_a_model_version_registered_mid_stream_takes_over_with_no_event_lost(tra
     by_event = Counter(s["event_id"] for s in scores if s["event_id"])
     assert set(by_event) == {e["event_id"] for e in events}  # every event was scored ...
     assert set(by_event.values()) == {1}  # ... once
-    versions = [s["model_version"] for s in scores]
-    print(f"\n  {len(events)} events; {versions.count(1)} scored by v1, {versions.count(2)} by v2")
-    assert versions[:swapped_after] == [1] * swapped_after and versions[-1] == 2
-    for user in {s["user_id"] for s in scores}:
-        mine = [s["model_version"] for s in scores if s["user_id"] == user]
-        assert mine == sorted(mine), f"{user} went back to an older version"
-    swapped_users = {s["user_id"] for s in scores if s["model_version"] == 2}
-    assert {m["user_id"] for m in moves if m["reason"] == "model"} == swapped_users
+    versions = Counter(s["model_version"] for s in scores)
+    print(f"\n  {len(events)} events; {versions[1]} scores by v1, then {versions[2]} by v2")
+    assert set(versions) == {1, 2} and versions[1] >= 150 and versions[2] >= 100
+    # A user scored by both switched once (going back and forth would re-assign each time).
+    scored_by = {v: {s["user_id"] for s in scores if s["model_version"] == v} for v in (1, 2)}
+    switched = Counter(m["user_id"] for m in moves if m["reason"] == "model")
+    assert set(switched) == scored_by[1] & scored_by[2] and set(switched.values()) == {1}
     # The profiles carried on: every user's last profile counts all of their events.
     assert profiles == Counter(e["user_id"] for e in events)
