@@ -1,0 +1,179 @@
+"""Actions and experiments: what the profile job may do for a user, and which users get what.
+
+Both are plain YAML in `conf/` (`actions.yaml`, `experiments.yaml`), validated here; a bad file
+fails with every wrong value named. The running job re-reads them (see jobs/live_models.py),
+so a changed experiment takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from conf.settings import ConfigError, Strict
+
+# The scores an action can watch: learned propensities, the profile's model-free ones, the lead
+# score and a few profile features.
+SCORES = (
+    "abandonment",
+    "drift",
+    "purchase",
+    "profile_purchase",
+    "add_to_cart",
+    "checkout_start",
+    "churn",
+    "lead",
+    "intent",
+    "engagement",
+    "deviation",
+)
+# What a payload template may refer to (${name}); see udfs/actions.py for their values.
+PAYLOAD_FIELDS = (
+    "user_id",
+    "action",
+    "score",
+    "threshold",
+    "cart_total",
+    "discount_amount",
+    "top_category",
+    "cohort_name",
+)
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+Probability = Annotated[float, Field(ge=0)]
+
+
+class Eligibility(Strict):
+    """Every condition given must hold for the action to be considered."""
+
+    open_cart: bool | None = None  # the current session has a cart and no purchase yet
+    min_events: Annotated[int, Field(ge=0)] = 0
+    cohorts: tuple[str, ...] = ()  # substrings of the cohort name (any of them), ignoring case
+
+
+class Action(Strict):
+    name: Name
+    score: str
+    threshold: Probability
+    priority: int  # the highest-priority action whose score is over its threshold wins
+    cooldown_ms: Annotated[int, Field(ge=0)] = 0  # after firing, not again for this long
+    cap_per_day: Annotated[int, Field(ge=1)] = 1  # per user per UTC day of event time
+    discount_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    eligible: Eligibility = Eligibility()
+    payload: dict[str, str | int | float | bool] = {}
+    experiments: bool = True  # False: never part of an experiment (e.g. security alerts)
+
+    @model_validator(mode="after")
+    def known_score_and_fields(self):
+        if self.score not in SCORES:
+            raise ValueError(f"score {self.score!r} is not one of {', '.join(SCORES)}")
+        for key, value in self.payload.items():
+            if not isinstance(value, str):
+                continue
+            unknown = set(string.Template(value).get_identifiers()) - set(PAYLOAD_FIELDS)
+            if unknown:
+                raise ValueError(f"payload {key!r} refers to unknown {sorted(unknown)}")
+        return self
+
+
+class VariantChange(Strict):
+    """How a variant changes one action; absent fields keep the action's own values."""
+
+    enabled: bool = True
+    threshold: Probability | None = None
+    discount_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    payload: dict[str, str | int | float | bool] | None = None
+
+
+class Variant(Strict):
+    name: Name
+    weight: Annotated[float, Field(gt=0)]
+    control: bool = False  # receives nothing; decisions are logged as "would have triggered"
+    actions: dict[str, VariantChange] = {}
+
+
+class Experiment(Strict):
+    name: Name
+    layer: Name  # experiments in one layer never share a user
+    traffic: Annotated[float, Field(gt=0, le=1)]  # share of the layer's users it takes
+    salt: str  # changing it reshuffles who gets which variant
+    active: bool = True
+    actions: tuple[str, ...]  # the actions this experiment is about
+    variants: tuple[Variant, ...]
+
+    @model_validator(mode="after")
+    def variants_make_sense(self):
+        names = [v.name for v in self.variants]
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError("an experiment needs at least two variants with distinct names")
+        for v in self.variants:
+            if set(v.actions) - set(self.actions):
+                raise ValueError(f"variant {v.name!r} changes actions outside the experiment")
+        return self
+
+
+class Policy(Strict):
+    actions: tuple[Action, ...]
+    experiments: tuple[Experiment, ...] = ()
+
+    @model_validator(mode="after")
+    def consistent(self):
+        names = [a.name for a in self.actions]
+        if len(set(names)) != len(names):
+            raise ValueError("action names must be unique")
+        known = set(names)
+        excluded = {a.name for a in self.actions if not a.experiments}
+        layers: dict[str, float] = {}
+        for e in self.experiments:
+            if set(e.actions) - known:
+                raise ValueError(f"experiment {e.name!r} names unknown actions")
+            if set(e.actions) & excluded:
+                raise ValueError(f"experiment {e.name!r} includes an action kept out of them")
+            if e.active:
+                layers[e.layer] = layers.get(e.layer, 0.0) + e.traffic
+        crowded = [layer for layer, share in layers.items() if share > 1 + 1e-9]
+        if crowded:
+            raise ValueError(f"layers {crowded} give more than all of their users away")
+        layer_of: dict[str, str] = {}
+        for e in self.experiments:
+            for action in e.actions:
+                if layer_of.setdefault(action, e.layer) != e.layer:
+                    raise ValueError(
+                        f"action {action!r} is in experiments of layers {layer_of[action]!r} and "
+                        f"{e.layer!r}: experiments over one action must share a layer"
+                    )
+        experiment_names = [e.name for e in self.experiments]
+        if len(set(experiment_names)) != len(experiment_names):
+            raise ValueError("experiment names must be unique")
+        return self
+
+    def action(self, name: str) -> Action:
+        return next(a for a in self.actions if a.name == name)
+
+
+def default_paths() -> tuple[Path, Path]:
+    folder = Path(str(resources.files("conf")))
+    return folder / "actions.yaml", folder / "experiments.yaml"
+
+
+def load_policy(actions_path: str | Path | None = None, experiments_path=None) -> Policy:
+    """Reads and validates both files; raises ConfigError naming every bad value."""
+    default_actions, default_experiments = default_paths()
+    actions_path = Path(actions_path or default_actions)
+    experiments_path = Path(experiments_path or default_experiments)
+    try:
+        data = yaml.safe_load(actions_path.read_text()) or {}
+        if experiments_path.exists():
+            data |= yaml.safe_load(experiments_path.read_text()) or {}
+        return Policy.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"policy files are not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(
+            f"invalid policy in {actions_path} / {experiments_path}:\n" + "\n".join(lines)
+        ) from None
