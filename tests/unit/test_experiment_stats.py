@@ -1,0 +1,73 @@
+"""Experiment statistics against values worked out by hand and by simulation."""
+
+import math
+import random
+
+import pytest
+
+from models.experiment_stats import Arm, always_valid_p, compare, sample_ratio
+
+
+def test_lift_and_z_test_by_hand():
+    c = compare(Arm(1000, 100), Arm(1000, 130))
+    assert c.absolute_lift == pytest.approx(0.03)
+    se = math.sqrt(0.1 * 0.9 / 1000 + 0.13 * 0.87 / 1000)
+    assert c.absolute_ci == pytest.approx((0.03 - 1.959964 * se, 0.03 + 1.959964 * se), rel=1e-5)
+    pooled = 0.115
+    z = 0.03 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)
+    assert c.z == pytest.approx(z) and c.p_value == pytest.approx(0.0355, abs=5e-4)
+    assert c.relative_lift == pytest.approx(0.3)
+    low, high = c.relative_ci
+    assert low < 0.3 < high and low > 0  # significant at 95 %
+
+
+def test_the_interval_covers_the_true_lift_about_95_percent_of_the_time():
+    rng = random.Random(5)
+    covered = 0
+    for _ in range(400):
+        a = sum(rng.random() < 0.10 for _ in range(2000))
+        b = sum(rng.random() < 0.12 for _ in range(2000))
+        low, high = compare(Arm(2000, a), Arm(2000, b)).absolute_ci
+        covered += low <= 0.02 <= high
+    assert 0.92 <= covered / 400 <= 0.98
+
+
+def test_the_always_valid_p_value_is_more_cautious_than_the_fixed_one():
+    c = compare(Arm(1000, 100), Arm(1000, 130))
+    assert c.p_value < 0.05 < c.always_valid_p <= 1
+    strong = compare(Arm(20000, 2000), Arm(20000, 2600))
+    assert strong.always_valid_p < 1e-6
+    assert always_valid_p(0.0, 0.0) == 1.0
+
+
+def test_peeking_with_the_always_valid_p_value_keeps_false_alarms_rare():
+    # No true effect; look after every 200 users per arm, up to 10,000, stop at p < 0.05.
+    rng = random.Random(11)
+    alarms_fixed = alarms_valid = 0
+    for _ in range(100):
+        nc = nt = cc = ct = 0
+        fixed = valid = False
+        for _ in range(50):
+            cc += sum(rng.random() < 0.1 for _ in range(200))
+            ct += sum(rng.random() < 0.1 for _ in range(200))
+            nc += 200
+            nt += 200
+            c = compare(Arm(nc, cc), Arm(nt, ct))
+            fixed |= c.p_value < 0.05
+            valid |= c.always_valid_p < 0.05
+        alarms_fixed += fixed
+        alarms_valid += valid
+    print(
+        f"\n  false alarms with peeking: fixed-horizon {alarms_fixed}%, always-valid {alarms_valid}%"
+    )
+    assert alarms_valid <= 5 < alarms_fixed
+
+
+def test_sample_ratio_mismatch_is_flagged_on_a_skewed_split_only():
+    assert sample_ratio([5000, 5000, 5000], [1, 1, 1]).mismatch is False
+    assert sample_ratio([5030, 4970], [1, 1]).mismatch is False
+    skewed = sample_ratio([5400, 4600], [1, 1])
+    assert skewed.checked and skewed.mismatch and skewed.p_value < 1e-10
+    assert sample_ratio([9000, 3000], [3, 1]).mismatch is False  # weights honoured
+    small = sample_ratio([6, 2], [1, 1])  # an arm expects 4 < 5: not checked
+    assert (small.checked, small.mismatch) == (False, False)
