@@ -1,5 +1,6 @@
 import json
 import random
+import uuid
 
 import psycopg
 import pytest
@@ -29,6 +30,33 @@ def local_stack(settings):
     stack.ensure_database(test_settings)
     stack.apply_migrations(test_settings)
     return test_settings
+
+
+OUTPUT_TOPICS = ("events_dlq", "profiles", "scores", "cohort_moves", "lead_scores")
+
+
+@pytest.fixture
+def own_outputs(local_stack):
+    """The test stack with output topics and transactional ids of this test's own. The local
+    broker never times a transaction out, so one left open on a shared topic by another job
+    would hold this test's read_committed reads back for good."""
+    tag = uuid.uuid4().hex[:8]
+    topics = local_stack.kafka.topics
+    renamed = {
+        name: getattr(topics, name).model_copy(
+            update={"name": f"{getattr(topics, name).name}-{tag}"}
+        )
+        for name in OUTPUT_TOPICS
+    }
+    kafka = local_stack.kafka.model_copy(
+        update={
+            "topics": topics.model_copy(update=renamed),
+            "consumer_group": f"{local_stack.kafka.consumer_group}-{tag}",
+        }
+    )
+    own = local_stack.model_copy(update={"kafka": kafka})
+    stack.ensure_topics(own)
+    return own
 
 
 def publish(settings, records):

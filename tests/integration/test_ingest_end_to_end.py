@@ -12,9 +12,9 @@ DUPLICATES = 300
 
 
 def test_every_event_arrives_once_and_every_malformed_record_is_dead_lettered(
-    local_stack, seeded_rng
+    own_outputs, seeded_rng
 ):
-    settings = local_stack
+    settings = own_outputs
     history = EventGenerator(settings.generator, users=120, days=3, seed=404).generate()
     events = history.events
     bounds = (settings.events.min_ts_ms, events[-1]["ts"] + settings.events.max_future_skew_ms)

@@ -53,9 +53,9 @@ def rows_by(settings, sql: str, key: str) -> dict[str, dict]:
         return {r[key]: r for r in conn.execute(sql, (START_TS_MS,)).fetchall()}
 
 
-def test_committed_kafka_outputs_equal_the_postgres_rows(local_stack, trained):
-    models = local_stack.models.model_copy(update={"directory": str(trained.registry.directory)})
-    settings = local_stack.model_copy(update={"models": models})
+def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
+    models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
+    settings = own_outputs.model_copy(update={"models": models})
     generator = settings.generator.model_copy(update={"start_ts_ms": START_TS_MS})
     history = EventGenerator(generator, users=60, days=4, seed=808).generate()
     events = history.events

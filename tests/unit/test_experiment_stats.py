@@ -57,9 +57,7 @@ def test_peeking_with_the_always_valid_p_value_keeps_false_alarms_rare():
             valid |= c.always_valid_p < 0.05
         alarms_fixed += fixed
         alarms_valid += valid
-    print(
-        f"\n  false alarms with peeking: fixed-horizon {alarms_fixed}%, always-valid {alarms_valid}%"
-    )
+    print(f"\n  false alarms with peeking: fixed {alarms_fixed}%, always-valid {alarms_valid}%")
     assert alarms_valid <= 5 < alarms_fixed
 
 
