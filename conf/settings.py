@@ -328,6 +328,16 @@ class Leads(Strict):
     competitor_brands: tuple[str, ...] = ("globex", "umbrella")
 
 
+class Actions(Strict):
+    """The decision step and the attribution of outcomes (policy in actions_file and
+    experiments_file; conf/policy.py validates them)."""
+
+    actions_file: str = "conf/actions.yaml"
+    experiments_file: str = "conf/experiments.yaml"
+    # A purchase within this much event time after a decision is its outcome.
+    attribution_window_ms: Annotated[int, Field(gt=0)] = 86_400_000
+
+
 class Local(Strict):
     # All logs, pid files and data of locally started services live under this folder.
     state_dir: str = ".local"
@@ -344,6 +354,7 @@ class Settings(Strict):
     profile: Profile = Profile()
     models: Models = Models()
     leads: Leads = Leads()
+    actions: Actions = Actions()
     local: Local = Local()
 
     @property

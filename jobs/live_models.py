@@ -1,9 +1,10 @@
-"""What the profile job scores with, kept current while it runs: the registered model version
-(models.directory/registry.json) and the PostgreSQL `cohort_modifiers`. Both are read when the
-job opens and again every `models.reload_interval_s` of processing time, so registering a new
-version switches a running job over without a restart and without touching its state. A
-version that fails to load, or a database that does not answer, leaves the current ones in
-use and is logged."""
+"""What the profile job scores and decides with, kept current while it runs: the registered
+model version (models.directory/registry.json), the PostgreSQL `cohort_modifiers` and the
+action policy (conf/actions.yaml, conf/experiments.yaml). All are read when the job opens and
+again every `models.reload_interval_s` of processing time, so registering a new version or
+changing an experiment takes effect without a restart and without touching state. A version or
+policy that fails to load, or a database that does not answer, leaves the current ones in use
+and is logged."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from conf.settings import Leads, Models
+from conf.policy import Policy, load_policy
+from conf.settings import Actions, ConfigError, Leads, Models
 from models.registry import Registry
 from udfs.leads import Modifier
 from udfs.scoring import ModelSet
@@ -28,11 +30,17 @@ class ScoringSettings:
     leads: Leads
     registry_dir: str | None  # absolute, so task managers find it whatever their directory
     conninfo: str | None  # where cohort_modifiers live; None = no modifiers
+    actions: Actions | None = None  # None = no decision step
+    policy_files: tuple[str, str] | None = None  # absolute: actions, experiments
 
 
 def scoring_settings(config) -> ScoringSettings:
     directory = str(Path(config.models.directory).resolve())
-    return ScoringSettings(config.models, config.leads, directory, config.postgres.conninfo())
+    a = config.actions
+    files = (str(Path(a.actions_file).resolve()), str(Path(a.experiments_file).resolve()))
+    return ScoringSettings(
+        config.models, config.leads, directory, config.postgres.conninfo(), a, files
+    )
 
 
 class LiveModels:
@@ -40,6 +48,7 @@ class LiveModels:
         self.s, self.clock = settings, clock
         self.models: ModelSet | None = None
         self.modifiers: list[Modifier] = []
+        self.policy: Policy | None = None
         # Cohort names of every version loaded, so a move out of an old version names both ends.
         self.cohort_names: dict[int, dict[int, str]] = {}
         self.next_check = 0.0
@@ -52,6 +61,7 @@ class LiveModels:
         self.next_check = now + self.s.models.reload_interval_s
         self._load_models(first=force)
         self._load_modifiers()
+        self._load_policy()
 
     def _load_models(self, first: bool) -> None:
         if self.s.registry_dir is None:
@@ -74,6 +84,18 @@ class LiveModels:
             log.warning("model version %s -> %s", self.models.version, loaded.version)
         self.models = loaded
         self.cohort_names[loaded.version] = loaded.cohort_names
+
+    def _load_policy(self) -> None:
+        if self.s.policy_files is None:
+            return
+        try:
+            policy = load_policy(*self.s.policy_files)
+        except (OSError, ConfigError) as e:
+            log.error("action policy not loaded (%s); keeping the current one", e)
+            return
+        if self.policy is not None and policy != self.policy:
+            log.warning("action policy changed")
+        self.policy = policy
 
     def _load_modifiers(self) -> None:
         if self.s.conninfo is None:

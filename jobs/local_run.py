@@ -156,6 +156,30 @@ def print_learned(scores: list[dict], n: int = 5) -> None:
             )
 
 
+def print_actions(config: Settings, users: set[str]) -> None:
+    """The decisions of this run per action and arm, and their outcomes so far."""
+    start = config.generator.start_ts_ms
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        rows = conn.execute(
+            "SELECT a.action, coalesce(a.experiment || '/' || a.variant, '-'), a.delivered,"
+            "  count(*), count(o.decision_id), count(*) FILTER (WHERE o.converted)"
+            " FROM actions a LEFT JOIN action_outcomes o USING (decision_id)"
+            " WHERE a.ts >= %s AND a.user_id = ANY(%s)"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2",
+            (start, list(users)),
+        ).fetchall()
+    print("  actions decided (conf/actions.yaml, conf/experiments.yaml)")
+    print(
+        f"      {'action':<24}{'experiment/variant':<34}{'sent':>6}{'decided':>9}"
+        f"{'outcome':>9}{'bought':>8}"
+    )
+    for action, arm, delivered, decided, measured, converted in rows:
+        sent = "yes" if delivered else "no"
+        print(f"      {action:<24}{arm:<34}{sent:>6}{decided:>9,}{measured:>9,}{converted:>8,}")
+    if not rows:
+        print("      none")
+
+
 def print_top(profiles: list[dict], n: int = 5) -> None:
     for column in PROPENSITIES:
         print(f"  top users by {column.removeprefix('propensity_')}")
@@ -241,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print_cohorts(scores)
     print()
     print_learned(scores)
+    print()
+    print_actions(config, active)
     print()
     print_top(profiles)
     print()

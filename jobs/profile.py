@@ -11,6 +11,8 @@
            |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
            |-> cohort moves        -> Kafka `cohort-moves` + PostgreSQL `cohort_moves`
            |-> lead scores         -> Kafka `lead-scores` + PostgreSQL `leads`
+           |-> actions             -> Kafka `actions` + PostgreSQL `actions` (the decision step)
+           |-> action outcomes     -> Kafka `action-outcomes` + PostgreSQL `action_outcomes`
            |-> closed sessions     -> PostgreSQL `user_sessions`
            '-> events too late     -> Kafka `events.dlq` (reason `late`)
       valid events               -> PostgreSQL `events`; malformed -> `events.dlq`
@@ -38,6 +40,8 @@ from conf.settings import Settings
 from jobs import ingest, sinks
 from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
+from udfs.actions import Decision, Ledger, UserContext, decide
+from udfs.attribution import Attribution, Outcome, Pending
 from udfs.cohort_assignment import CohortMove, CohortState
 from udfs.events import (
     DeadLetter,
@@ -51,7 +55,7 @@ from udfs.events import (
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
 from udfs.schedule import Schedule
 from udfs.sessions import SessionSummary
-from udfs.user_scores import Scored, score_user
+from udfs.user_scores import Scored, UserScores, score_user
 
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
@@ -138,6 +142,35 @@ LEAD_FIELDS = [
     ("base_capacity", Types.DOUBLE()),
     ("modifiers", Types.STRING()),
 ]
+ACTION_FIELDS = [
+    ("decision_id", Types.STRING()),
+    ("user_id", Types.STRING()),
+    ("ts", Types.LONG()),
+    ("event_id", Types.STRING()),
+    ("action", Types.STRING()),
+    ("score_name", Types.STRING()),
+    ("score", Types.DOUBLE()),
+    ("threshold", Types.DOUBLE()),
+    ("payload", Types.STRING()),  # JSON
+    ("experiment", Types.STRING()),
+    ("variant", Types.STRING()),
+    ("delivered", Types.BOOLEAN()),
+    ("model_version", Types.INT()),
+    ("scores", Types.STRING()),  # JSON
+]
+OUTCOME_FIELDS = [
+    ("decision_id", Types.STRING()),
+    ("user_id", Types.STRING()),
+    ("action", Types.STRING()),
+    ("experiment", Types.STRING()),
+    ("variant", Types.STRING()),
+    ("delivered", Types.BOOLEAN()),
+    ("decided_ts", Types.LONG()),
+    ("converted", Types.BOOLEAN()),
+    ("outcome_ts", Types.LONG()),
+    ("revenue", Types.DOUBLE()),
+    ("response", Types.STRING()),
+]
 # The user's cohort under hysteresis (udfs.cohort_assignment.CohortState).
 COHORT_STATE_ROW = Types.ROW_NAMED(
     ["cohort", "since_ts", "model_version", "challenger", "challenger_since"],
@@ -153,15 +186,20 @@ SESSION_ROW = named_row(SESSION_FIELDS)
 SCORE_ROW = named_row(SCORE_FIELDS)
 MOVE_ROW = named_row(MOVE_FIELDS)
 LEAD_ROW = named_row(LEAD_FIELDS)
+ACTION_ROW = named_row(ACTION_FIELDS)
+OUTCOME_ROW = named_row(OUTCOME_FIELDS)
 SESSIONS = OutputTag("closed-sessions", SESSION_ROW)
 SCORES = OutputTag("scores", SCORE_ROW)
 COHORT_MOVES = OutputTag("cohort-moves", MOVE_ROW)
 LEADS = OutputTag("lead-scores", LEAD_ROW)
+ACTIONS = OutputTag("actions", ACTION_ROW)
+OUTCOMES = OutputTag("action-outcomes", OUTCOME_ROW)
 LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
 # The timer and emission bookkeeping of one user: the one pending timer, when a profile was
 # last emitted, and when a held-back update is due (emit_interval_ms > 0).
 TIMER_ROW = Types.ROW_NAMED(
-    ["wake_at", "last_emit", "emit_due"], [Types.LONG(), Types.LONG(), Types.LONG()]
+    ["wake_at", "last_emit", "emit_due", "outcome_due"],
+    [Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG()],
 )
 
 
@@ -171,6 +209,8 @@ SESSION_RECORD = Row(*SESSION_ROW.get_field_names())
 SCORE_RECORD = Row(*SCORE_ROW.get_field_names())
 MOVE_RECORD = Row(*MOVE_ROW.get_field_names())
 LEAD_RECORD = Row(*LEAD_ROW.get_field_names())
+ACTION_RECORD = Row(*ACTION_ROW.get_field_names())
+OUTCOME_RECORD = Row(*OUTCOME_ROW.get_field_names())
 
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
@@ -247,6 +287,62 @@ def move_row(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -
     )
 
 
+def compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
+    """What the decision step sees: every watchable score (conf.policy.SCORES) and the cart."""
+    c, d = snapshot.columns, snapshot.details
+    session = d.get("session") or {}
+    scores = {t: p.p for t, p in sc.learned.items()}
+    scores |= {
+        "profile_purchase": c["propensity_purchase"],
+        "add_to_cart": c["propensity_add_to_cart"],
+        "checkout_start": c["propensity_checkout_start"],
+        "churn": c["propensity_churn"],
+        "lead": sc.lead.score,
+        "intent": c["intent_strength"],
+        "engagement": c["engagement_score"],
+        "deviation": c["deviation"],
+    }
+    return UserContext(
+        sc.user_id,
+        sc.ts,
+        sc.event_id,
+        scores,
+        session.get("cart_adds", 0) > 0 and session.get("purchases", 0) == 0,
+        c["events"],
+        session.get("cart_value", 0.0),
+        c["top_category"],
+        sc.cohort_name,
+        sc.model_version,
+    )
+
+
+def action_row(d: Decision) -> Row:
+    return ACTION_RECORD(
+        d.decision_id,
+        d.user_id,
+        d.ts,
+        d.event_id,
+        d.action,
+        d.score_name,
+        d.score,
+        d.threshold,
+        compact(d.payload),
+        d.experiment,
+        d.variant,
+        d.delivered,
+        d.model_version,
+        compact(d.scores),
+    )
+
+
+def outcome_row(o: Outcome) -> Row:
+    return OUTCOME_RECORD(*(getattr(o, name) for name, _ in OUTCOME_FIELDS))
+
+
 def cohort_state(row: Row | None) -> CohortState | None:
     return CohortState(*row) if row is not None else None
 
@@ -273,6 +369,13 @@ class BuildProfiles(KeyedProcessFunction):
         self.live = LiveModels(self.scoring)
         self.live.refresh(force=True)
         self.cohort = runtime_context.get_state(ValueStateDescriptor("cohort", COHORT_STATE_ROW))
+        # JSON strings: small, read only when an action is decided or its outcome may change.
+        self.ledger = runtime_context.get_state(
+            ValueStateDescriptor("action-ledger", Types.STRING())
+        )
+        self.awaiting = runtime_context.get_state(
+            ValueStateDescriptor("awaiting-outcomes", Types.STRING())
+        )
         self.profile = runtime_context.get_state(
             ValueStateDescriptor("profile", profile_state.PROFILE_STATE)
         )
@@ -285,6 +388,8 @@ class BuildProfiles(KeyedProcessFunction):
         self.late = metrics.counter("late_events_dead_lettered")
         self.purges = metrics.counter("profiles_purged")
         self.expiries = metrics.counter("profiles_expired")
+        self.decisions = metrics.counter("actions_decided")
+        self.dropped_outcomes = metrics.counter("outcomes_dropped_on_purge")
 
     # ------------------------------------------------------------ events
 
@@ -314,7 +419,9 @@ class BuildProfiles(KeyedProcessFunction):
             return
         profile = profile or UserProfile.new(row.user_id, s)
         profile.apply(event, watermark, s)
-        yield from self.store_and_emit(profile, self.schedule(), event.ts, ctx, event=event)
+        schedule = self.schedule()
+        yield from self.attribute(event, schedule)
+        yield from self.store_and_emit(profile, schedule, event.ts, ctx, event=event)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         stored = self.profile.value()
@@ -330,6 +437,8 @@ class BuildProfiles(KeyedProcessFunction):
         closed = profile.close_sessions(now, s)
         for summary in closed:
             yield SESSIONS, session_row(summary)
+        if schedule.outcome_due is not None and schedule.outcome_due <= now:
+            yield from self.expire_outcomes(profile.user_id, schedule, now)
         self.forget_seen(now - s.allowed_lateness_ms)
         held_back = schedule.emit_due is not None and schedule.emit_due <= now
         yield from self.store_and_emit(profile, schedule, now, ctx, bool(closed) or held_back)
@@ -358,15 +467,17 @@ class BuildProfiles(KeyedProcessFunction):
         if changed and schedule.should_emit(now, self.s.emit_interval_ms):
             snapshot = profile.snapshot(self.s)
             yield profile_row(snapshot)
-            yield from self.score(snapshot, event)
+            yield from self.score(snapshot, event, schedule)
         stale, wake_at = schedule.reschedule(profile.timers(self.s))
         if stale is not None:
             ctx.timer_service().delete_event_time_timer(stale)
         if wake_at is not None:
             ctx.timer_service().register_event_time_timer(wake_at)
-        self.timer.update(Row(schedule.wake_at, schedule.last_emit, schedule.emit_due))
+        self.timer.update(
+            Row(schedule.wake_at, schedule.last_emit, schedule.emit_due, schedule.outcome_due)
+        )
 
-    def score(self, snapshot: ProfileSnapshot, event: Event | None):
+    def score(self, snapshot: ProfileSnapshot, event: Event | None, schedule: Schedule):
         live, sc = self.live, self.scoring
         scored = score_user(
             snapshot,
@@ -384,6 +495,67 @@ class BuildProfiles(KeyedProcessFunction):
                 Row(st.cohort, st.since_ts, st.model_version, st.challenger, st.challenger_since)
             )
         yield from score_rows(scored, live.cohort_names)
+        if live.policy is not None:
+            yield from self.decide(scored.scores, snapshot, schedule)
+
+    # ------------------------------------------------------------ actions and outcomes
+
+    def decide(self, sc: UserScores, snapshot: ProfileSnapshot, schedule: Schedule):
+        ledger = Ledger.from_json(self.ledger.value())
+        decision = decide(self.live.policy, decision_context(sc, snapshot), ledger)
+        if decision is None:
+            return
+        self.decisions.inc()
+        self.ledger.update(ledger.to_json())
+        attribution = self.attribution(sc.user_id)
+        attribution.decided(
+            Pending(
+                decision.decision_id,
+                decision.action,
+                decision.ts,
+                decision.experiment,
+                decision.variant,
+                decision.delivered,
+            )
+        )
+        self.store_attribution(attribution, schedule)
+        yield ACTIONS, action_row(decision)
+
+    def attribute(self, event: Event, schedule: Schedule):
+        """A purchase converts the decisions awaiting it; a response is kept with its own."""
+        if schedule.outcome_due is None:
+            return  # nothing awaits an outcome
+        if event.type is EventType.PURCHASE:
+            attribution = self.attribution(event.user_id)
+            outcomes = attribution.purchased(event.ts, event.data.total)
+        elif event.type is EventType.OFFER_RESPONSE:
+            attribution = self.attribution(event.user_id)
+            attribution.responded(event.data.action_id, event.data.response)
+            outcomes = []
+        else:
+            return
+        self.store_attribution(attribution, schedule)
+        for outcome in outcomes:
+            yield OUTCOMES, outcome_row(outcome)
+
+    def expire_outcomes(self, user_id: str, schedule: Schedule, now: int):
+        attribution = self.attribution(user_id)
+        outcomes = attribution.expire(now)
+        self.store_attribution(attribution, schedule)
+        for outcome in outcomes:
+            yield OUTCOMES, outcome_row(outcome)
+
+    def attribution(self, user_id: str) -> Attribution:
+        window = self.scoring.actions.attribution_window_ms
+        return Attribution.from_json(user_id, window, self.awaiting.value())
+
+    def store_attribution(self, attribution: Attribution, schedule: Schedule) -> None:
+        state = attribution.to_json()
+        if state is None:
+            self.awaiting.clear()
+        else:
+            self.awaiting.update(state)
+        schedule.outcome_due = attribution.next_deadline()
 
     def forget_seen(self, before_ts: int) -> None:
         """Event ids older than the lateness horizon: any copy of them is refused as late."""
@@ -392,7 +564,12 @@ class BuildProfiles(KeyedProcessFunction):
             self.seen.remove(event_id)
 
     def purge(self, ctx) -> None:
+        """Consent to analytics is gone: decisions awaiting an outcome are not measured."""
         self.purges.inc()
+        awaiting = self.awaiting.value()
+        if awaiting:
+            for _ in json.loads(awaiting):
+                self.dropped_outcomes.inc()
         self.clear(ctx)
 
     def clear(self, ctx) -> None:
@@ -404,6 +581,8 @@ class BuildProfiles(KeyedProcessFunction):
         self.seen.clear()
         self.timer.clear()
         self.cohort.clear()
+        self.ledger.clear()
+        self.awaiting.clear()
 
 
 def archived_event(row: Row) -> Event:
@@ -463,6 +642,8 @@ def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSetti
         ("scores", SCORES),
         ("cohort_moves", COHORT_MOVES),
         ("leads", LEADS),
+        ("actions", ACTIONS),
+        ("outcomes", OUTCOMES),
     ):
         streams[name] = profiles.get_side_output(tag).name(tag.tag_id).uid(tag.tag_id)
     return streams
@@ -477,6 +658,8 @@ class ProfileOutputs:
     scores: DataStream  # SCORE_ROW
     cohort_moves: DataStream  # MOVE_ROW
     leads: DataStream  # LEAD_ROW
+    actions: DataStream  # ACTION_ROW
+    outcomes: DataStream  # OUTCOME_ROW
 
 
 class ProfileSinks(Protocol):
@@ -499,6 +682,8 @@ def build_pipeline(
             out["scores"],
             out["cohort_moves"],
             out["leads"],
+            out["actions"],
+            out["outcomes"],
         )
     )
 
@@ -576,6 +761,8 @@ class ProductionSinks:
             (outputs.scores, topics.scores, "user_scores", ("ranked",)),
             (outputs.cohort_moves, topics.cohort_moves, "cohort_moves", ()),
             (outputs.leads, topics.lead_scores, "leads", ()),
+            (outputs.actions, topics.actions, "actions", ("payload", "scores")),
+            (outputs.outcomes, topics.action_outcomes, "action_outcomes", ()),
         ):
             writer = f"profile-{topic.name}"
             kafka_table = sinks.kafka_bytes_table(t, config, f"{pg_table}_topic", topic, writer)

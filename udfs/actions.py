@@ -9,6 +9,7 @@ caps) lives in keyed state; all times are event time."""
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass, field
 
@@ -32,6 +33,13 @@ class Ledger:
             return False
         today = self.fired_today.get(action.name, 0) if ts // DAY_MS == self.day else 0
         return today < action.cap_per_day
+
+    def to_json(self) -> str:
+        return json.dumps([self.last_fired, self.day, self.fired_today], separators=(",", ":"))
+
+    @staticmethod
+    def from_json(text: str | None) -> Ledger:
+        return Ledger(*json.loads(text)) if text else Ledger()
 
     def record(self, action: str, ts: int) -> None:
         if ts // DAY_MS != self.day:

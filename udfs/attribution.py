@@ -6,7 +6,8 @@ with it. Every decision gets exactly one outcome."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import astuple, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class Attribution:
     def __init__(self, user_id: str, window_ms: int, pending: list[Pending] | None = None):
         self.user_id, self.window_ms = user_id, window_ms
         self.pending = list(pending or [])
+
+    def to_json(self) -> str | None:
+        """The waiting decisions as compact JSON for keyed state; None when there are none."""
+        if not self.pending:
+            return None
+        return json.dumps([astuple(p) for p in self.pending], separators=(",", ":"))
+
+    @staticmethod
+    def from_json(user_id: str, window_ms: int, text: str | None) -> Attribution:
+        pending = [Pending(*fields) for fields in json.loads(text)] if text else []
+        return Attribution(user_id, window_ms, pending)
 
     def decided(self, p: Pending) -> None:
         if all(q.decision_id != p.decision_id for q in self.pending):

@@ -78,6 +78,7 @@ def current_session(session) -> dict[str, Any] | None:
         "cart_adds": session.cart_adds,
         "checkouts": session.checkouts,
         "purchases": session.purchases,
+        "cart_value": round(session.cart_value, 2),
     }
 
 

@@ -37,6 +37,7 @@ SESSION_FIELDS = [
     ("revenue", Types.DOUBLE()),
     ("dwell_ms", Types.LONG()),
     ("max_scroll", Types.DOUBLE()),
+    ("cart_value", Types.DOUBLE()),
     ("step_ts", LONGS),
     ("step_order", LONGS),
     ("step_state", INTS),

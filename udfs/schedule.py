@@ -1,9 +1,9 @@
 """When a user's profile is emitted and when its operator must be called back.
 
 A user has at most one pending event-time timer: the earliest moment anything is due (a session
-close, expiry, a held-back emission). Moving later needs no timer call: the early timer fires,
-finds little to do and the next one is set then. That keeps timer calls off the per-event path
-and makes clean-up a single delete."""
+close, expiry, a held-back emission, the end of an attribution window). Moving later needs no
+timer call: the early timer fires, finds little to do and the next one is set then. That keeps
+timer calls off the per-event path and makes clean-up a single delete."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Schedule:
     wake_at: int | None = None  # the registered timer, if any
     last_emit: int | None = None  # event time of the last emitted profile
     emit_due: int | None = None  # a held-back update goes out at this time
+    outcome_due: int | None = None  # the earliest end of an action's attribution window
 
     def should_emit(self, now: int, interval_ms: int) -> bool:
         """Emit now, or hold back until last_emit + interval (at most one per interval)."""
@@ -28,8 +29,7 @@ class Schedule:
     def reschedule(self, wanted: set[int]) -> tuple[int | None, int | None]:
         """(timer to delete, timer to register) so that the single timer is no later than the
         earliest wanted time; (None, None) when the current one already is."""
-        if self.emit_due is not None:
-            wanted = wanted | {self.emit_due}
+        wanted = wanted | {t for t in (self.emit_due, self.outcome_due) if t is not None}
         earliest = min(wanted, default=None)
         if earliest is None or (self.wake_at is not None and self.wake_at <= earliest):
             return None, None

@@ -27,6 +27,7 @@ class OpenSession:
     revenue: float = 0.0
     dwell_ms: int = 0
     max_scroll: float = 0.0
+    cart_value: float = 0.0  # what the cart holds now: adds minus removals, emptied by a purchase
     # (ts, tie-breaker, state) in event-time order: the session's path for the Markov model.
     steps: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -47,11 +48,15 @@ class OpenSession:
             self.searches += 1
         elif kind is EventType.ADD_TO_CART and isinstance(data, CartChange):
             self.cart_adds += 1
+            self.cart_value += data.quantity * data.price
+        elif kind is EventType.REMOVE_FROM_CART and isinstance(data, CartChange):
+            self.cart_value = max(0.0, self.cart_value - data.quantity * data.price)
         elif kind is EventType.CHECKOUT_START:
             self.checkouts += 1
         elif isinstance(data, Purchase):
             self.purchases += 1
             self.revenue += data.total
+            self.cart_value = 0.0
 
     @property
     def path(self) -> list[int]:

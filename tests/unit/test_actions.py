@@ -120,3 +120,10 @@ def test_payload_templates():
         "c": 3,
         "d": None,
     }
+
+
+def test_the_ledger_survives_the_state_round_trip():
+    ledger = Ledger()
+    decide(NO_EXPERIMENTS, ctx(drift=0.9), ledger)
+    back = Ledger.from_json(ledger.to_json())
+    assert back == ledger and decide(NO_EXPERIMENTS, ctx(T0 + HOUR, drift=0.9), back) is None

@@ -57,3 +57,12 @@ def test_a_response_is_kept_with_its_decision():
     a.responded("other", "accepted")
     [o] = a.expire(T0 + WINDOW)
     assert (o.response, o.converted) == ("declined", False)
+
+
+def test_waiting_decisions_survive_the_state_round_trip():
+    a = Attribution("u1", WINDOW)
+    assert a.to_json() is None
+    a.decided(pending("d1", T0))
+    a.responded("d1", "accepted")
+    back = Attribution.from_json("u1", WINDOW, a.to_json())
+    assert back.pending == a.pending

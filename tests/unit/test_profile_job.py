@@ -91,7 +91,7 @@ class FakeContext:
         return self.timers
 
 
-SCORE_TAGS = (job.SCORES, job.LEADS, job.COHORT_MOVES)
+SCORE_TAGS = (job.SCORES, job.LEADS, job.COHORT_MOVES, job.ACTIONS, job.OUTCOMES)
 NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None, conninfo=None)
 
 
