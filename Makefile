@@ -19,7 +19,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train
+        generate replay cluster-up cluster-down submit clean train report
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,12 @@ format: $(STAMP) ## fix what the linter and formatter can fix
 
 train: up ## train cohort and propensity models on generated history, export to ONNX, register them
 	$(PY) -m models.train
+
+EXPERIMENT ?=
+
+report: up ## results of an experiment (EXPERIMENT=name): lift, tests, sample ratio, PNG in .local/reports
+	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
+	$(PY) -m jobs.report --experiment $(EXPERIMENT)
 
 generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
 	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)

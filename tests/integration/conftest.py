@@ -32,7 +32,15 @@ def local_stack(settings):
     return test_settings
 
 
-OUTPUT_TOPICS = ("events_dlq", "profiles", "scores", "cohort_moves", "lead_scores")
+OUTPUT_TOPICS = (
+    "events_dlq",
+    "profiles",
+    "scores",
+    "cohort_moves",
+    "lead_scores",
+    "actions",
+    "action_outcomes",
+)
 
 
 @pytest.fixture

@@ -145,6 +145,28 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     assert moves == move_rows
     firsts = Counter(m["user_id"] for m in moves.values() if m["reason"] == "first")
     assert set(firsts.values()) == {1} and set(firsts) == set(score_rows)
+
+    # Decisions and outcomes: the same in both, at most one outcome per decision, and the
+    # control arm's decisions recorded but not delivered.
+    def by_decision(topic):
+        found = {}
+        for r in committed_profiles(settings, topic):
+            value = json.loads(r.value)
+            if value.get("ts", value.get("decided_ts", 0)) >= START_TS_MS:
+                found[value["decision_id"]] = value
+        return found
+
+    actions = by_decision(topics.actions)
+    action_rows = rows_by(settings, "SELECT * FROM actions WHERE ts >= %s", "decision_id")
+    assert actions == action_rows and len(actions) > 0
+    outcomes = by_decision(topics.action_outcomes)
+    outcome_rows = rows_by(
+        settings, "SELECT * FROM action_outcomes WHERE decided_ts >= %s", "decision_id"
+    )
+    # The end of input moves event time past every window: each decision has its outcome.
+    assert outcomes == outcome_rows and set(outcomes) == set(actions)
+    control = [a for a in actions.values() if a["variant"] == "control"]
+    assert all(not a["delivered"] for a in control)
     print(
         f"\n  {len(events):,} events, {hostile:,} malformed: {len(rows)} profiles, "
         f"{len(score_rows)} scores and lead scores, {len(moves)} cohort moves in Kafka and "

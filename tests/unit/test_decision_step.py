@@ -74,3 +74,21 @@ def test_a_purge_drops_what_awaits_an_outcome_and_counts_it(tmp_path):
     assert h.state_is_empty()
     h.advance(T0 + 2 * WINDOW)
     assert h.scored["action-outcomes"] == []
+
+
+def test_a_changed_policy_file_takes_effect_in_the_running_function(tmp_path):
+    h = harness(tmp_path)
+    h.send(page(T0))
+    assert len(h.scored["actions"]) == 1
+    (tmp_path / "actions.yaml").write_text(POLICY.replace("threshold: 0.0", "threshold: 1.0"))
+    h.function.live.refresh(force=True)  # what the reload interval does while the job runs
+    h.send(page(T0 + 2 * HOUR))  # past the cooldown, but nothing is over the new threshold
+    assert len(h.scored["actions"]) == 1
+
+
+def test_a_broken_policy_file_leaves_the_current_policy_in_use(tmp_path):
+    h = harness(tmp_path)
+    (tmp_path / "actions.yaml").write_text("actions:\n  - {name: x, score: mood}\n")
+    h.function.live.refresh(force=True)
+    h.send(page(T0))
+    assert [a.action for a in h.scored["actions"]] == ["nudge"]
