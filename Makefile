@@ -19,7 +19,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train report
+        generate replay cluster-up cluster-down submit clean train report refine
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,10 @@ EXPERIMENT ?=
 report: up ## results of an experiment (EXPERIMENT=name): lift, tests, sample ratio, PNG in .local/reports
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
 	$(PY) -m jobs.report --experiment $(EXPERIMENT)
+
+refine: up ## move an experiment's variant weights towards the best variant (EXPERIMENT=name), bounded and logged
+	@test -n "$(EXPERIMENT)" || { echo "usage: make refine EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
+	$(PY) -m jobs.refine --experiment $(EXPERIMENT)
 
 generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
 	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)
