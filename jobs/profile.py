@@ -118,6 +118,7 @@ SCORE_FIELDS = [
     ("purchase", Types.DOUBLE()),
     ("top_score", Types.STRING()),
     ("ranked", Types.STRING()),  # JSON
+    ("deleted", Types.BOOLEAN()),  # a purge: a tombstone in Kafka, a delete in PostgreSQL
 ]
 MOVE_FIELDS = [
     ("move_id", Types.STRING()),
@@ -141,6 +142,7 @@ LEAD_FIELDS = [
     ("base_intent", Types.DOUBLE()),
     ("base_capacity", Types.DOUBLE()),
     ("modifiers", Types.STRING()),
+    ("deleted", Types.BOOLEAN()),
 ]
 ACTION_FIELDS = [
     ("decision_id", Types.STRING()),
@@ -247,6 +249,7 @@ def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[O
                 learned.get("purchase"),
                 sc.ranked[0]["score"],
                 json.dumps(sc.ranked, separators=(",", ":")),
+                False,
             ),
         ),
         (
@@ -262,12 +265,21 @@ def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[O
                 lead.base_intent,
                 lead.base_capacity,
                 ",".join(str(i) for i in lead.modifiers),
+                False,
             ),
         ),
     ]
     if scored.move is not None:
         out.append((COHORT_MOVES, move_row(sc.user_id, scored.move, names)))
     return out
+
+
+def score_deletions(user_id: str) -> list[tuple[OutputTag, Row]]:
+    """A purged user's latest scores and lead score go too (tombstones, deletes)."""
+    return [
+        (SCORES, SCORE_RECORD(user_id, *([None] * (len(SCORE_FIELDS) - 2)), True)),
+        (LEADS, LEAD_RECORD(user_id, *([None] * (len(LEAD_FIELDS) - 2)), True)),
+    ]
 
 
 def move_row(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Row:
@@ -416,6 +428,7 @@ class BuildProfiles(KeyedProcessFunction):
             if revokes_profiling(event):
                 self.purge(ctx)
                 yield deletion_row(row.user_id)
+                yield from score_deletions(row.user_id)
             return
         profile = profile or UserProfile.new(row.user_id, s)
         profile.apply(event, watermark, s)
@@ -707,6 +720,8 @@ def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
 
     def record(row: Row) -> Row:
         fields = row.as_dict()
+        if fields.pop("deleted", False):
+            return ingest.KAFKA_RECORD(row[key_field].encode(), None)
         spliced = {name: fields.pop(name) for name in raw_json}
         text = json.dumps(fields, separators=(",", ":"))[:-1]
         text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
@@ -721,6 +736,39 @@ def postgres_change(row: Row) -> Row:
     out = Row(*row[: len(PROFILE_COLUMNS) + 1])
     out.set_row_kind(RowKind.DELETE if row.deleted else RowKind.UPDATE_AFTER)
     return out
+
+
+# Outputs a purge deletes: their rows carry the `deleted` flag.
+DELETABLE = {"user_scores": SCORE_FIELDS, "leads": LEAD_FIELDS}
+SQL_TYPES = (
+    (Types.STRING(), DataTypes.STRING()),
+    (Types.LONG(), DataTypes.BIGINT()),
+    (Types.INT(), DataTypes.INT()),
+    (Types.DOUBLE(), DataTypes.DOUBLE()),
+    (Types.BOOLEAN(), DataTypes.BOOLEAN()),
+)
+
+
+def sql_type(type_info):
+    return next(sql for flink, sql in SQL_TYPES if flink == type_info)
+
+
+def upsert_changelog(t: StreamTableEnvironment, stream: DataStream, fields, key: str, name: str):
+    """Rows whose last field is `deleted` -> a changelog of upserts and deletes by `key`, for a
+    JDBC table (a full changelog, for the reason given at postgres_change)."""
+    kept = fields[:-1]
+
+    def change(row: Row) -> Row:
+        out = Row(*row[:-1])
+        out.set_row_kind(RowKind.DELETE if row[-1] else RowKind.UPDATE_AFTER)
+        return out
+
+    changes = stream.map(change, output_type=named_row(kept)).name(name).uid(name)
+    schema = Schema.new_builder()
+    for column, type_info in kept:
+        data_type = sql_type(type_info)
+        schema = schema.column(column, data_type.not_null() if column == key else data_type)
+    return t.from_changelog_stream(changes, schema.primary_key(key).build(), ChangelogMode.all())
 
 
 class ProductionSinks:
@@ -773,7 +821,12 @@ class ProductionSinks:
             )
             statements.add_insert(kafka_table, t.from_data_stream(records))
             table = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
-            statements.add_insert(table, t.from_data_stream(stream))
+            fields = DELETABLE.get(pg_table)
+            if fields is None:
+                statements.add_insert(table, t.from_data_stream(stream))
+            else:
+                changes = upsert_changelog(t, stream, fields, "user_id", f"{pg_table}-changes")
+                statements.add_insert(table, changes)
         statements.attach_as_datastream()
 
 

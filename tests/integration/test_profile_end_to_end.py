@@ -38,13 +38,19 @@ def committed_profiles(settings, topic=None) -> list:
     return records
 
 
-def latest_by_user(records) -> dict[str, dict]:
-    """The last record of each user of this test (a user's records share a partition)."""
+def latest_by_user(records) -> dict[str, dict | None]:
+    """The last record of each user of this test (a user's records share a partition); None
+    when it is a tombstone (a purge)."""
     latest = {}
     for record in records:
-        value = json.loads(record.value) if record.value is not None else None
-        if value is not None and value["ts"] >= START_TS_MS:
-            latest[record.key.decode()] = value
+        user = record.key.decode()
+        if record.value is None:
+            if user in latest:
+                latest[user] = None
+            continue
+        value = json.loads(record.value)
+        if value["ts"] >= START_TS_MS:
+            latest[user] = value
     return latest
 
 
@@ -124,13 +130,14 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     topics = settings.kafka.topics
     scores = latest_by_user(committed_profiles(settings, topics.scores))
     score_rows = rows_by(settings, "SELECT * FROM user_scores WHERE ts >= %s", "user_id")
-    assert set(scores) == set(score_rows) == active | {REVOKING_USER}
+    assert set(scores) == active | {REVOKING_USER}
+    assert scores[REVOKING_USER] is None and set(score_rows) == active, "a purge deletes scores"
     for user, row in score_rows.items():
         assert scores[user] == row, user
         assert row["model_version"] == 1 and row["cohort_name"]
     leads = latest_by_user(committed_profiles(settings, topics.lead_scores))
     lead_rows = rows_by(settings, "SELECT * FROM leads WHERE ts >= %s", "user_id")
-    assert leads == lead_rows
+    assert leads.pop(REVOKING_USER) is None and leads == lead_rows
     assert any(row["modifiers"] for row in lead_rows.values()), "a cohort modifier applied"
 
     # Cohort moves: the same set in both, every user entered a cohort once.
@@ -144,7 +151,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     move_rows = rows_by(settings, "SELECT * FROM cohort_moves WHERE ts >= %s", "move_id")
     assert moves == move_rows
     firsts = Counter(m["user_id"] for m in moves.values() if m["reason"] == "first")
-    assert set(firsts.values()) == {1} and set(firsts) == set(score_rows)
+    assert set(firsts.values()) == {1} and set(firsts) == active | {REVOKING_USER}
 
     # Decisions and outcomes: the same in both, at most one outcome per decision, and the
     # control arm's decisions recorded but not delivered.

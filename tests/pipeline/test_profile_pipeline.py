@@ -71,7 +71,7 @@ class CollectingSinks:
                     "score",
                     r.user_id,
                     r.model_version or 0,
-                    job.json_record("user_id", ("ranked",))(r).value.decode(),
+                    (job.json_record("user_id", ("ranked",))(r).value or b"null").decode(),
                 ),
                 output_type=OUTPUT,
             )
@@ -86,7 +86,7 @@ class CollectingSinks:
             .uid("collect-moves"),
             outputs.leads.rebalance()
             .map(
-                lambda r: ("lead", r.user_id, r.ts, json.dumps(r.as_dict())),
+                lambda r: ("lead", r.user_id, -1 if r.deleted else r.ts, json.dumps(r.as_dict())),
                 output_type=OUTPUT,
             )
             .name("collect-leads")

@@ -248,3 +248,26 @@ def test_profile_rows_carry_every_column_and_json_details(kind):
     assert record[0] == b"u1"
     value = json.loads(record[1])
     assert value["version"] == 1 and value["details"] == json.loads(row.details)
+
+
+def test_a_purge_also_deletes_the_users_scores_and_lead_score():
+    h = Harness()
+    h.send(page(T0))
+    revoke = Event(
+        "consent-9",
+        "u1",
+        "s1",
+        EventType.CONSENT_UPDATE,
+        T0 + MINUTE,
+        1,
+        ConsentUpdate({"analytics": False}),
+    )
+    h.send(revoke)
+    score, lead = h.scored["scores"][-1], h.scored["lead-scores"][-1]
+    assert (score.user_id, score.deleted, lead.user_id, lead.deleted) == ("u1", True, "u1", True)
+    record = job.json_record("user_id", ("ranked",))(score)
+    assert (record.key, record.value) == (b"u1", None)  # a tombstone
+    assert (
+        json.loads(job.json_record("user_id", ("ranked",))(h.scored["scores"][0]).value)["user_id"]
+        == "u1"
+    )
