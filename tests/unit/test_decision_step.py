@@ -5,8 +5,7 @@ end of its window (a timer), cooldowns kept in state, nothing awaiting after a p
 from conf.settings import Actions
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import HOUR, MINUTE, T0, page, purchase
-from tests.unit.test_profile_job import CONFIG, Harness, counters
-from udfs.events import ConsentUpdate, Event, EventType
+from tests.unit.test_profile_job import CONFIG, Harness, counters, revocation
 
 WINDOW = 6 * HOUR
 POLICY = """
@@ -60,16 +59,7 @@ def test_the_end_of_the_window_is_a_non_conversion_fired_by_the_timer(tmp_path):
 def test_a_purge_drops_what_awaits_an_outcome_and_counts_it(tmp_path):
     h = harness(tmp_path)
     h.send(page(T0))
-    revoke = Event(
-        "consent-1",
-        "u1",
-        "consent",
-        EventType.CONSENT_UPDATE,
-        T0 + MINUTE,
-        1,
-        ConsentUpdate({"analytics": False}),
-    )
-    h.send(revoke)
+    h.send(revocation(T0 + MINUTE))
     assert counters(h)["outcomes_dropped_on_purge"] == 1
     assert h.state_is_empty()
     h.advance(T0 + 2 * WINDOW)

@@ -144,6 +144,14 @@ class Harness:
         return values and not any(self.runtime.maps.values())
 
 
+def revocation(ts: int, user: str = "u1") -> Event:
+    """The user revokes consent to analytics (and keeps marketing)."""
+    purposes = {"analytics": False, "marketing": True}
+    return Event(
+        f"consent-{ts}", user, "s1", EventType.CONSENT_UPDATE, ts, 1, ConsentUpdate(purposes)
+    )
+
+
 def counters(h):
     return {name: c.count for name, c in h.runtime.counters.items() if c.count}
 
@@ -213,16 +221,7 @@ def test_an_event_after_the_ttl_starts_afresh_even_before_the_watermark_expires_
 def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion():
     h = Harness()
     h.send(page(T0))
-    revoke = Event(
-        "consent-1",
-        "u1",
-        "s1",
-        EventType.CONSENT_UPDATE,
-        T0 + MINUTE,
-        1,
-        ConsentUpdate({"analytics": False, "marketing": True}),
-    )
-    [deletion] = h.send(revoke)
+    [deletion] = h.send(revocation(T0 + MINUTE))
     assert (deletion.user_id, deletion.deleted, deletion.version) == ("u1", True, None)
     assert h.state_is_empty()
     assert h.ctx.timers.registered == set()
@@ -253,16 +252,7 @@ def test_profile_rows_carry_every_column_and_json_details(kind):
 def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     h = Harness()
     h.send(page(T0))
-    revoke = Event(
-        "consent-9",
-        "u1",
-        "s1",
-        EventType.CONSENT_UPDATE,
-        T0 + MINUTE,
-        1,
-        ConsentUpdate({"analytics": False}),
-    )
-    h.send(revoke)
+    h.send(revocation(T0 + MINUTE))
     score, lead = h.scored["scores"][-1], h.scored["lead-scores"][-1]
     assert (score.user_id, score.deleted, lead.user_id, lead.deleted) == ("u1", True, "u1", True)
     record = job.json_record("user_id", ("ranked",))(score)
