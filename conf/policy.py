@@ -8,6 +8,7 @@ so a changed experiment takes effect without a restart.
 from __future__ import annotations
 
 import string
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -44,7 +45,7 @@ PAYLOAD_FIELDS = (
     "cohort_name",
 )
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-Probability = Annotated[float, Field(ge=0)]
+Threshold = Annotated[float, Field(ge=0)]
 
 
 class Eligibility(Strict):
@@ -58,7 +59,7 @@ class Eligibility(Strict):
 class Action(Strict):
     name: Name
     score: str
-    threshold: Probability
+    threshold: Threshold
     priority: int  # the highest-priority action whose score is over its threshold wins
     cooldown_ms: Annotated[int, Field(ge=0)] = 0  # after firing, not again for this long
     cap_per_day: Annotated[int, Field(ge=1)] = 1  # per user per UTC day of event time
@@ -84,7 +85,7 @@ class VariantChange(Strict):
     """How a variant changes one action; absent fields keep the action's own values."""
 
     enabled: bool = True
-    threshold: Probability | None = None
+    threshold: Threshold | None = None
     discount_percent: Annotated[float, Field(ge=0, le=100)] | None = None
     payload: dict[str, str | int | float | bool] | None = None
 
@@ -150,6 +151,11 @@ class Policy(Strict):
         if len(set(experiment_names)) != len(experiment_names):
             raise ValueError("experiment names must be unique")
         return self
+
+    @cached_property
+    def by_priority(self) -> tuple[Action, ...]:
+        """The actions in the order the decision step tries them: highest priority first."""
+        return tuple(sorted(self.actions, key=lambda a: -a.priority))
 
     def action(self, name: str) -> Action:
         return next(a for a in self.actions if a.name == name)

@@ -55,37 +55,32 @@ from udfs.events import (
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
 from udfs.schedule import Schedule
 from udfs.sessions import SessionSummary
-from udfs.user_scores import Scored, UserScores, score_user
+from udfs.user_scores import Scored, UserScores, has_open_cart, score_user
 
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
 
 
-def column_types(name: str):
-    """(Flink type, SQL type) of a profile column: text, bigint or double."""
+def column_type(name: str):
+    """Flink type of a profile column: text, bigint or double."""
     if name in TEXT_COLUMNS:
-        sql = DataTypes.STRING().not_null() if name == "user_id" else DataTypes.STRING()
-        return Types.STRING(), sql
+        return Types.STRING()
     if name in LONG_COLUMNS:
-        return Types.LONG(), DataTypes.BIGINT()
-    return Types.DOUBLE(), DataTypes.DOUBLE()
+        return Types.LONG()
+    return Types.DOUBLE()
 
 
-PROFILE_ROW = Types.ROW_NAMED(
-    [*PROFILE_COLUMNS, "details", "deleted"],
-    [column_types(c)[0] for c in PROFILE_COLUMNS] + [Types.STRING(), Types.BOOLEAN()],
-)
-# What PostgreSQL gets: the columns and details, as an upsert changelog keyed by user_id.
-POSTGRES_PROFILE_ROW = Types.ROW_NAMED(
-    [*PROFILE_COLUMNS, "details"], [column_types(c)[0] for c in PROFILE_COLUMNS] + [Types.STRING()]
-)
+def named_row(fields):
+    return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
 
 
-def postgres_profile_schema() -> Schema:
-    schema = Schema.new_builder()
-    for name in PROFILE_COLUMNS:
-        schema = schema.column(name, column_types(name)[1])
-    return schema.column("details", DataTypes.STRING()).primary_key("user_id").build()
+# A profile update; `deleted` marks a purge (a tombstone in Kafka, a delete in PostgreSQL).
+PROFILE_FIELDS = [
+    *((name, column_type(name)) for name in PROFILE_COLUMNS),
+    ("details", Types.STRING()),  # JSON
+    ("deleted", Types.BOOLEAN()),
+]
+PROFILE_ROW = named_row(PROFILE_FIELDS)
 
 
 SESSION_FIELDS = [
@@ -179,11 +174,6 @@ COHORT_STATE_ROW = Types.ROW_NAMED(
     [Types.INT(), Types.LONG(), Types.INT(), Types.INT(), Types.LONG()],
 )
 
-
-def named_row(fields):
-    return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
-
-
 SESSION_ROW = named_row(SESSION_FIELDS)
 SCORE_ROW = named_row(SCORE_FIELDS)
 MOVE_ROW = named_row(MOVE_FIELDS)
@@ -248,7 +238,7 @@ def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[O
                 learned.get("drift"),
                 learned.get("purchase"),
                 sc.ranked[0]["score"],
-                json.dumps(sc.ranked, separators=(",", ":")),
+                compact(sc.ranked),
                 False,
             ),
         ),
@@ -305,8 +295,7 @@ def compact(value) -> str:
 
 def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
     """What the decision step sees: every watchable score (conf.policy.SCORES) and the cart."""
-    c, d = snapshot.columns, snapshot.details
-    session = d.get("session") or {}
+    c = snapshot.columns
     scores = {t: p.p for t, p in sc.learned.items()}
     scores |= {
         "profile_purchase": c["propensity_purchase"],
@@ -323,9 +312,9 @@ def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
         sc.ts,
         sc.event_id,
         scores,
-        session.get("cart_adds", 0) > 0 and session.get("purchases", 0) == 0,
+        has_open_cart(snapshot),
         c["events"],
-        session.get("cart_value", 0.0),
+        (snapshot.details.get("session") or {}).get("cart_value", 0.0),
         c["top_category"],
         sc.cohort_name,
         sc.model_version,
@@ -704,16 +693,6 @@ def build_pipeline(
 # ------------------------------------------------------------------ production connectors
 
 
-def kafka_record(row: Row) -> Row:
-    """Key = user id; value = the profile as JSON, or null (a tombstone) for a purged user."""
-    if row.deleted:
-        return ingest.KAFKA_RECORD(row.user_id.encode(), None)
-    fields = {name: row[i] for i, name in enumerate(PROFILE_COLUMNS)}
-    # `details` is JSON already: splice it in rather than parse and dump it again.
-    head = json.dumps(fields, separators=(",", ":"))[:-1]
-    return ingest.KAFKA_RECORD(row.user_id.encode(), f'{head},"details":{row.details}}}'.encode())
-
-
 def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
     """Row -> Kafka record: key = the row's `key_field`, value = the row as a JSON object, with
     the `raw_json` fields (JSON already) spliced in as they are."""
@@ -730,14 +709,8 @@ def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
     return record
 
 
-def postgres_change(row: Row) -> Row:
-    """An upsert or a delete by user_id. Declared as a full changelog rather than an upsert
-    one: an upsert source makes the planner keep every row in state to normalize it."""
-    out = Row(*row[: len(PROFILE_COLUMNS) + 1])
-    out.set_row_kind(RowKind.DELETE if row.deleted else RowKind.UPDATE_AFTER)
-    return out
-
-
+# Key = user id; value = the profile as JSON (`details` spliced in), or a tombstone for a purge.
+kafka_record = json_record("user_id", ("details",))
 # Outputs a purge deletes: their rows carry the `deleted` flag.
 DELETABLE = {"user_scores": SCORE_FIELDS, "leads": LEAD_FIELDS}
 SQL_TYPES = (
@@ -755,7 +728,8 @@ def sql_type(type_info):
 
 def upsert_changelog(t: StreamTableEnvironment, stream: DataStream, fields, key: str, name: str):
     """Rows whose last field is `deleted` -> a changelog of upserts and deletes by `key`, for a
-    JDBC table (a full changelog, for the reason given at postgres_change)."""
+    JDBC table. Declared as a full changelog rather than an upsert one: an upsert source makes
+    the planner keep every row in state to normalize it."""
     kept = fields[:-1]
 
     def change(row: Row) -> Row:
@@ -793,13 +767,10 @@ class ProductionSinks:
         profiles = sinks.postgres_table(
             t, config, "user_profiles_out", "user_profiles_sink", "user_profiles"
         )
-        changes = (
-            outputs.profiles.map(postgres_change, output_type=POSTGRES_PROFILE_ROW)
-            .name("profile-changes")
-            .uid("profile-changes")
+        changes = upsert_changelog(
+            t, outputs.profiles, PROFILE_FIELDS, "user_id", "profile-changes"
         )
-        changelog = t.from_changelog_stream(changes, postgres_profile_schema(), ChangelogMode.all())
-        statements.add_insert(profiles, changelog)
+        statements.add_insert(profiles, changes)
         sessions = sinks.postgres_table(
             t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import psycopg
@@ -17,17 +16,8 @@ from psycopg.types.json import Jsonb
 
 from conf import settings as settings_module
 from conf.policy import load_policy
-from jobs.report import user_outcomes
+from jobs.report import arms_of, user_outcomes
 from models.refinement import Bounds, refine
-
-
-def arms_of(rows) -> dict[str, tuple[int, int]]:
-    users: dict[str, int] = defaultdict(int)
-    converted: dict[str, int] = defaultdict(int)
-    for variant, _, _, bought in rows:
-        users[variant] += 1
-        converted[variant] += bought
-    return {v: (users[v], converted[v]) for v in users}
 
 
 def rewrite_weights(path: Path, experiment: str, shares: dict[str, float]) -> None:
@@ -62,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if control is None:
         print(f"error: experiment {spec.name} has no control variant", file=sys.stderr)
         return 2
-    arms = arms_of(user_outcomes(config, spec.name))
+    arms = {
+        v: (a.users, a.conversions) for v, a in arms_of(user_outcomes(config, spec.name)).items()
+    }
     weights = {v.name: v.weight for v in spec.variants}
     bounds = Bounds()
     shares, changes = refine(weights, control, arms, bounds, seed=args.seed)

@@ -33,15 +33,21 @@ def user_outcomes(config: Settings, experiment: str) -> list[tuple[str, str, int
         ).fetchall()
 
 
-def analyse(rows, weights: dict[str, float], control: str) -> dict:
+def arms_of(rows) -> dict[str, Arm]:
+    """Exposed and converted users per variant, from user_outcomes rows."""
     users: dict[str, int] = defaultdict(int)
     converted: dict[str, int] = defaultdict(int)
     for variant, _, _, bought in rows:
         users[variant] += 1
         converted[variant] += bought
+    return {v: Arm(users[v], converted[v]) for v in users}
+
+
+def analyse(rows, weights: dict[str, float], control: str) -> dict:
     names = list(weights)
-    arms = {v: Arm(users[v], converted[v]) for v in names}
-    srm = sample_ratio([users[v] for v in names], [weights[v] for v in names])
+    counted = arms_of(rows)
+    arms = {v: counted.get(v, Arm(0, 0)) for v in names}
+    srm = sample_ratio([arms[v].users for v in names], [weights[v] for v in names])
     result = {
         "arms": {
             v: {"users": a.users, "converted": a.conversions, "rate": a.rate}

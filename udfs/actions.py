@@ -112,10 +112,11 @@ def render(payload: dict, fields: dict) -> dict:
 
 def decide(policy: Policy, ctx: UserContext, ledger: Ledger) -> Decision | None:
     """The one action (or control-arm non-action) for this update, recorded in the ledger."""
-    for action in sorted(policy.actions, key=lambda a: -a.priority):
+    for action in policy.by_priority:
         value = ctx.scores.get(action.score)
-        if value is None:
+        if value is None or not eligible(action, ctx) or not ledger.allows(action, ctx.ts):
             continue
+        # Only now the (hashing) experiment lookup: the checks above do not depend on it.
         assignment = (
             assignment_for(policy, ctx.user_id, action.name) if action.experiments else None
         )
@@ -125,7 +126,7 @@ def decide(policy: Policy, ctx: UserContext, ledger: Ledger) -> Decision | None:
         threshold = (
             change.threshold if change and change.threshold is not None else action.threshold
         )
-        if value <= threshold or not eligible(action, ctx) or not ledger.allows(action, ctx.ts):
+        if value <= threshold:
             continue
         percent = action.discount_percent
         if change and change.discount_percent is not None:

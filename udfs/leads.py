@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 ALWAYS = "always"
 COMPETITOR_VIEW = "competitor_view"  # the event is a view of a competitor's product
-CONTEXTS = (ALWAYS, COMPETITOR_VIEW)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,11 @@ class Scored:
     move: CohortMove | None
 
 
-def has_open_cart(features: dict[str, float]) -> bool:
-    """Abandonment is learned at the events of a session with a cart and no purchase yet."""
-    return features["session_cart_adds"] > 0 and features["session_purchases"] == 0
+def has_open_cart(snapshot: ProfileSnapshot) -> bool:
+    """The current session has a cart and no purchase yet: when abandonment was learned, and
+    when cart actions are eligible."""
+    session = snapshot.details.get("session") or {}
+    return session.get("cart_adds", 0) > 0 and session.get("purchases", 0) == 0
 
 
 def score_user(
@@ -83,7 +85,8 @@ def score_user(
         )
         cohort, cohort_name = state.cohort, models.cohort_names.get(state.cohort)
         dense = models.dense_cohort(features)
-        targets = [t for t in models.targets if t != "abandonment" or has_open_cart(features)]
+        open_cart = has_open_cart(snapshot)
+        targets = [t for t in models.targets if t != "abandonment" or open_cart]
         learned = {p.target: p for p in models.propensities(features, cohort, targets)}
         ranked += [
             {
