@@ -93,7 +93,9 @@ class LiveModels:
         except (OSError, ConfigError) as e:
             log.error("action policy not loaded (%s); keeping the current one", e)
             return
-        if self.policy is not None and policy != self.policy:
+        if policy == self.policy:
+            return
+        if self.policy is not None:
             log.warning("action policy changed")
         self.policy = policy
 

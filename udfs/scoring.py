@@ -127,7 +127,7 @@ class ModelSet:
     ) -> list[Propensity]:
         """Each target's probability from the cohort's own model, or the global one."""
         out = []
-        for target in targets or self.targets:
+        for target in self.targets if targets is None else targets:
             chosen = self.propensity.get((target, cohort)) or self.propensity.get((target, None))
             if chosen is None:
                 continue
