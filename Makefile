@@ -19,7 +19,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train report refine
+        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "error: python$(PYTHON_VERSION) not found" >&2; exit 1; }
 	@test -x $(PY) || python$(PYTHON_VERSION) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create the virtualenv and install pinned dependencies (skipped when current)
@@ -73,6 +73,9 @@ format: $(STAMP) ## fix what the linter and formatter can fix
 train: up ## train cohort and propensity models on generated history, export to ONNX, register them
 	$(PY) -m models.train
 
+export-outcomes: up ## write labelled outcomes (decisions with their outcome) for `make train`
+	$(PY) -m models.outcomes
+
 EXPERIMENT ?=
 
 report: up ## results of an experiment (EXPERIMENT=name): lift, tests, sample ratio, PNG in .local/reports
@@ -100,4 +103,15 @@ submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=in
 	$(PY) -m conf.stack submit $(JOB) $(ARGS)
 
 clean: down ## stop services and remove the virtualenv and local state
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) $(PEER_VENV) .local
+
+PEER_VENV := .venv-bench
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP): bench/requirements-peer.txt
+	@test -x $(PEER_VENV)/bin/python || python$(PYTHON_VERSION) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/requirements-peer.txt
+	@touch $(PEER_STAMP)
+
+bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer (ARGS="--users N --events N ..."); writes bench/results/
+	$(PY) -m bench.run $(ARGS)

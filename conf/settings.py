@@ -63,6 +63,18 @@ class Topics(Strict):
         return [getattr(self, name) for name in TOPIC_NAMES]
 
 
+# The topics the jobs write to.
+OUTPUT_TOPICS = (
+    "events_dlq",
+    "profiles",
+    "scores",
+    "cohort_moves",
+    "lead_scores",
+    "actions",
+    "action_outcomes",
+)
+
+
 class Kafka(Strict):
     bootstrap_servers: Annotated[str, Field(min_length=1)]
     # Start the embedded Kafka-wire broker when the bootstrap servers are local and unreachable.
@@ -150,6 +162,10 @@ class Flink(Strict):
     task_slots: Annotated[int, Field(ge=1, le=64)] = 2
     # Restarts from the last checkpoint before a job is declared failed.
     restart_attempts: Annotated[int, Field(ge=0)] = 5
+    # Checkpoints (state and source offsets) go here and are kept when a job is cancelled or
+    # fails for good, so it can be started again from the latest (`--restore latest`). A URI, or
+    # a local path (made absolute). Cluster jobs need a place every task manager can reach.
+    checkpoint_dir: str = ".local/checkpoints"
 
 
 class EventContract(Strict):
@@ -317,6 +333,9 @@ class Models(Strict):
     # How often (processing time) the job looks for a newly registered model version and for
     # changed cohort modifiers; 0 = only when the job starts.
     reload_interval_s: Annotated[float, Field(ge=0)] = 10.0
+    # Labelled outcomes (`make export-outcomes`); `make train` fits offer-uplift models from
+    # them when the file exists.
+    outcomes_file: str = ".local/outcomes/labelled_outcomes.csv"
 
 
 class Leads(Strict):
@@ -364,6 +383,24 @@ class Settings(Strict):
     @property
     def postgres_overridden(self) -> bool:
         return "POSTGRES_DSN" in os.environ
+
+    def with_own_topics(self, tag: str, names=OUTPUT_TOPICS) -> Settings:
+        """These topics renamed `<name>-<tag>`, with a consumer group (and so transactional
+        ids) of their own, so that runs never read each other's records."""
+        topics = self.kafka.topics
+        renamed = {
+            name: getattr(topics, name).model_copy(
+                update={"name": f"{getattr(topics, name).name}-{tag}"}
+            )
+            for name in names
+        }
+        kafka = self.kafka.model_copy(
+            update={
+                "topics": topics.model_copy(update=renamed),
+                "consumer_group": f"{self.kafka.consumer_group}-{tag}",
+            }
+        )
+        return self.model_copy(update={"kafka": kafka})
 
 
 def _read_yaml(name: str) -> dict:

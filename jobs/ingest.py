@@ -14,11 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
-from pyflink.common import Configuration, Row, Types
+from kafka import KafkaConsumer, TopicPartition
+from pyflink.common import Configuration, JobClient, JobStatus, Row, Types
 from pyflink.datastream import (
     CheckpointingMode,
     DataStream,
@@ -26,11 +32,13 @@ from pyflink.datastream import (
     StreamExecutionEnvironment,
 )
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StatementSet, StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from conf import settings as settings_module
 from conf.settings import EventContract, Settings
+from conf.settings import Flink as FlinkSettings
 from jobs import sinks
 from sql import flink_statement, with_options
 from udfs.events import DeadLetter, EventParser, SourceRef
@@ -220,7 +228,34 @@ def add_event_sinks(
     statements.add_insert(letters, t_env.from_data_stream(dead_letters))
 
 
-def create_environment(config: Settings) -> StreamExecutionEnvironment:
+def checkpoint_uri(flink: FlinkSettings) -> str:
+    if "://" in flink.checkpoint_dir:
+        return flink.checkpoint_dir
+    return Path(flink.checkpoint_dir).resolve().as_uri()
+
+
+def savepoint_uri(flink: FlinkSettings) -> str:
+    return f"{checkpoint_uri(flink)}/savepoints"
+
+
+def latest_snapshot(flink: FlinkSettings) -> str | None:
+    """The newest complete checkpoint or savepoint under the (local) checkpoint folder, across
+    jobs: what `--restore latest` resumes from."""
+    root = Path(flink.checkpoint_dir.removeprefix("file://"))
+    complete = [
+        m.parent
+        for pattern in ("*/chk-*/_metadata", "savepoints/*/_metadata")
+        for m in root.glob(pattern)
+    ]
+    if not complete:
+        return None
+    return str(max(complete, key=lambda p: p.joinpath("_metadata").stat().st_mtime))
+
+
+def create_environment(
+    config: Settings, restore_from: str | None = None
+) -> StreamExecutionEnvironment:
+    """The job's environment; `restore_from`: a checkpoint or savepoint to start from."""
     flink = config.flink
     # Workers must run the interpreter that has the project installed, whatever PATH says;
     # thread mode (pemja) finds it through PATH only, and the JVM
@@ -236,6 +271,13 @@ def create_environment(config: Settings) -> StreamExecutionEnvironment:
     conf.set_string("python.execution-mode", flink.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
+    conf.set_string("execution.checkpointing.storage", "filesystem")
+    conf.set_string("execution.checkpointing.dir", checkpoint_uri(flink))
+    conf.set_string(
+        "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
+    )
+    if restore_from is not None:
+        conf.set_string("execution.state-recovery.path", restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(flink.parallelism)
     env.enable_checkpointing(flink.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
@@ -263,30 +305,147 @@ def parse_offsets(text: str | None) -> dict[int, int] | None:
     return {int(p): int(o) for p, o in pairs}
 
 
-def run(
-    config: Settings, start: dict[int, int] | None = None, stop: dict[int, int] | None = None
-) -> None:
-    env = create_environment(config)
-    t_env = create_table_environment(env)
-    build_pipeline(
-        env,
-        config,
-        KafkaRawSource(t_env, config, start, stop),
-        ProductionSinks(t_env, config),
+def committed_offsets(config: Settings, group: str) -> dict[int, int | None]:
+    """The offsets a job's source committed for its consumer group (on each checkpoint)."""
+    kafka = config.kafka
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"{kafka.consumer_group}-{group}",
+        enable_auto_commit=False,
     )
-    env.execute("ingest")
+    try:
+        topic = kafka.topics.events
+        return {
+            p: consumer.committed(TopicPartition(topic.name, p)) for p in range(topic.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def stop_offsets_ahead(config: Settings, group: str, stop: dict[int, int]) -> dict[int, str]:
+    """Partitions whose committed offset is short of its stop offset: {partition: "at/stop"}."""
+    at = {p: offset or 0 for p, offset in committed_offsets(config, group).items()}
+    return {p: f"{at.get(p, 0)}/{o}" for p, o in stop.items() if at.get(p, 0) < o}
+
+
+def wait_for_end(
+    client: JobClient,
+    config: Settings,
+    group: str,
+    stop: dict[int, int] | None,
+    restored: bool,
+    poll_s: float = 1.0,
+) -> None:
+    """Waits until the job ends; raises its failure. SIGTERM or Ctrl-C stops the job with a
+    savepoint (its last outputs committed) for `--restore latest` to resume from.
+
+    A bounded Kafka source restored from a checkpoint never ends by itself (FLINK-31006: the
+    restored enumerator never tells its readers there are no more splits), so such a run is
+    stopped with a drain once a checkpoint covers the stop offsets: the drain advances event
+    time to the end, as the end of input would, and commits the last outputs with a final
+    savepoint. A split that ended before the snapshot may have left no committed offset, and
+    then this waits for good (it reports which partitions it waits for): restore bounded runs
+    from snapshots of unbounded ones, or run them again from the start."""
+    with stopped_on_signal(client, config):
+        if restored and stop is not None:
+            reported = time.monotonic()
+            while behind := stop_offsets_ahead(config, group, stop):
+                if client.get_job_status().result() in (JobStatus.FAILED, JobStatus.CANCELED):
+                    break
+                if time.monotonic() - reported > 60:
+                    print(f"restored run: waiting for partitions {behind}", file=sys.stderr)
+                    reported = time.monotonic()
+                time.sleep(poll_s)
+            else:
+                savepoint = stop_with_savepoint(client, config, drain=True)
+                print(f"stop offsets reached; drained to savepoint {savepoint}", file=sys.stderr)
+        client.get_job_execution_result().result()
+
+
+@contextmanager
+def stopped_on_signal(client: JobClient, config: Settings):
+    """While the job runs, SIGTERM and SIGINT stop it with a savepoint and end the program,
+    where the default would kill the process with the job's transactions left open."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a caller elsewhere stops the job
+        return
+
+    def stop(signum, _frame):
+        print(f"{signal.Signals(signum).name}: stopping the job with a savepoint", file=sys.stderr)
+        savepoint = stop_with_savepoint(client, config, drain=False)
+        print(f"stopped; savepoint {savepoint} (resume with --restore latest)", file=sys.stderr)
+        raise SystemExit(0)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_with_savepoint(client: JobClient, config: Settings, drain: bool) -> str:
+    """Stops the job with a savepoint under `savepoint_uri`, which commits its last outputs;
+    `drain` advances event time to the end first (all timers fire). Returns the savepoint path.
+    PyFlink 2.0's `JobClient.stop_with_savepoint` calls a Java overload that no longer exists
+    (the savepoint format became a required argument), so this calls the Java client."""
+    formats = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType
+    directory = savepoint_uri(config.flink)
+    return client._j_job_client.stopWithSavepoint(drain, directory, formats.CANONICAL).get()
+
+
+def submit(
+    name: str,
+    build: Callable,
+    sinks: Callable,
+    config: Settings,
+    start: dict[int, int] | None = None,
+    stop: dict[int, int] | None = None,
+    restore_from: str | None = None,
+) -> JobClient:
+    """Starts a job and returns at once: `build(env, config, source, sinks(t_env, config))`
+    over the events topic, read by the consumer group `<group>-<name>`. `restore_from`: a
+    checkpoint or savepoint whose state and source offsets it resumes from."""
+    env = create_environment(config, restore_from)
+    t_env = create_table_environment(env)
+    source = KafkaRawSource(t_env, config, start, stop, group=name)
+    build(env, config, source, sinks(t_env, config))
+    return env.execute_async(name)
+
+
+def run(
+    config: Settings,
+    start: dict[int, int] | None = None,
+    stop: dict[int, int] | None = None,
+    restore_from: str | None = None,
+) -> None:
+    client = submit("ingest", build_pipeline, ProductionSinks, config, start, stop, restore_from)
+    wait_for_end(client, config, "ingest", stop, restored=restore_from is not None)
 
 
 def offsets_command(prog: str, doc: str, argv: list[str] | None):
-    """The command line every job shares: (config, start offsets, stop offsets)."""
+    """The command line every job shares: (config, start offsets, stop offsets, checkpoint or
+    savepoint to restore)."""
     parser = argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--start-offsets", help="partition:offset list to start from, e.g. 0:0,1:0")
     parser.add_argument("--stop-offsets", help="partition:offset list to stop at (exclusive)")
+    parser.add_argument(
+        "--restore",
+        metavar="PATH|latest",
+        help="start from this checkpoint or savepoint (state and offsets); `latest`: the newest"
+        " checkpoint or savepoint under flink.checkpoint_dir",
+    )
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    return config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets)
+    restore = args.restore
+    if restore == "latest":
+        restore = latest_snapshot(config.flink)
+        if restore is None:
+            parser.exit(2, f"error: no checkpoint under {config.flink.checkpoint_dir}\n")
+        print(f"restoring from {restore}", file=sys.stderr)
+    return config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets), restore
 
 
 def main(argv: list[str] | None = None) -> int:

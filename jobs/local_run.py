@@ -34,7 +34,7 @@ def read_dead_letters(
     config: Settings,
     source_topic: str,
     contains: Callable[[int, int], bool],
-    timeout_s: float = 8.0,
+    timeout_s: float = 15.0,
 ) -> dict[str, DeadLetter]:
     """Committed dead letters whose source lies in `contains(partition, offset)`, by id.
 

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyflink.common import Row, Types
+from pyflink.common import JobClient, Row, Types
 from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
@@ -40,7 +40,7 @@ from conf.settings import Settings
 from jobs import ingest, sinks
 from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
-from udfs.actions import Decision, Ledger, UserContext, decide
+from udfs.actions import Decision, Ledger, decide
 from udfs.attribution import Attribution, Outcome, Pending
 from udfs.cohort_assignment import CohortMove, CohortState
 from udfs.events import (
@@ -51,12 +51,21 @@ from udfs.events import (
     SourceRef,
     event_from_record,
     event_to_dict,
+    revokes_profiling,
 )
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
 from udfs.schedule import Schedule
 from udfs.sessions import SessionSummary
-from udfs.user_scores import Scored, UserScores, has_open_cart, score_user
+from udfs.user_scores import (
+    Scored,
+    UserScores,
+    decision_context,
+    is_competitor_view,
+    score_user,
+)
 
+# The job's name and consumer group suffix: its offsets are its own, apart from the ingest job's.
+SOURCE_GROUP = "profile"
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
 
@@ -293,34 +302,6 @@ def compact(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
-    """What the decision step sees: every watchable score (conf.policy.SCORES) and the cart."""
-    c = snapshot.columns
-    scores = {t: p.p for t, p in sc.learned.items()}
-    scores |= {
-        "profile_purchase": c["propensity_purchase"],
-        "add_to_cart": c["propensity_add_to_cart"],
-        "checkout_start": c["propensity_checkout_start"],
-        "churn": c["propensity_churn"],
-        "lead": sc.lead.score,
-        "intent": c["intent_strength"],
-        "engagement": c["engagement_score"],
-        "deviation": c["deviation"],
-    }
-    return UserContext(
-        sc.user_id,
-        sc.ts,
-        sc.event_id,
-        scores,
-        has_open_cart(snapshot),
-        c["events"],
-        (snapshot.details.get("session") or {}).get("cart_value", 0.0),
-        c["top_category"],
-        sc.cohort_name,
-        sc.model_version,
-    )
-
-
 def action_row(d: Decision) -> Row:
     return ACTION_RECORD(
         d.decision_id,
@@ -346,16 +327,6 @@ def outcome_row(o: Outcome) -> Row:
 
 def cohort_state(row: Row | None) -> CohortState | None:
     return CohortState(*row) if row is not None else None
-
-
-def is_competitor_view(event: Event | None, brands: tuple[str, ...]) -> bool:
-    if event is None or event.type is not EventType.PRODUCT_VIEW:
-        return False
-    return event.data.attributes.get("brand") in brands
-
-
-def revokes_profiling(event) -> bool:
-    return event.type is EventType.CONSENT_UPDATE and event.data.purposes.get("analytics") is False
 
 
 class BuildProfiles(KeyedProcessFunction):
@@ -801,18 +772,26 @@ class ProductionSinks:
         statements.attach_as_datastream()
 
 
-def run(
-    config: Settings, start: dict[int, int] | None = None, stop: dict[int, int] | None = None
-) -> None:
-    env = ingest.create_environment(config)
-    t_env = ingest.create_table_environment(env)
-    build_pipeline(
-        env,
-        config,
-        ingest.KafkaRawSource(t_env, config, start, stop, group="profile"),
-        ProductionSinks(t_env, config),
+def submit(
+    config: Settings,
+    start: dict[int, int] | None = None,
+    stop: dict[int, int] | None = None,
+    restore_from: str | None = None,
+) -> JobClient:
+    """Starts the job and returns at once; the client waits for it, cancels it or stops it."""
+    return ingest.submit(
+        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from
     )
-    env.execute("profile")
+
+
+def run(
+    config: Settings,
+    start: dict[int, int] | None = None,
+    stop: dict[int, int] | None = None,
+    restore_from: str | None = None,
+) -> None:
+    client = submit(config, start, stop, restore_from)
+    ingest.wait_for_end(client, config, SOURCE_GROUP, stop, restored=restore_from is not None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,10 @@ class Publisher:
                 flush=True,
             )
 
+    def flush(self) -> None:
+        """Waits until everything sent so far is acknowledged."""
+        self._producer.flush()
+
     def close(self) -> PublishReport:
         self._producer.flush()
         self._producer.close()

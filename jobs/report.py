@@ -1,8 +1,10 @@
 """`make report EXPERIMENT=<name>`: the experiment's results from PostgreSQL (actions and their
-outcomes): users and conversion per variant, each variant against the control with absolute and
-relative lift, confidence intervals, a two-proportion z-test and an always-valid p-value, the
-sample-ratio check against the configured weights, and a picture of cumulative conversion over
-event time per variant (PNG, written next to a JSON copy of the numbers)."""
+outcomes). Each user counts once, at their first exposure, with the outcome of its attribution
+window (view `experiment_exposures`): users and conversion per variant, each variant against the
+control with absolute and relative lift, confidence intervals, a two-proportion z-test and an
+always-valid p-value, the sample-ratio check against the configured weights, and a picture of
+cumulative conversion over event time per variant (PNG, written next to a JSON copy of the
+numbers)."""
 
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ DAY_MS = 86_400_000
 
 
 def user_outcomes(config: Settings, experiment: str) -> list[tuple[str, str, int, bool]]:
-    """(variant, user, first decision time, converted at least once) per exposed user."""
+    """(variant, user, first exposure time, converted in its window) per user whose first
+    exposure has an outcome; users whose window is still open are not counted yet."""
     with psycopg.connect(config.postgres.conninfo()) as conn:
         return conn.execute(
-            "SELECT a.variant, a.user_id, min(a.ts), coalesce(bool_or(o.converted), false)"
-            " FROM actions a LEFT JOIN action_outcomes o USING (decision_id)"
-            " WHERE a.experiment = %s GROUP BY a.variant, a.user_id",
+            "SELECT variant, user_id, first_ts, converted FROM experiment_exposures"
+            " WHERE experiment = %s AND converted IS NOT NULL",
             (experiment,),
         ).fetchall()
 

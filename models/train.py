@@ -1,6 +1,8 @@
 """`make train`: generate a training history, build point-in-time samples with the profile
 code, fit cohorts and propensity models, evaluate them on a time-based hold-out, export them to
-ONNX and register them (files under `models.directory` and PostgreSQL `model_registry`).
+ONNX and register them (files under `models.directory` and PostgreSQL `model_registry`). When
+labelled outcomes were exported (`make export-outcomes`), an offer-uplift model per action is
+fitted from them too (models/uplift.py).
 
 Every step prints what it did; the report (metrics per model, cohort names, agreement with the
 generator's hidden archetypes) is written next to the models as `report.json`.
@@ -20,9 +22,10 @@ from sklearn.metrics import adjusted_rand_score
 from conf import settings as settings_module
 from conf.settings import Settings
 from models import cohorts as cohort_models
-from models import datasets, propensity
+from models import datasets, propensity, uplift
 from models.export import export
 from models.generator import EventGenerator
+from models.outcomes import read_outcomes
 from models.registry import Artifact, Registry, register_in_postgres
 from udfs.events import Event, EventParser, EventType, SourceRef
 from udfs.model_features import COHORT_FEATURES, FEATURES, vector
@@ -74,7 +77,11 @@ def fill_values(X: np.ndarray, names) -> dict[str, float]:
     return {name: float(v) for name, v in zip(names, np.median(X, axis=0), strict=True)}
 
 
-def train(config: Settings, users: int, days: float, seed: int) -> tuple[dict, dict]:
+def train(
+    config: Settings, users: int, days: float, seed: int, outcomes: list[dict] | None = None
+) -> tuple[dict, dict]:
+    """Cohort and propensity models from generated history; offer-uplift models from labelled
+    outcomes when given."""
     m = config.models
     began = time.monotonic()
     events, history, start, end = training_log(config, users, days, seed)
@@ -134,6 +141,9 @@ def train(config: Settings, users: int, days: float, seed: int) -> tuple[dict, d
     }
     for target in datasets.TARGETS:
         artifacts += propensity_models(target, samples, cohorts, m, report)
+    if outcomes:
+        models, report["uplift"] = uplift.fit(outcomes, m.holdout_fraction, m.onnx_opset, progress)
+        artifacts += models
     return report, {"artifacts": artifacts, "window": (start, holdout_start), "samples": samples}
 
 
@@ -211,8 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=m.train_days)
     parser.add_argument("--seed", type=int, default=m.train_seed)
     parser.add_argument("--no-postgres", action="store_true", help="only write the files")
+    parser.add_argument(
+        "--outcomes",
+        default=m.outcomes_file,
+        help="labelled outcomes (CSV of `make export-outcomes`) for the uplift models, if present",
+    )
     args = parser.parse_args(argv)
-    report, trained = train(config, args.users, args.days, args.seed)
+    outcomes = None
+    if Path(args.outcomes).exists():
+        outcomes = read_outcomes(Path(args.outcomes))
+        progress(f"[train] {len(outcomes):,} labelled outcomes from {args.outcomes}")
+    report, trained = train(config, args.users, args.days, args.seed, outcomes)
     registry = Registry(m.directory)
     version = registry.next_version()
     manifest = registry.write(version, trained["artifacts"], trained["window"])

@@ -443,3 +443,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "schema_version": event.schema_version,
         **event.properties(),
     }
+
+
+def revokes_profiling(event) -> bool:
+    return event.type is EventType.CONSENT_UPDATE and event.data.purposes.get("analytics") is False

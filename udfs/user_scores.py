@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from conf.settings import Leads, Models
 from udfs import cohort_assignment
+from udfs.actions import UserContext
 from udfs.cohort_assignment import CohortMove, CohortState
+from udfs.events import Event, EventType
 from udfs.leads import LeadScore, Modifier, base_capacity, lead_score
 from udfs.model_features import feature_map
 from udfs.profile import ProfileSnapshot
@@ -108,3 +110,37 @@ def score_user(
         c["user_id"], ts, event_id, version, cohort, cohort_name, dense, learned, ranked, lead
     )
     return Scored(scores, state, move)
+
+
+def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
+    """What the decision step sees: every watchable score (conf.policy.SCORES) and the cart."""
+    c = snapshot.columns
+    scores = {t: p.p for t, p in sc.learned.items()}
+    scores |= {
+        "profile_purchase": c["propensity_purchase"],
+        "add_to_cart": c["propensity_add_to_cart"],
+        "checkout_start": c["propensity_checkout_start"],
+        "churn": c["propensity_churn"],
+        "lead": sc.lead.score,
+        "intent": c["intent_strength"],
+        "engagement": c["engagement_score"],
+        "deviation": c["deviation"],
+    }
+    return UserContext(
+        sc.user_id,
+        sc.ts,
+        sc.event_id,
+        scores,
+        has_open_cart(snapshot),
+        c["events"],
+        (snapshot.details.get("session") or {}).get("cart_value", 0.0),
+        c["top_category"],
+        sc.cohort_name,
+        sc.model_version,
+    )
+
+
+def is_competitor_view(event: Event | None, brands: tuple[str, ...]) -> bool:
+    if event is None or event.type is not EventType.PRODUCT_VIEW:
+        return False
+    return event.data.attributes.get("brand") in brands

@@ -3,7 +3,9 @@ import random
 import uuid
 
 import psycopg
+import psycopg.sql
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from conf import settings as settings_module
 from conf import stack
@@ -26,45 +28,43 @@ def local_stack(settings):
     )
     admin = settings.postgres.conninfo(settings.postgres.admin_database)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        # The tests' databases, with those of single tests an interrupted run left behind.
+        for (name,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+            (TEST_DATABASE, f"{TEST_DATABASE}\\_%"),
+        ).fetchall():
+            drop_database(conn, name)
     stack.ensure_database(test_settings)
     stack.apply_migrations(test_settings)
     return test_settings
 
 
-OUTPUT_TOPICS = (
-    "events_dlq",
-    "profiles",
-    "scores",
-    "cohort_moves",
-    "lead_scores",
-    "actions",
-    "action_outcomes",
-)
-
-
 @pytest.fixture
 def own_outputs(local_stack):
-    """The test stack with output topics and transactional ids of this test's own. The local
-    broker never times a transaction out, so one left open on a shared topic by another job
-    would hold this test's read_committed reads back for good."""
+    """The test stack with output topics, transactional ids and a database of this test's own.
+    The local broker never times a transaction out, so one left open on a shared topic by
+    another job would hold this test's read_committed reads back for good; and a test that
+    compares its tables with its topics must not see another test's rows."""
     tag = uuid.uuid4().hex[:8]
-    topics = local_stack.kafka.topics
-    renamed = {
-        name: getattr(topics, name).model_copy(
-            update={"name": f"{getattr(topics, name).name}-{tag}"}
-        )
-        for name in OUTPUT_TOPICS
-    }
-    kafka = local_stack.kafka.model_copy(
-        update={
-            "topics": topics.model_copy(update=renamed),
-            "consumer_group": f"{local_stack.kafka.consumer_group}-{tag}",
-        }
-    )
-    own = local_stack.model_copy(update={"kafka": kafka})
+    p = local_stack.postgres.parts
+    dsn = f"postgresql://{p['user']}@{p['host']}:{p['port']}/{TEST_DATABASE}_{tag}"
+    postgres = local_stack.postgres.model_copy(update={"dsn": dsn})
+    own = local_stack.with_own_topics(tag).model_copy(update={"postgres": postgres})
     stack.ensure_topics(own)
-    return own
+    stack.ensure_database(own)
+    stack.apply_migrations(own)
+    yield own
+    admin = own.postgres.conninfo(own.postgres.admin_database)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        drop_database(conn, own.postgres.parts["dbname"])
+
+
+def drop_database(conn, name: str) -> None:
+    conn.execute(
+        psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            psycopg.sql.Identifier(name)
+        )
+    )
 
 
 def publish(settings, records):
@@ -118,3 +118,24 @@ def user_key(raw: bytes) -> str | None:
         return key
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def topic_records(settings, topic=None, isolation="read_committed") -> list:
+    """Every record of a topic (default: profiles) a reader with this isolation level gets, in
+    offset order per partition. End offsets cannot be trusted on the local broker, so the test
+    reads everything and picks its own records by event time."""
+    topic = topic or settings.kafka.topics.profiles
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        isolation_level=isolation,
+        enable_auto_commit=False,
+        # The end is 15 s without a record: end offsets are not to be trusted here, and the
+        # local broker can pause for seconds when the machine is busy.
+        consumer_timeout_ms=15_000,
+    )
+    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    records = list(consumer)
+    consumer.close()
+    return records

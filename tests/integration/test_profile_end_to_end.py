@@ -6,36 +6,16 @@ import json
 from collections import Counter
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
 from psycopg.rows import dict_row
 
 from jobs import profile as job
 from models.generator import EventGenerator, with_hostile_records
-from tests.integration.conftest import dead_letters, publish
+from tests.integration.conftest import dead_letters, publish, topic_records
 from udfs.profile import PROFILE_COLUMNS
 
 REVOKING_USER = "u000003"
 # This test's own stretch of event time, so profiles from other runs are told apart.
 START_TS_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
-
-
-def committed_profiles(settings, topic=None) -> list:
-    """Every committed record of a topic (default: profiles), in offset order per partition.
-    End offsets cannot be trusted on the local broker, so the test reads everything and picks
-    its own records by event time."""
-    topic = topic or settings.kafka.topics.profiles
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        consumer_timeout_ms=8000,
-    )
-    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    records = list(consumer)
-    consumer.close()
-    return records
 
 
 def latest_by_user(records) -> dict[str, dict | None]:
@@ -83,7 +63,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     job.run(settings, *batch.bounds())
 
     latest = {}
-    for record in committed_profiles(settings):
+    for record in topic_records(settings):
         user = record.key.decode()
         value = json.loads(record.value) if record.value is not None else None
         if value is None and user != REVOKING_USER:
@@ -128,14 +108,14 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
 
     # Scores and lead scores: the latest in Kafka is the PostgreSQL row, from model version 1.
     topics = settings.kafka.topics
-    scores = latest_by_user(committed_profiles(settings, topics.scores))
+    scores = latest_by_user(topic_records(settings, topics.scores))
     score_rows = rows_by(settings, "SELECT * FROM user_scores WHERE ts >= %s", "user_id")
     assert set(scores) == active | {REVOKING_USER}
     assert scores[REVOKING_USER] is None and set(score_rows) == active, "a purge deletes scores"
     for user, row in score_rows.items():
         assert scores[user] == row, user
         assert row["model_version"] == 1 and row["cohort_name"]
-    leads = latest_by_user(committed_profiles(settings, topics.lead_scores))
+    leads = latest_by_user(topic_records(settings, topics.lead_scores))
     lead_rows = rows_by(settings, "SELECT * FROM leads WHERE ts >= %s", "user_id")
     assert leads.pop(REVOKING_USER) is None and leads == lead_rows
     assert any(row["modifiers"] for row in lead_rows.values()), "a cohort modifier applied"
@@ -143,9 +123,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     # Cohort moves: the same set in both, every user entered a cohort once.
     moves = {
         m["move_id"]: m
-        for m in map(
-            json.loads, (r.value for r in committed_profiles(settings, topics.cohort_moves))
-        )
+        for m in map(json.loads, (r.value for r in topic_records(settings, topics.cohort_moves)))
         if m["ts"] >= START_TS_MS
     }
     move_rows = rows_by(settings, "SELECT * FROM cohort_moves WHERE ts >= %s", "move_id")
@@ -157,7 +135,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     # control arm's decisions recorded but not delivered.
     def by_decision(topic):
         found = {}
-        for r in committed_profiles(settings, topic):
+        for r in topic_records(settings, topic):
             value = json.loads(r.value)
             if value.get("ts", value.get("decided_ts", 0)) >= START_TS_MS:
                 found[value["decision_id"]] = value

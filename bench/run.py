@@ -1,0 +1,366 @@
+"""`make bench`: the profile job (profile + scoring + decisions, Kafka in, Kafka and PostgreSQL
+out) against a plain-Python baseline and a Quix Streams peer on the same workload in the same
+run, with the cost of the per-event logic alone as the ceiling.
+
+Every contender reads the same input topic from the start in a process of its own; its
+throughput is how fast its consumer group commits through the input, from its first commit to
+the end (start-up excluded), its memory the peak resident size of its process tree. Flink's
+checkpoints (duration, size, state per user) come from its log. Latency is measured on a second,
+paced run of the job at half its measured rate: from an event's arrival at the broker to the
+score record it causes (Kafka timestamps of both). Results: `bench/results/<run>.json` and
+`.png`, with the core count and the configuration used."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pyflink
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+
+from bench.measure import Run, checkpoints, run_measured
+from bench.plain import PlainProfiler
+from bench.workload import publish_workload, read_workload, workload_file
+from conf import settings as settings_module
+from conf import stack
+from conf.settings import OUTPUT_TOPICS, Settings
+from jobs import ingest
+from udfs.events import SourceRef
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+BENCH_DATABASE = "behavior_bench"
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def bench_settings(config: Settings, tag: str) -> Settings:
+    """Topics and groups of this run's own, and the benchmark's database."""
+    p = config.postgres.parts
+    dsn = f"postgresql://{p['user']}@{p['host']}:{p['port']}/{BENCH_DATABASE}"
+    postgres = config.postgres.model_copy(update={"dsn": dsn})
+    own = config.with_own_topics(f"bench-{tag}", ("events", *OUTPUT_TOPICS))
+    return own.model_copy(update={"postgres": postgres})
+
+
+def fresh_database(config: Settings) -> None:
+    admin = config.postgres.conninfo(config.postgres.admin_database)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+    stack.ensure_database(config)
+    stack.apply_migrations(config)
+
+
+def ceiling(config: Settings, records: list[tuple[str, bytes]]) -> dict:
+    """The per-event logic alone, one core, no Kafka, no Flink."""
+    profiler = PlainProfiler(config)
+    started = time.perf_counter()
+    outputs = 0
+    for offset, (_, raw) in enumerate(records):
+        outputs += len(profiler.process(raw, SourceRef("ceiling", 0, offset)))
+    seconds = time.perf_counter() - started
+    return {
+        "events": len(records),
+        "seconds": round(seconds, 2),
+        "events_per_s": round(len(records) / seconds),
+        "outputs": outputs,
+    }
+
+
+def flink_command(start, stop) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.profile",
+        "--start-offsets",
+        ingest.format_offsets(start),
+    ]
+    if stop is not None:
+        command += ["--stop-offsets", ingest.format_offsets(stop)]
+    return command
+
+
+def flink_log() -> Path:
+    logs = sorted(
+        (Path(pyflink.__file__).parent / "log").glob("flink-*-python-*.log"), key=os.path.getmtime
+    )
+    return logs[-1]
+
+
+def contenders(config: Settings, config_file: Path, start, stop, skip: set[str]) -> dict:
+    """name -> (command, environment, consumer group, output topic) of each contender."""
+    env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file), "PYTHONPATH": str(ROOT)}
+    topic = config.kafka.topics.events
+    group = config.kafka.consumer_group
+    scores = config.kafka.topics.scores.name
+    peer_args = ["--topic", topic.name]
+    found = {
+        "flink": (flink_command(start, stop), env, f"{group}-profile", scores),
+        "baseline": (
+            [
+                sys.executable,
+                "-m",
+                "bench.baseline",
+                *peer_args,
+                "--output",
+                f"{scores}-baseline",
+                "--group",
+                f"{group}-baseline",
+                "--start-offsets",
+                ingest.format_offsets(start),
+                "--stop-offsets",
+                ingest.format_offsets(stop),
+            ],
+            env,
+            f"{group}-baseline",
+            f"{scores}-baseline",
+        ),
+        "quix": (
+            [
+                str(PEER_PYTHON),
+                "-m",
+                "bench.quix_peer",
+                *peer_args,
+                "--group",
+                f"{group}-quix",
+                "--partitions",
+                str(topic.partitions),
+                "--output",
+                f"{scores}-quix",
+            ],
+            env,
+            f"{group}-quix",
+            f"{scores}-quix",
+        ),
+    }
+    if "quix" not in skip and not PEER_PYTHON.exists():
+        raise SystemExit(f"{PEER_PYTHON} is missing: `make bench` creates it")
+    return {name: c for name, c in found.items() if name not in skip}
+
+
+def latency_run(config: Settings, config_file: Path, records, rate: float, work_dir: Path) -> dict:
+    """The job running unbounded while events arrive at `rate`; arrival-to-score latency."""
+    paced = config.with_own_topics("paced", ("events", *OUTPUT_TOPICS))
+    topic = paced.kafka.topics.events
+    stack.ensure_topics(paced)
+    paced_file = work_dir / "paced.yaml"
+    paced_file.write_text(yaml.safe_dump(paced.model_dump(mode="json")))
+    env = {**os.environ, "BEHAVIOR_CONFIG": str(paced_file), "PYTHONPATH": str(ROOT)}
+    start = {p: 0 for p in range(topic.partitions)}
+    with (work_dir / "flink-paced.log").open("w") as log:
+        job = subprocess.Popen(
+            flink_command(start, None), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        time.sleep(25)  # the job's start-up, before the first event arrives
+        say(f"latency: publishing {len(records):,} events at {rate:,.0f}/s")
+        batch = publish_workload(paced, records, topic.name, topic.partitions, rate=rate)
+        deadline = time.monotonic() + 300
+        while (
+            ingest.stop_offsets_ahead(paced, "profile", batch.end_offsets)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+    finally:
+        job.send_signal(signal.SIGTERM)
+        try:
+            job.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            job.kill()
+    arrived = {
+        json.loads(r.value)["event_id"]: r.timestamp
+        for r in read_all(paced, topic.name, topic.partitions)
+    }
+    scores = paced.kafka.topics.scores
+    scored: dict[str, int] = {}  # event id -> its first score record's timestamp
+    for r in read_all(paced, scores.name, scores.partitions):
+        event_id = (json.loads(r.value) if r.value else {}).get("event_id")
+        if event_id in arrived:
+            scored[event_id] = min(scored.get(event_id, r.timestamp), r.timestamp)
+    latencies = [ts - arrived[event_id] for event_id, ts in scored.items()]
+    if not latencies:
+        return {"events": len(records), "rate": round(rate), "matched": 0}
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "events": len(records),
+        "rate": round(rate),
+        "matched": len(latencies),
+        "p50_ms": q[49],
+        "p95_ms": q[94],
+        "p99_ms": q[98],
+        "max_ms": max(latencies),
+    }
+
+
+def read_all(config: Settings, topic: str, partitions: int) -> list:
+    """Every record of a topic, aborted ones included: the embedded broker shows them anyway,
+    and holds committed ones back from read_committed readers while a job runs."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        isolation_level="read_uncommitted",
+        enable_auto_commit=False,
+        consumer_timeout_ms=8000,
+    )
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.seek_to_beginning()
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def plot(result: dict, runs: dict[str, Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, progress) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = ["ceiling", *runs]
+    rates = [result["ceiling"]["events_per_s"], *(r.sustained_rate() for r in runs.values())]
+    bars.bar(names, rates, color=["#999999", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(names)])
+    for i, rate in enumerate(rates):
+        bars.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom")
+    bars.set_ylabel("events/s (sustained)")
+    w = result["workload"]
+    bars.set_title(
+        f"{w['events']:,} events, {w['users']:,} users, {result['machine']['cores']} cores"
+    )
+    for name, run in runs.items():
+        progress.plot([s.t for s in run.samples], [s.consumed for s in run.samples], label=name)
+    progress.set_xlabel("seconds since start")
+    progress.set_ylabel("input events committed")
+    progress.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--ceiling-events", type=int, default=200_000, help="events for the ceiling (in memory)"
+    )
+    parser.add_argument(
+        "--latency-events", type=int, default=200_000, help="events of the paced run; 0: none"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma list of contenders to leave out: flink,baseline,quix"
+    )
+    parser.add_argument("--timeout-s", type=float, default=3600.0, help="per contender")
+    args = parser.parse_args(argv)
+    skip = {s for s in args.skip.split(",") if s}
+
+    base = settings_module.load_or_exit()
+    stack.up(base)
+    tag = time.strftime("%Y%m%d-%H%M%S")
+    config = bench_settings(base, tag)
+    work_dir = Path(base.local.state_dir).resolve() / "bench" / tag
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_file = work_dir / "settings.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    fresh_database(config)
+    stack.ensure_topics(config)
+    scores = config.kafka.topics.scores
+    peer_outputs = [f"{scores.name}-{peer}" for peer in ("baseline", "quix")]
+    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    admin.create_topics([NewTopic(name, scores.partitions, 1) for name in peer_outputs])
+    admin.close()
+
+    records = read_workload(workload_file(base, args.users, args.events, args.seed))
+    say(
+        f"ceiling: the per-event logic alone over {min(args.ceiling_events, len(records)):,} events"
+    )
+    result: dict = {
+        "run": tag,
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "workload": {"users": args.users, "events": len(records), "seed": args.seed},
+        "config": {
+            "flink": config.flink.model_dump(mode="json"),
+            "profile": config.profile.model_dump(mode="json"),
+        },
+        "ceiling": ceiling(config, records[: args.ceiling_events]),
+    }
+    say(f"ceiling: {result['ceiling']['events_per_s']:,} events/s")
+    topic = config.kafka.topics.events
+    batch = publish_workload(config, records, topic.name, topic.partitions)
+    start, stop = batch.bounds()
+
+    runs: dict[str, Run] = {}
+    for name, (command, env, group, output) in contenders(
+        config, config_file, start, stop, skip
+    ).items():
+        say(f"{name}: running over {len(records):,} events")
+        run = run_measured(
+            name,
+            command,
+            env,
+            config.kafka.bootstrap_servers,
+            group,
+            start,
+            topic.name,
+            output,
+            len(records),
+            args.timeout_s,
+            work_dir / f"{name}.log",
+        )
+        runs[name] = run
+        result[name] = run.summary()
+        if name == "flink":
+            cp = checkpoints(flink_log())
+            cp["state_bytes_per_user"] = round(cp.get("size_bytes_max", 0) / args.users)
+            result[name]["checkpoints"] = cp
+        peak_mb = run.peak_rss_bytes / 2**20
+        say(f"{name}: {run.sustained_rate():,.0f} events/s, peak {peak_mb:,.0f} MB")
+
+    baseline = runs.get("baseline")
+    ratios = {}
+    for name, run in runs.items():
+        if baseline is not None and name != "baseline":
+            ratios[f"{name}/baseline"] = round(run.sustained_rate() / baseline.sustained_rate(), 2)
+        ratios[f"{name}/ceiling"] = round(
+            run.sustained_rate() / result["ceiling"]["events_per_s"], 2
+        )
+    result["ratios"] = ratios
+    if "flink" in runs and args.latency_events:
+        rate = runs["flink"].sustained_rate() / 2
+        result["latency"] = latency_run(
+            config, config_file, records[: args.latency_events], rate, work_dir
+        )
+        say(f"latency at {rate:,.0f} events/s: {result['latency']}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / f"{tag}.json"
+    json_path.write_text(json.dumps(result, indent=2))
+    plot(result, runs, RESULTS / f"{tag}.png")
+    for name, value in ratios.items():
+        say(f"{name}: {value}")
+    say(f"results: {json_path} and {json_path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""A decision is never emitted twice across a job restart: the profile job (local Flink,
+checkpointing on, started from its command line as a user would) is stopped with SIGTERM in the
+middle of its input, after decisions were committed, which stops it with a savepoint, and
+started again with `--restore latest`. The decisions made before the stop stay as they were,
+every decision is in `actions` and in PostgreSQL the same, with one outcome each.
+
+(Whether the decisions equal those of a run without the stop depends on timing here: with idle
+partitions, event time advances at moments that depend on how fast each partition is read.)
+
+Real Kafka hides the records of an aborted attempt from read_committed readers, so there no
+decision id may appear twice. The local broker shows them (README, "The local broker"): there
+every repeated id must be the same record again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from psycopg.rows import dict_row
+
+from jobs import ingest
+from models.generator import EventGenerator
+from tests.integration.conftest import publish, topic_records
+
+START_TS_MS = 1_780_272_000_000  # 2026-06-01T00:00:00Z: this test's own stretch of event time
+CUT_AFTER = 40  # decisions in PostgreSQL before the job is cut off
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def job_process(settings, config_file: Path, start, stop, *extra: str):
+    """The profile job in a process of its own (its own JVM and MiniCluster), configured by a
+    file as `BEHAVIOR_CONFIG`; killed if it is still running when the block ends. A fresh
+    process is what a restart is: the planner numbers the operators it generates from zero in
+    each process, and a restore needs the same numbers. Its output goes to `<config>.log`."""
+    config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    command = [sys.executable, "-m", "jobs.profile"]
+    command += ["--start-offsets", ingest.format_offsets(start), *extra]
+    if stop is not None:
+        command += ["--stop-offsets", ingest.format_offsets(stop)]
+    env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file)}
+    with config_file.with_suffix(".log").open("a") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def exit_code(process, config_file: Path, timeout_s: float) -> int:
+    """The job's exit code; fails with the end of its output when it runs past the timeout."""
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        tail = config_file.with_suffix(".log").read_text(errors="replace").splitlines()[-40:]
+        ended = "\n".join(tail)
+        pytest.fail(f"the job still ran after {timeout_s:.0f} s; its output ended:\n{ended}")
+
+
+def decisions(settings, topic) -> dict[str, list[dict]]:
+    """Every record of an output topic of this test, by decision id. Real Kafka: the committed
+    ones. The local broker shows a `read_committed` reader the records of aborted transactions
+    anyway, and holds committed ones back while a transaction on the partition stays open
+    (README, "The local broker"), so there this reads them all."""
+    isolation = "read_uncommitted" if settings.kafka.start_local_broker else "read_committed"
+    found: dict[str, list[dict]] = {}
+    for record in topic_records(settings, topic, isolation):
+        value = json.loads(record.value)
+        if value.get("ts", value.get("decided_ts", 0)) >= START_TS_MS:
+            found.setdefault(value["decision_id"], []).append(value)
+    return found
+
+
+def decision_rows(settings) -> int:
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM actions WHERE ts >= %s", (START_TS_MS,)
+        ).fetchone()[0]
+
+
+def decision_table(settings) -> dict[str, dict]:
+    with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT * FROM actions WHERE ts >= %s", (START_TS_MS,)).fetchall()
+    return {r["decision_id"]: r for r in rows}
+
+
+def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path):
+    own = own_outputs
+    models = own.models.model_copy(update={"directory": str(trained.registry.directory)})
+    flink = own.flink.model_copy(update={"checkpoint_dir": str(tmp_path / "checkpoints")})
+    generator = own.generator.model_copy(update={"start_ts_ms": START_TS_MS})
+    restarted = own.model_copy(update={"models": models, "flink": flink, "generator": generator})
+    history = EventGenerator(restarted.generator, users=150, days=4, seed=404).generate()
+    batch = publish(restarted, [(e["user_id"], json.dumps(e).encode()) for e in history.events])
+    start, stop = batch.bounds()
+
+    # The run that is stopped once decisions are committed and a checkpoint is kept. It runs
+    # unbounded, as a service does: a bounded source's splits that end before the savepoint
+    # leave no committed offset behind, and the restored run (below) ends with a drain once
+    # the committed offsets reach the stop offsets.
+    config_file = tmp_path / "restarted.yaml"
+    with job_process(restarted, config_file, start, None) as process:
+        deadline = time.monotonic() + 300
+        while (
+            decision_rows(restarted) < CUT_AFTER or ingest.latest_snapshot(restarted.flink) is None
+        ):
+            assert process.poll() is None, "the job ended before it could be stopped"
+            assert time.monotonic() < deadline, "the job made no decisions"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert exit_code(process, config_file, 180) == 0, "the job did not stop with a savepoint"
+    before_stop = decision_table(restarted)
+    with job_process(restarted, config_file, start, stop, "--restore", "latest") as restart:
+        assert exit_code(restart, config_file, 600) == 0, "the restarted job failed"
+    after_restart = decision_table(restarted)
+    assert len(after_restart) > len(before_stop), "the restarted job made no decisions"
+    # What was decided before the stop is kept as it was (state and offsets restored).
+    assert {d: after_restart.get(d) for d in before_stop} == before_stop
+
+    topics = restarted.kafka.topics
+    emitted = {}
+    for name in ("actions", "action_outcomes"):
+        got = decisions(restarted, getattr(topics, name))
+        repeated = {d: copies for d, copies in got.items() if len(copies) > 1}
+        if restarted.kafka.start_local_broker:
+            assert all(c == copies[0] for copies in repeated.values() for c in copies), name
+        else:
+            assert not repeated, f"{name}: {len(repeated)} decisions emitted twice"
+        emitted[name] = {d: copies[0] for d, copies in got.items()}
+        print(
+            f"\n  {name}: {len(got)} decisions, {len(before_stop)} of them before the stop; "
+            f"{len(repeated)} ids shown again, each identical"
+        )
+    assert emitted["actions"] == after_restart, "Kafka and PostgreSQL hold the same decisions"
+    assert set(emitted["action_outcomes"]) == set(after_restart), "one outcome per decision"
