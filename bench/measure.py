@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 from kafka import KafkaConsumer, TopicPartition
 
+from jobs.publish import iter_topic
+
 CHECKPOINT_LINE = re.compile(
     r"Completed checkpoint (\d+) for job \w+ \((\d+) bytes, checkpointDuration=(\d+) ms"
 )
@@ -136,21 +138,14 @@ def run_measured(
 def output_span(bootstrap: str, topic: str) -> tuple[int, int | None, int | None]:
     """(records, first timestamp, last timestamp) of a topic, aborted records included: the
     embedded broker shows them to every reader, and they were work done."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_uncommitted",
-        enable_auto_commit=False,
-        consumer_timeout_ms=8000,
-        fetch_max_bytes=32 * 2**20,
-    )
-    consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-    consumer.seek_to_beginning()
     count, first, last = 0, None, None
-    for record in consumer:
+    records = iter_topic(
+        bootstrap, topic, "read_uncommitted", idle_timeout_s=8, fetch_max_bytes=32 * 2**20
+    )
+    for record in records:
         count += 1
         first = record.timestamp if first is None else min(first, record.timestamp)
         last = record.timestamp if last is None else max(last, record.timestamp)
-    consumer.close()
     return count, first, last
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pyflink
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from bench.measure import Run, checkpoints, run_measured
@@ -36,6 +36,7 @@ from conf import settings as settings_module
 from conf import stack
 from conf.settings import OUTPUT_TOPICS, Settings
 from jobs import ingest
+from jobs.publish import iter_topic
 from udfs.events import SourceRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,13 +182,10 @@ def latency_run(config: Settings, config_file: Path, records, rate: float, work_
             job.wait(timeout=180)
         except subprocess.TimeoutExpired:
             job.kill()
-    arrived = {
-        json.loads(r.value)["event_id"]: r.timestamp
-        for r in read_all(paced, topic.name, topic.partitions)
-    }
+    arrived = {json.loads(r.value)["event_id"]: r.timestamp for r in read_all(paced, topic.name)}
     scores = paced.kafka.topics.scores
     scored: dict[str, int] = {}  # event id -> its first score record's timestamp
-    for r in read_all(paced, scores.name, scores.partitions):
+    for r in read_all(paced, scores.name):
         event_id = (json.loads(r.value) if r.value else {}).get("event_id")
         if event_id in arrived:
             scored[event_id] = min(scored.get(event_id, r.timestamp), r.timestamp)
@@ -206,20 +204,10 @@ def latency_run(config: Settings, config_file: Path, records, rate: float, work_
     }
 
 
-def read_all(config: Settings, topic: str, partitions: int) -> list:
+def read_all(config: Settings, topic: str):
     """Every record of a topic, aborted ones included: the embedded broker shows them anyway,
     and holds committed ones back from read_committed readers while a job runs."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        isolation_level="read_uncommitted",
-        enable_auto_commit=False,
-        consumer_timeout_ms=8000,
-    )
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-    consumer.seek_to_beginning()
-    records = list(consumer)
-    consumer.close()
-    return records
+    return iter_topic(config.kafka.bootstrap_servers, topic, "read_uncommitted", idle_timeout_s=8)
 
 
 def plot(result: dict, runs: dict[str, Run], path: Path) -> None:

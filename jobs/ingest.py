@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
+from py4j.protocol import Py4JJavaError
 from pyflink.common import Configuration, JobClient, JobStatus, Row, Types
 from pyflink.datastream import (
     CheckpointingMode,
@@ -153,9 +154,10 @@ class KafkaRawSource:
         start: dict[int, int] | None = None,
         stop: dict[int, int] | None = None,
         group: str = "ingest",
+        ends_with_drain: bool = False,
     ):
         self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
-        self.group = group
+        self.group, self.ends_with_drain = group, ends_with_drain
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
         kafka = self.config.kafka
@@ -176,7 +178,11 @@ class KafkaRawSource:
             options["scan.bounded.mode"] = "specific-offsets"
             options["scan.bounded.specific-offsets"] = offsets_option(self.stop)
         profile, contract = self.config.profile, self.config.events
-        if profile.idleness_ms:
+        # Flink drops the final watermark of a drain from a source that is idle then
+        # (FLINK-40499), and timers due after the last event would never fire: a run that ends
+        # with a drain keeps its source active, at the cost of event time waiting for the
+        # slowest partition while it runs.
+        if profile.idleness_ms and not self.ends_with_drain:
             options["scan.watermark.idle-timeout"] = f"{profile.idleness_ms} ms"
         self.t_env.execute_sql(
             flink_statement(
@@ -343,9 +349,10 @@ def wait_for_end(
     restored enumerator never tells its readers there are no more splits), so such a run is
     stopped with a drain once a checkpoint covers the stop offsets: the drain advances event
     time to the end, as the end of input would, and commits the last outputs with a final
-    savepoint. A split that ended before the snapshot may have left no committed offset, and
-    then this waits for good (it reports which partitions it waits for): restore bounded runs
-    from snapshots of unbounded ones, or run them again from the start."""
+    savepoint. Its source is never marked idle (KafkaRawSource). A split that ended before the
+    snapshot may have left no committed offset, and then this waits for good (it reports which
+    partitions it waits for): restore bounded runs from snapshots of unbounded ones, or run
+    them again from the start."""
     with stopped_on_signal(client, config):
         if restored and stop is not None:
             reported = time.monotonic()
@@ -384,14 +391,29 @@ def stopped_on_signal(client: JobClient, config: Settings):
             signal.signal(s, handler)
 
 
-def stop_with_savepoint(client: JobClient, config: Settings, drain: bool) -> str:
+# A savepoint asked for while the job's tasks are still being deployed is refused with this.
+TASKS_NOT_RUNNING = "Not all required tasks are currently running"
+
+
+def stop_with_savepoint(
+    client: JobClient, config: Settings, drain: bool, startup_timeout_s: float = 120.0
+) -> str:
     """Stops the job with a savepoint under `savepoint_uri`, which commits its last outputs;
     `drain` advances event time to the end first (all timers fire). Returns the savepoint path.
+    A job whose tasks are still starting (a restored run with nothing left to read gets here at
+    once) is asked again until they run, for at most `startup_timeout_s`.
     PyFlink 2.0's `JobClient.stop_with_savepoint` calls a Java overload that no longer exists
     (the savepoint format became a required argument), so this calls the Java client."""
     formats = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType
     directory = savepoint_uri(config.flink)
-    return client._j_job_client.stopWithSavepoint(drain, directory, formats.CANONICAL).get()
+    deadline = time.monotonic() + startup_timeout_s
+    while True:
+        try:
+            return client._j_job_client.stopWithSavepoint(drain, directory, formats.CANONICAL).get()
+        except Py4JJavaError as error:
+            if TASKS_NOT_RUNNING not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def submit(
@@ -408,7 +430,8 @@ def submit(
     checkpoint or savepoint whose state and source offsets it resumes from."""
     env = create_environment(config, restore_from)
     t_env = create_table_environment(env)
-    source = KafkaRawSource(t_env, config, start, stop, group=name)
+    drained = restore_from is not None and stop is not None  # see wait_for_end
+    source = KafkaRawSource(t_env, config, start, stop, group=name, ends_with_drain=drained)
     build(env, config, source, sinks(t_env, config))
     return env.execute_async(name)
 

@@ -12,14 +12,13 @@ from collections import Counter
 from collections.abc import Callable
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
 from psycopg.rows import dict_row
 
 from conf import settings as settings_module
 from conf.settings import Settings
 from jobs import profile
 from jobs.generate import GenerateSummary, generate
-from jobs.publish import PublishReport
+from jobs.publish import PublishReport, iter_topic
 from udfs.events import DeadLetter
 
 PROPENSITIES = (
@@ -42,17 +41,9 @@ def read_dead_letters(
     the same record again (the local broker shows records of aborted transactions), so it is kept
     once.
     """
-    topic = config.kafka.topics.events_dlq
-    consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=int(timeout_s * 1000),
-    )
-    consumer.assign([TopicPartition(topic.name, p) for p in range(topic.partitions)])
+    topic = config.kafka.topics.events_dlq.name
     found: dict[str, DeadLetter] = {}
-    for message in consumer:
+    for message in iter_topic(config.kafka.bootstrap_servers, topic, idle_timeout_s=timeout_s):
         letter = DeadLetter.from_json(message.value)
         if message.key != letter.dead_letter_id.encode():
             raise ValueError(
@@ -61,7 +52,6 @@ def read_dead_letters(
         source = letter.source
         if source.topic == source_topic and contains(source.partition, source.offset):
             found[letter.dead_letter_id] = letter
-    consumer.close()
     return found
 
 

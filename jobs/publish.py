@@ -1,6 +1,8 @@
-"""Publishing to Kafka with the offsets of what was written, so a bounded run can read it back.
+"""Publishing to Kafka with the offsets of what was written, so a bounded run can read it back,
+and reading a topic back whole.
 
-End offsets come from the broker's answers to our own sends, never from a ListOffsets request.
+Offsets come from the broker's answers to our own sends and fetches, never from a ListOffsets
+request: the local broker answers those wrongly at times (README, "The local broker").
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 
 @dataclass
@@ -123,3 +127,35 @@ class Publisher:
                 f"{len(self._errors)} records were not acknowledged: {self._errors[0]}"
             )
         return self.report
+
+
+def iter_topic(
+    bootstrap_servers: str,
+    topic: str,
+    isolation: str = "read_committed",
+    idle_timeout_s: float = 15.0,
+    **options,
+) -> Iterator[ConsumerRecord]:
+    """Every record of a topic that a reader with this isolation level gets, in offset order per
+    partition. The end is `idle_timeout_s` without a record, since end offsets are not trusted.
+    Each partition is read from offset 0 rather than from the first offset the broker names (the
+    local broker has named a later one); where old records were deleted, offset 0 is out of
+    range and the reader starts at the earliest one left."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        isolation_level=isolation,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=int(idle_timeout_s * 1000),
+        **options,
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        for partition in partitions:
+            consumer.seek(partition, 0)
+        yield from consumer
+    finally:
+        consumer.close()

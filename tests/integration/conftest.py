@@ -5,12 +5,11 @@ import uuid
 import psycopg
 import psycopg.sql
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from conf import settings as settings_module
 from conf import stack
 from jobs.local_run import read_dead_letters
-from jobs.publish import Publisher, PublishReport
+from jobs.publish import Publisher, PublishReport, iter_topic
 from udfs.events import DeadLetter
 
 TEST_DATABASE = "behavior_test"
@@ -123,19 +122,7 @@ def user_key(raw: bytes) -> str | None:
 def topic_records(settings, topic=None, isolation="read_committed") -> list:
     """Every record of a topic (default: profiles) a reader with this isolation level gets, in
     offset order per partition. End offsets cannot be trusted on the local broker, so the test
-    reads everything and picks its own records by event time."""
+    reads everything (the end is 15 s without a record: the local broker can pause for seconds
+    when the machine is busy) and picks its own records by event time."""
     topic = topic or settings.kafka.topics.profiles
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        isolation_level=isolation,
-        enable_auto_commit=False,
-        # The end is 15 s without a record: end offsets are not to be trusted here, and the
-        # local broker can pause for seconds when the machine is busy.
-        consumer_timeout_ms=15_000,
-    )
-    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    records = list(consumer)
-    consumer.close()
-    return records
+    return list(iter_topic(settings.kafka.bootstrap_servers, topic.name, isolation))

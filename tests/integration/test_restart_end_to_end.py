@@ -1,8 +1,9 @@
 """A decision is never emitted twice across a job restart: the profile job (local Flink,
-checkpointing on, started from its command line as a user would) is stopped with SIGTERM in the
-middle of its input, after decisions were committed, which stops it with a savepoint, and
-started again with `--restore latest`. The decisions made before the stop stay as they were,
-every decision is in `actions` and in PostgreSQL the same, with one outcome each.
+checkpointing on, started from its command line as a user would) is stopped with SIGTERM once a
+checkpoint covers the first half of its input, which stops it with a savepoint; the second half
+arrives while it is down, and it is started again with `--restore latest`. The decisions made
+before the stop stay as they were, every decision is in `actions` and in PostgreSQL the same,
+with one outcome each, in Kafka and in PostgreSQL.
 
 (Whether the decisions equal those of a run without the stop depends on timing here: with idle
 partitions, event time advances at moments that depend on how fast each partition is read.)
@@ -25,12 +26,11 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from jobs import ingest
+from jobs import ingest, profile
 from models.generator import EventGenerator
 from tests.integration.conftest import publish, topic_records
 
 START_TS_MS = 1_780_272_000_000  # 2026-06-01T00:00:00Z: this test's own stretch of event time
-CUT_AFTER = 40  # decisions in PostgreSQL before the job is cut off
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -82,17 +82,18 @@ def decisions(settings, topic) -> dict[str, list[dict]]:
     return found
 
 
-def decision_rows(settings) -> int:
-    with psycopg.connect(settings.postgres.conninfo()) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM actions WHERE ts >= %s", (START_TS_MS,)
-        ).fetchone()[0]
-
-
 def decision_table(settings) -> dict[str, dict]:
     with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
         rows = conn.execute("SELECT * FROM actions WHERE ts >= %s", (START_TS_MS,)).fetchall()
     return {r["decision_id"]: r for r in rows}
+
+
+def outcome_table(settings) -> set[str]:
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        rows = conn.execute(
+            "SELECT decision_id FROM action_outcomes WHERE decided_ts >= %s", (START_TS_MS,)
+        ).fetchall()
+    return {decision_id for (decision_id,) in rows}
 
 
 def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path):
@@ -102,28 +103,30 @@ def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp
     generator = own.generator.model_copy(update={"start_ts_ms": START_TS_MS})
     restarted = own.model_copy(update={"models": models, "flink": flink, "generator": generator})
     history = EventGenerator(restarted.generator, users=150, days=4, seed=404).generate()
-    batch = publish(restarted, [(e["user_id"], json.dumps(e).encode()) for e in history.events])
-    start, stop = batch.bounds()
+    records = [(e["user_id"], json.dumps(e).encode()) for e in history.events]
+    half = len(records) // 2
 
-    # The run that is stopped once decisions are committed and a checkpoint is kept. It runs
-    # unbounded, as a service does: a bounded source's splits that end before the savepoint
-    # leave no committed offset behind, and the restored run (below) ends with a drain once
-    # the committed offsets reach the stop offsets.
+    # The job runs unbounded, as a service does, over the first half of the input, and is
+    # stopped once a checkpoint covers all of it; the second half arrives while it is down.
+    first = publish(restarted, records[:half])
+    start, first_stop = first.bounds()
     config_file = tmp_path / "restarted.yaml"
     with job_process(restarted, config_file, start, None) as process:
         deadline = time.monotonic() + 300
-        while (
-            decision_rows(restarted) < CUT_AFTER or ingest.latest_snapshot(restarted.flink) is None
-        ):
+        while ingest.stop_offsets_ahead(restarted, profile.SOURCE_GROUP, first_stop):
             assert process.poll() is None, "the job ended before it could be stopped"
-            assert time.monotonic() < deadline, "the job made no decisions"
+            assert time.monotonic() < deadline, "the job did not read the first half"
             time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
         assert exit_code(process, config_file, 180) == 0, "the job did not stop with a savepoint"
+    second = publish(restarted, records[half:])
+    _, second_stop = second.bounds()
+    stop = {p: max(first_stop[p], second_stop[p]) for p in first_stop}
     before_stop = decision_table(restarted)
     with job_process(restarted, config_file, start, stop, "--restore", "latest") as restart:
         assert exit_code(restart, config_file, 600) == 0, "the restarted job failed"
     after_restart = decision_table(restarted)
+    assert before_stop, "the first half led to no decisions"
     assert len(after_restart) > len(before_stop), "the restarted job made no decisions"
     # What was decided before the stop is kept as it was (state and offsets restored).
     assert {d: after_restart.get(d) for d in before_stop} == before_stop
@@ -144,3 +147,4 @@ def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp
         )
     assert emitted["actions"] == after_restart, "Kafka and PostgreSQL hold the same decisions"
     assert set(emitted["action_outcomes"]) == set(after_restart), "one outcome per decision"
+    assert outcome_table(restarted) == set(after_restart), "and in PostgreSQL the same"
