@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,15 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+def task_managers() -> list[psutil.Process]:
+    """The standalone cluster's task managers (their Python workers are their children)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any("TaskManagerRunner" in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
 def run_measured(
     name: str,
     command: list[str],
@@ -89,9 +99,11 @@ def run_measured(
     events: int,
     timeout_s: float,
     log: Path,
+    memory_of: Callable[[], list[psutil.Process]] | None = None,
 ) -> Run:
-    """Runs a contender to its end, sampling its committed progress and its memory; then
-    reads the span of its output topic."""
+    """Runs a contender to its end, sampling its committed progress and its memory (of its
+    process tree, or of the processes `memory_of` finds, with theirs); then reads the span of
+    its output topic."""
     run = Run(name, events)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     partitions = {p: TopicPartition(topic, p) for p in start}
@@ -106,10 +118,10 @@ def run_measured(
         while not stop.wait(0.5):
             committed = {p: consumer.committed(tp) for p, tp in partitions.items()}
             consumed = sum(max((committed[p] or 0) - start[p], 0) for p in partitions)
-            try:
-                rss = tree_rss(watched)
-            except psutil.NoSuchProcess:
-                rss = 0
+            rss = 0
+            for process in memory_of() if memory_of else [watched]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    rss += tree_rss(process)
             t = time.monotonic() - started
             run.samples.append(Sample(t, consumed, rss))
             if t - last_report >= 15:

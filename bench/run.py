@@ -29,7 +29,7 @@ import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from bench.measure import Run, checkpoints, run_measured
+from bench.measure import Run, checkpoints, run_measured, task_managers
 from bench.plain import PlainProfiler
 from bench.workload import publish_workload, read_workload, workload_file
 from conf import settings as settings_module
@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 BENCH_DATABASE = "behavior_bench"
+COLOURS = ["#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 
 
 def say(message: str) -> None:
@@ -93,6 +94,24 @@ def flink_command(start, stop) -> list[str]:
     if stop is not None:
         command += ["--stop-offsets", ingest.format_offsets(stop)]
     return command
+
+
+def cluster_settings(config: Settings, slots: int, work_dir: Path) -> Settings:
+    """The job on a standalone cluster of one task manager with `slots` slots, at parallelism
+    `slots`, with output topics, consumer group and cluster files of its own."""
+    own = config.with_own_topics(f"cluster{slots}")
+    flink = own.flink.model_copy(update={"parallelism": slots, "task_slots": slots})
+    local = own.local.model_copy(update={"state_dir": str(work_dir / f"cluster-{slots}")})
+    return own.model_copy(update={"flink": flink, "local": local})
+
+
+def cluster_contender(config: Settings, config_file: Path, start, stop) -> tuple:
+    """(command, environment, consumer group, output topic): `make submit` of the profile job."""
+    env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "conf.stack", "submit", "profile"]
+    command += flink_command(start, stop)[3:]  # its offsets
+    group = f"{config.kafka.consumer_group}-profile"
+    return command, env, group, config.kafka.topics.scores.name
 
 
 def flink_log() -> Path:
@@ -219,7 +238,7 @@ def plot(result: dict, runs: dict[str, Run], path: Path) -> None:
     fig, (bars, progress) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = ["ceiling", *runs]
     rates = [result["ceiling"]["events_per_s"], *(r.sustained_rate() for r in runs.values())]
-    bars.bar(names, rates, color=["#999999", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(names)])
+    bars.bar(names, rates, color=COLOURS[: len(names)])
     for i, rate in enumerate(rates):
         bars.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom")
     bars.set_ylabel("events/s (sustained)")
@@ -253,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--skip", default="", help="comma list of contenders to leave out: flink,baseline,quix"
+    )
+    parser.add_argument(
+        "--cluster-slots",
+        default="1,2",
+        help="slot counts of the scaling runs on a standalone cluster (process mode); '': none",
     )
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="per contender")
     args = parser.parse_args(argv)
@@ -324,6 +348,42 @@ def main(argv: list[str] | None = None) -> int:
         peak_mb = run.peak_rss_bytes / 2**20
         say(f"{name}: {run.sustained_rate():,.0f} events/s, peak {peak_mb:,.0f} MB")
 
+    slot_counts = [int(n) for n in args.cluster_slots.split(",") if n]
+    if slot_counts and stack.cluster_answers(base):
+        say("scaling runs skipped: a Flink cluster already runs here (`make cluster-down` first)")
+        slot_counts = []
+    for slots in slot_counts:
+        name = f"cluster-{slots}"
+        scaled = cluster_settings(config, slots, work_dir)
+        scaled_file = work_dir / f"{name}.yaml"
+        scaled_file.write_text(yaml.safe_dump(scaled.model_dump(mode="json")))
+        stack.ensure_topics(scaled)
+        say(f"{name}: {stack.cluster_up(scaled)}")
+        try:
+            command, env, group, output = cluster_contender(scaled, scaled_file, start, stop)
+            say(f"{name}: running over {len(records):,} events at parallelism {slots}")
+            run = run_measured(
+                name,
+                command,
+                env,
+                config.kafka.bootstrap_servers,
+                group,
+                start,
+                topic.name,
+                output,
+                len(records),
+                args.timeout_s,
+                work_dir / f"{name}.log",
+                memory_of=task_managers,
+            )
+        finally:
+            stack.cluster_down(scaled)
+        runs[name] = run
+        result[name] = run.summary()
+        result[name]["slots"] = slots
+        peak_mb = run.peak_rss_bytes / 2**20
+        say(f"{name}: {run.sustained_rate():,.0f} events/s, task manager peak {peak_mb:,.0f} MB")
+
     baseline = runs.get("baseline")
     ratios = {}
     for name, run in runs.items():
@@ -331,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"{name}/baseline"] = round(run.sustained_rate() / baseline.sustained_rate(), 2)
         ratios[f"{name}/ceiling"] = round(
             run.sustained_rate() / result["ceiling"]["events_per_s"], 2
+        )
+    if slot_counts and len(slot_counts) > 1:
+        first, last = (f"cluster-{n}" for n in (slot_counts[0], slot_counts[-1]))
+        ratios[f"{last}/{first}"] = round(
+            runs[last].sustained_rate() / runs[first].sustained_rate(), 2
         )
     result["ratios"] = ratios
     if "flink" in runs and args.latency_events:

@@ -51,8 +51,9 @@ class OnnxModel:
         self.session = ort.InferenceSession(
             model_bytes, options, providers=["CPUExecutionProvider"]
         )
-        self.features = features
-        self.fill = fill or {}
+        self.features = tuple(features)
+        fill = fill or {}
+        self.fill_row = np.array([fill.get(name, 0.0) for name in features], dtype=np.float64)
         first = self.session.get_inputs()[0]
         self.input = first.name
         # Tree ensembles are exported for float32 input, the rest for float64.
@@ -62,15 +63,10 @@ class OnnxModel:
     def rows(self, values: list[dict[str, float]]) -> np.ndarray:
         """Rows in the model's feature order; a missing or NaN feature takes its fill value (the
         training median), so an older or partial profile can still be scored."""
-        return np.array(
-            [[self._value(v, name) for name in self.features] for v in values], dtype=np.float64
-        )
-
-    def _value(self, values: dict[str, float], name: str) -> float:
-        x = values.get(name)
-        if x is None or x != x:  # absent or NaN
-            return self.fill.get(name, 0.0)
-        return float(x)
+        # None becomes NaN in a float array, so one vectorised fill covers absent and NaN.
+        X = np.array([list(map(v.get, self.features)) for v in values], dtype=np.float64)
+        missing = np.isnan(X)
+        return np.where(missing, self.fill_row, X) if missing.any() else X
 
     def run(self, X: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input: X.astype(self.dtype, copy=False)})
@@ -127,14 +123,14 @@ class ModelSet:
     ) -> list[Propensity]:
         """Each target's probability from the cohort's own model, or the global one."""
         out = []
+        rows: dict[tuple[str, ...], np.ndarray] = {}  # models trained on the same features
         for target in self.targets if targets is None else targets:
             chosen = self.propensity.get((target, cohort)) or self.propensity.get((target, None))
             if chosen is None:
                 continue
             name, model = chosen
-            out.append(
-                Propensity(
-                    target, float(model.positive_probability(model.rows([features]))[0]), name
-                )
-            )
+            X = rows.get(model.features)
+            if X is None:
+                X = rows[model.features] = model.rows([features])
+            out.append(Propensity(target, float(model.positive_probability(X)[0]), name))
         return out

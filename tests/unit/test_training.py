@@ -83,6 +83,7 @@ def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name
     row[entry["features"][1]] = float("nan")
     X = onnx.rows([row])
     assert X[0, 0] == entry["fill"][dropped] and np.isfinite(X).all()
+    assert X[0, 1] == entry["fill"][entry["features"][1]]
     assert all(np.isfinite(output).all() for output in onnx.run(X))
 
 
