@@ -83,17 +83,16 @@ def ceiling(config: Settings, records: list[tuple[str, bytes]]) -> dict:
     }
 
 
-def flink_command(start, stop) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.profile",
-        "--start-offsets",
-        ingest.format_offsets(start),
-    ]
+def offset_args(start, stop) -> list[str]:
+    """The profile job's command-line bounds: from `start`, to `stop` unless it is None."""
+    args = ["--start-offsets", ingest.format_offsets(start)]
     if stop is not None:
-        command += ["--stop-offsets", ingest.format_offsets(stop)]
-    return command
+        args += ["--stop-offsets", ingest.format_offsets(stop)]
+    return args
+
+
+def flink_command(start, stop) -> list[str]:
+    return [sys.executable, "-m", "jobs.profile", *offset_args(start, stop)]
 
 
 def cluster_settings(config: Settings, slots: int, work_dir: Path) -> Settings:
@@ -108,8 +107,7 @@ def cluster_settings(config: Settings, slots: int, work_dir: Path) -> Settings:
 def cluster_contender(config: Settings, config_file: Path, start, stop) -> tuple:
     """(command, environment, consumer group, output topic): `make submit` of the profile job."""
     env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "conf.stack", "submit", "profile"]
-    command += flink_command(start, stop)[3:]  # its offsets
+    command = [sys.executable, "-m", "conf.stack", "submit", "profile", *offset_args(start, stop)]
     group = f"{config.kafka.consumer_group}-profile"
     return command, env, group, config.kafka.topics.scores.name
 
@@ -321,12 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     batch = publish_workload(config, records, topic.name, topic.partitions)
     start, stop = batch.bounds()
 
-    runs: dict[str, Run] = {}
-    for name, (command, env, group, output) in contenders(
-        config, config_file, start, stop, skip
-    ).items():
-        say(f"{name}: running over {len(records):,} events")
-        run = run_measured(
+    def measure(name, command, env, group, output, memory_of=None) -> Run:
+        """One contender over the published workload, its log in the run's folder."""
+        return run_measured(
             name,
             command,
             env,
@@ -338,7 +333,15 @@ def main(argv: list[str] | None = None) -> int:
             len(records),
             args.timeout_s,
             work_dir / f"{name}.log",
+            memory_of,
         )
+
+    runs: dict[str, Run] = {}
+    for name, (command, env, group, output) in contenders(
+        config, config_file, start, stop, skip
+    ).items():
+        say(f"{name}: running over {len(records):,} events")
+        run = measure(name, command, env, group, output)
         runs[name] = run
         result[name] = run.summary()
         if name == "flink":
@@ -362,20 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             command, env, group, output = cluster_contender(scaled, scaled_file, start, stop)
             say(f"{name}: running over {len(records):,} events at parallelism {slots}")
-            run = run_measured(
-                name,
-                command,
-                env,
-                config.kafka.bootstrap_servers,
-                group,
-                start,
-                topic.name,
-                output,
-                len(records),
-                args.timeout_s,
-                work_dir / f"{name}.log",
-                memory_of=task_managers,
-            )
+            run = measure(name, command, env, group, output, memory_of=task_managers)
         finally:
             stack.cluster_down(scaled)
         runs[name] = run
@@ -392,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios[f"{name}/ceiling"] = round(
             run.sustained_rate() / result["ceiling"]["events_per_s"], 2
         )
-    if slot_counts and len(slot_counts) > 1:
+    if len(slot_counts) > 1:
         first, last = (f"cluster-{n}" for n in (slot_counts[0], slot_counts[-1]))
         ratios[f"{last}/{first}"] = round(
             runs[last].sustained_rate() / runs[first].sustained_rate(), 2

@@ -15,7 +15,7 @@ from models.generator import EventGenerator
 from tests.integration.conftest import publish, topic_records
 
 # Free-text fields of the contract (envelope and per-type), each given one of these.
-TEXT_FIELDS = (
+TEXT_FIELDS = (  # the envelope's three first
     "event_id",
     "user_id",
     "session_id",
@@ -97,9 +97,9 @@ def test_sql_in_every_text_field_is_stored_as_text_and_the_password_is_never_sho
     for e in events:
         user_id, session_id, properties = stored[e["event_id"]]
         assert (user_id, session_id) == (e["user_id"], e["session_id"])
-        for name, value in properties.items():
-            if name in TEXT_FIELDS:
-                assert value == e[name], name
+        for name in TEXT_FIELDS[3:]:  # the type's own text fields, kept in `properties`
+            if isinstance(e.get(name), str):
+                assert properties.get(name) == e[name], name
     assert profiled == {e["user_id"] for e in events}
     # The report's own query takes the experiment name as a parameter too.
     assert report.user_outcomes(settings, INJECTIONS[0]) == []
