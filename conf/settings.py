@@ -160,8 +160,11 @@ class Flink(Strict):
     bundle_time_ms: Annotated[int, Field(ge=1)] = 200
     rest_port: Annotated[int, Field(ge=1, le=65535)] = 8081
     task_slots: Annotated[int, Field(ge=1, le=64)] = 2
-    # Restarts from the last checkpoint before a job is declared failed.
-    restart_attempts: Annotated[int, Field(ge=0)] = 5
+    # Restarts from the last checkpoint before a job is declared failed, and the longest wait
+    # before one (the waits double from 1 s): the defaults ride out about three minutes of a
+    # service being away.
+    restart_attempts: Annotated[int, Field(ge=0)] = 10
+    restart_max_backoff_s: Annotated[int, Field(ge=1)] = 30
     # Checkpoints (state and source offsets) go here and are kept when a job is cancelled or
     # fails for good, so it can be started again from the latest (`--restore latest`). A URI, or
     # a local path (made absolute). Cluster jobs need a place every task manager can reach.

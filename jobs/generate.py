@@ -140,7 +140,9 @@ def generate(
     publisher = Publisher(
         settings.kafka.bootstrap_servers, topic.name, topic.partitions, rate=rate, label="generate"
     )
-    mixed = with_hostile_records(history.events, invalid_rate, generator.seed, bounds)
+    mixed = with_hostile_records(
+        history.events, invalid_rate, generator.seed, bounds, settings.events.max_bytes
+    )
     for key, value, reason in mixed:
         if reason is None:
             valid += 1

@@ -119,10 +119,19 @@ class ParseEvents(ProcessFunction):
 
 
 def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, DataStream]:
+    """Parses in the source's own subtasks: the records of a partition stay in their order until
+    they are keyed by user (a rebalance here would interleave them from two channels)."""
     parsed = (
-        raw.process(ParseEvents(contract), ARCHIVE_ROW).name("parse-events").uid("parse-events")
+        raw.process(ParseEvents(contract), ARCHIVE_ROW)
+        .name("parse-events")
+        .uid("parse-events")
+        .set_parallelism(parallelism_of(raw))
     )
     return parsed, parsed.get_side_output(DEAD_LETTERS).name("dead-letters").uid("dead-letters")
+
+
+def parallelism_of(stream: DataStream) -> int:
+    return stream._j_data_stream.getParallelism()
 
 
 def build_pipeline(
@@ -271,9 +280,16 @@ def create_environment(
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", str(flink.restart_attempts))
-    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    # A failure (a broker or database gone for a while) restarts the job from its last
+    # checkpoint after 1 s, then 2, 4 ... up to the longest backoff; it fails for good after
+    # `restart_attempts` restarts with no quiet hour between them.
+    restart = "restart-strategy.exponential-delay"
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string(f"{restart}.initial-backoff", "1 s")
+    conf.set_string(f"{restart}.max-backoff", f"{flink.restart_max_backoff_s} s")
+    conf.set_string(f"{restart}.backoff-multiplier", "2.0")
+    conf.set_string(f"{restart}.reset-backoff-threshold", "1 h")
+    conf.set_string(f"{restart}.attempts-before-reset-backoff", str(flink.restart_attempts))
     conf.set_string("python.execution-mode", flink.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
@@ -346,27 +362,61 @@ def wait_for_end(
     savepoint (its last outputs committed) for `--restore latest` to resume from.
 
     A bounded Kafka source restored from a checkpoint never ends by itself (FLINK-31006: the
-    restored enumerator never tells its readers there are no more splits), so such a run is
-    stopped with a drain once a checkpoint covers the stop offsets: the drain advances event
-    time to the end, as the end of input would, and commits the last outputs with a final
-    savepoint. Its source is never marked idle (KafkaRawSource). A split that ended before the
-    snapshot may have left no committed offset, and then this waits for good (it reports which
-    partitions it waits for): restore bounded runs from snapshots of unbounded ones, or run
-    them again from the start."""
+    restored enumerator never tells its readers there are no more splits). That is so for a run
+    started with `--restore`, and for any bounded run that restarted after a failure (a database
+    or broker away for a while). So once a checkpoint covers the stop offsets, a restored run is
+    stopped with a drain at once, and any other bounded run still going a grace period later:
+    the drain advances event time to the end, as the end of input would, and commits the last
+    outputs with a final savepoint. The source is never marked idle (KafkaRawSource). A split
+    that ended before the snapshot may have left no committed offset, and then this waits for
+    good (it reports which partitions it waits for): restore bounded runs from snapshots of
+    unbounded ones, or run them again from the start."""
     with stopped_on_signal(client, config):
-        if restored and stop is not None:
-            reported = time.monotonic()
-            while behind := stop_offsets_ahead(config, group, stop):
-                if client.get_job_status().result() in (JobStatus.FAILED, JobStatus.CANCELED):
-                    break
-                if time.monotonic() - reported > 60:
-                    print(f"restored run: waiting for partitions {behind}", file=sys.stderr)
-                    reported = time.monotonic()
-                time.sleep(poll_s)
-            else:
-                savepoint = stop_with_savepoint(client, config, drain=True)
-                print(f"stop offsets reached; drained to savepoint {savepoint}", file=sys.stderr)
+        if stop is not None:
+            grace_s = 0.0 if restored else 3 * config.flink.checkpoint_interval_ms / 1000 + 30
+            drain_when_read(client, config, group, stop, grace_s, poll_s)
         client.get_job_execution_result().result()
+
+
+def job_ended(client: JobClient) -> bool:
+    """Finished, failed or cancelled; also when its local cluster is already gone."""
+    try:
+        status = client.get_job_status().result()
+    except Py4JJavaError:
+        return True
+    return status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def drain_when_read(
+    client: JobClient,
+    config: Settings,
+    group: str,
+    stop: dict[int, int],
+    grace_s: float,
+    poll_s: float,
+) -> None:
+    """Stops the job with a drain once a checkpoint has covered `stop` for `grace_s` and the job
+    has not ended by itself (see wait_for_end); returns when the job has ended either way."""
+    reported = time.monotonic()
+    read_since = None
+    while not job_ended(client):
+        now = time.monotonic()
+        if behind := stop_offsets_ahead(config, group, stop):
+            if now - reported > 60:
+                print(f"waiting for partitions {behind}", file=sys.stderr)
+                reported = now
+        else:
+            read_since = read_since or now
+            if now - read_since >= grace_s:
+                try:
+                    savepoint = stop_with_savepoint(client, config, drain=True)
+                except Py4JJavaError:
+                    if job_ended(client):
+                        return  # it ended by itself meanwhile
+                    raise
+                print(f"stop offsets reached; drained to savepoint {savepoint}", file=sys.stderr)
+                return
+        time.sleep(poll_s)
 
 
 @contextmanager

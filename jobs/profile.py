@@ -113,6 +113,7 @@ SCORE_FIELDS = [
     ("user_id", Types.STRING()),
     ("ts", Types.LONG()),
     ("event_id", Types.STRING()),
+    ("profile_version", Types.LONG()),  # with user_id, the record's id
     ("model_version", Types.INT()),
     ("cohort", Types.INT()),
     ("cohort_name", Types.STRING()),
@@ -138,6 +139,7 @@ MOVE_FIELDS = [
 LEAD_FIELDS = [
     ("user_id", Types.STRING()),
     ("ts", Types.LONG()),
+    ("profile_version", Types.LONG()),  # with user_id, the record's id
     ("model_version", Types.INT()),
     ("cohort_name", Types.STRING()),
     ("intent", Types.DOUBLE()),
@@ -228,8 +230,10 @@ def session_row(s: SessionSummary) -> Row:
     return SESSION_RECORD(*(getattr(s, name) for name, _ in SESSION_FIELDS))
 
 
-def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[OutputTag, Row]]:
-    """The scores, lead score and cohort move (if any) of one profile update."""
+def score_rows(
+    scored: Scored, version: int, names: dict[int, dict[int, str]]
+) -> list[tuple[OutputTag, Row]]:
+    """The scores, lead score and cohort move (if any) of profile update `version`."""
     sc, lead = scored.scores, scored.scores.lead
     learned = {t: p.p for t, p in sc.learned.items()}
     out = [
@@ -239,6 +243,7 @@ def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[O
                 sc.user_id,
                 sc.ts,
                 sc.event_id,
+                version,
                 sc.model_version,
                 sc.cohort,
                 sc.cohort_name,
@@ -256,6 +261,7 @@ def score_rows(scored: Scored, names: dict[int, dict[int, str]]) -> list[tuple[O
             LEAD_RECORD(
                 sc.user_id,
                 sc.ts,
+                version,
                 sc.model_version,
                 sc.cohort_name,
                 lead.intent,
@@ -379,10 +385,15 @@ class BuildProfiles(KeyedProcessFunction):
         event = archived_event(row)
         stored = self.profile.value()
         profile = profile_state.from_row(stored, s) if stored else None
-        if profile is not None and profile.expires_at(s) <= event.ts:
-            # Expired, though the watermark has not yet fired its timer: do what it would do.
-            yield from self.catch_up(profile, self.schedule(), event.ts, ctx)
-            profile = None
+        schedule = self.schedule()
+        if profile is not None:
+            horizon = event.ts - s.out_of_orderness_ms
+            expired = yield from self.fire_due_timers(profile, schedule, horizon, ctx)
+            if not expired and profile.expires_at(s) <= event.ts:
+                # Expired, though the watermark has not yet fired its timer: do what it would do.
+                expired = yield from self.catch_up(profile, schedule, event.ts, ctx)
+            if expired:
+                profile, schedule = None, Schedule()
         self.seen.put(row.event_id, row.ts_ms)
         if event.type is EventType.CONSENT_UPDATE:
             if revokes_profiling(event):
@@ -392,7 +403,6 @@ class BuildProfiles(KeyedProcessFunction):
             return
         profile = profile or UserProfile.new(row.user_id, s)
         profile.apply(event, watermark, s)
-        schedule = self.schedule()
         yield from self.attribute(event, schedule)
         yield from self.store_and_emit(profile, schedule, event.ts, ctx, event=event)
 
@@ -404,8 +414,22 @@ class BuildProfiles(KeyedProcessFunction):
         schedule.wake_at = None  # this timer has fired
         yield from self.catch_up(profile_state.from_row(stored, self.s), schedule, timestamp, ctx)
 
+    def fire_due_timers(self, profile: UserProfile, schedule: Schedule, horizon: int, ctx):
+        """Does now what the user's timers due by event time `horizon` will do, in their order.
+        An event at `ts` means no watermark has passed `ts - out_of_orderness` yet, so a timer
+        due by then has not fired; firing it before the event, instead of whenever the watermark
+        gets there, makes the order of a user's updates the same in every run, restarts
+        included (watermarks are not checkpointed, so timers fire later after a restore)."""
+        while (due := schedule.wake_at) is not None and due <= horizon:
+            ctx.timer_service().delete_event_time_timer(due)
+            schedule.wake_at = None
+            if (yield from self.catch_up(profile, schedule, due, ctx)):
+                return True  # expired: the user's state is gone
+        return False
+
     def catch_up(self, profile: UserProfile, schedule: Schedule, now: int, ctx):
-        """Everything due by event time `now`: session closes, a held-back update, expiry."""
+        """Everything due by event time `now`: session closes, a held-back update, expiry.
+        Returns whether the profile expired (its state is then cleared)."""
         s = self.s
         closed = profile.close_sessions(now, s)
         for summary in closed:
@@ -418,6 +442,8 @@ class BuildProfiles(KeyedProcessFunction):
         if profile.expires_at(s) <= now:
             self.expiries.inc()
             self.clear(ctx)
+            return True
+        return False
 
     # ------------------------------------------------------------ state and timers
 
@@ -467,7 +493,7 @@ class BuildProfiles(KeyedProcessFunction):
             self.cohort.update(
                 Row(st.cohort, st.since_ts, st.model_version, st.challenger, st.challenger_since)
             )
-        yield from score_rows(scored, live.cohort_names)
+        yield from score_rows(scored, snapshot.columns["version"], live.cohort_names)
         if live.policy is not None:
             yield from self.decide(scored.scores, snapshot, schedule)
 
@@ -596,7 +622,11 @@ def set_uid(transformation, name: str) -> None:
 def by_user(events: DataStream) -> KeyedStream:
     keyed = events.key_by(lambda row: row.user_id, key_type=Types.STRING())
     # The keyed stream is a partitioning (no operator); its input is PyFlink's key extractor.
-    set_uid(keyed._j_data_stream.getTransformation().getInputs().get(0), "key-by-user")
+    # It runs in the subtasks of its input, so each user's events reach build-profiles through
+    # one channel, in the order their partition holds them (fire_due_timers relies on it).
+    extractor = keyed._j_data_stream.getTransformation().getInputs().get(0)
+    set_uid(extractor, "key-by-user")
+    extractor.setParallelism(ingest.parallelism_of(events))
     return keyed
 
 

@@ -537,11 +537,12 @@ class EventGenerator:
 
 
 def hostile_record(
-    rng: random.Random, valid: dict, ts_bounds: tuple[int, int]
+    rng: random.Random, valid: dict, ts_bounds: tuple[int, int], max_bytes: int = 65_536
 ) -> tuple[bytes, Reason]:
     """One malformed record derived from a valid event, with the reason the parser must give.
 
-    `ts_bounds` is (earliest, latest) event time the parser accepts.
+    `ts_bounds` is (earliest, latest) event time the parser accepts; `max_bytes` the largest
+    record it accepts (an oversized record is just over it).
     """
     broken = dict(valid)
     kind = rng.randrange(12)
@@ -568,7 +569,7 @@ def hostile_record(
         broken["ts"] = rng.choice([ts_bounds[0] - 1, 0, -5, ts_bounds[1] + DAY_MS * 365 * 100])
         return json.dumps(broken).encode(), Reason.BAD_TIMESTAMP
     if kind == 7:
-        broken["padding"] = "x" * 70_000
+        broken["padding"] = "x" * max_bytes
         return json.dumps(broken).encode(), Reason.OVERSIZED
     if kind == 8:
         broken["schema_version"] = rng.choice([0, 2, 99, "1"])
@@ -583,7 +584,7 @@ def hostile_record(
 
 
 def with_hostile_records(
-    events: list[dict], rate: float, seed: int, ts_bounds: tuple[int, int]
+    events: list[dict], rate: float, seed: int, ts_bounds: tuple[int, int], max_bytes: int = 65_536
 ) -> Iterator[tuple[str | None, bytes, Reason | None]]:
     """Serialize events, mixing in hostile records at `rate`.
 
@@ -593,5 +594,5 @@ def with_hostile_records(
     rng = random.Random(seed ^ 0x5EED)
     for event in events:
         if rate and rng.random() < rate:
-            yield None, *hostile_record(rng, event, ts_bounds)
+            yield None, *hostile_record(rng, event, ts_bounds, max_bytes)
         yield event["user_id"], json.dumps(event, separators=(",", ":")).encode(), None

@@ -2,6 +2,7 @@
 CREATE TEMPORARY TABLE ${table} (
   user_id       STRING,
   ts            BIGINT,
+  profile_version BIGINT,
   model_version INT,
   cohort_name   STRING,
   intent        DOUBLE,

@@ -3,6 +3,7 @@ CREATE TEMPORARY TABLE ${table} (
   user_id       STRING,
   ts            BIGINT,
   event_id      STRING,
+  profile_version BIGINT,
   model_version INT,
   cohort        INT,
   cohort_name   STRING,

@@ -1,6 +1,7 @@
 import json
 import random
 import uuid
+from contextlib import contextmanager
 
 import psycopg
 import psycopg.sql
@@ -44,6 +45,19 @@ def own_outputs(local_stack):
     The local broker never times a transaction out, so one left open on a shared topic by
     another job would hold this test's read_committed reads back for good; and a test that
     compares its tables with its topics must not see another test's rows."""
+    with outputs_of_own(local_stack) as own:
+        yield own
+
+
+@pytest.fixture
+def reference_outputs(local_stack):
+    """A second set of own outputs: for a reference run the test compares with."""
+    with outputs_of_own(local_stack) as own:
+        yield own
+
+
+@contextmanager
+def outputs_of_own(local_stack):
     tag = uuid.uuid4().hex[:8]
     p = local_stack.postgres.parts
     dsn = f"postgresql://{p['user']}@{p['host']}:{p['port']}/{TEST_DATABASE}_{tag}"
@@ -52,10 +66,12 @@ def own_outputs(local_stack):
     stack.ensure_topics(own)
     stack.ensure_database(own)
     stack.apply_migrations(own)
-    yield own
-    admin = own.postgres.conninfo(own.postgres.admin_database)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        drop_database(conn, own.postgres.parts["dbname"])
+    try:
+        yield own
+    finally:
+        admin = own.postgres.conninfo(own.postgres.admin_database)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            drop_database(conn, own.postgres.parts["dbname"])
 
 
 def drop_database(conn, name: str) -> None:

@@ -13,59 +13,18 @@ decision id may appear twice. The local broker shows them (README, "The local br
 every repeated id must be the same record again."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
-import pytest
-import yaml
 from psycopg.rows import dict_row
 
 from jobs import ingest, profile
 from models.generator import EventGenerator
 from tests.integration.conftest import publish, topic_records
+from tests.integration.job_process import exit_code, job_process, job_settings
 
 START_TS_MS = 1_780_272_000_000  # 2026-06-01T00:00:00Z: this test's own stretch of event time
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def job_process(settings, config_file: Path, start, stop, *extra: str):
-    """The profile job in a process of its own (its own JVM and MiniCluster), configured by a
-    file as `BEHAVIOR_CONFIG`; killed if it is still running when the block ends. A fresh
-    process is what a restart is: the planner numbers the operators it generates from zero in
-    each process, and a restore needs the same numbers. Its output goes to `<config>.log`."""
-    config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
-    command = [sys.executable, "-m", "jobs.profile"]
-    command += ["--start-offsets", ingest.format_offsets(start), *extra]
-    if stop is not None:
-        command += ["--stop-offsets", ingest.format_offsets(stop)]
-    env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file)}
-    with config_file.with_suffix(".log").open("a") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def exit_code(process, config_file: Path, timeout_s: float) -> int:
-    """The job's exit code; fails with the end of its output when it runs past the timeout."""
-    try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        tail = config_file.with_suffix(".log").read_text(errors="replace").splitlines()[-40:]
-        ended = "\n".join(tail)
-        pytest.fail(f"the job still ran after {timeout_s:.0f} s; its output ended:\n{ended}")
 
 
 def decisions(settings, topic) -> dict[str, list[dict]]:
@@ -97,11 +56,7 @@ def outcome_table(settings) -> set[str]:
 
 
 def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path):
-    own = own_outputs
-    models = own.models.model_copy(update={"directory": str(trained.registry.directory)})
-    flink = own.flink.model_copy(update={"checkpoint_dir": str(tmp_path / "checkpoints")})
-    generator = own.generator.model_copy(update={"start_ts_ms": START_TS_MS})
-    restarted = own.model_copy(update={"models": models, "flink": flink, "generator": generator})
+    restarted = job_settings(own_outputs, trained, tmp_path / "checkpoints", START_TS_MS)
     history = EventGenerator(restarted.generator, users=150, days=4, seed=404).generate()
     records = [(e["user_id"], json.dumps(e).encode()) for e in history.events]
     half = len(records) // 2

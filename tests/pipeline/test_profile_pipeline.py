@@ -106,7 +106,9 @@ class ClaimedTime(TimestampAssigner):
 
 
 def collection_source(payloads, out_of_orderness_ms=10_000):
-    """Records in the given order, stamped with event time, watermarks trailing by the bound."""
+    """Records in the given order, stamped with event time, watermarks trailing by the bound.
+    Stamped in one subtask, as a Kafka partition is read by one: the records of a user then
+    arrive in the order given, out of order by no more than the bound when the input is."""
 
     def source(env):
         rows = [Row(raw, "events", i % 4, i) for i, raw in enumerate(payloads)]
@@ -124,6 +126,7 @@ def collection_source(payloads, out_of_orderness_ms=10_000):
             (generate.getInputs().get(0), "test-extract-time"),
         ):
             job.set_uid(transformation, name)
+            transformation.setParallelism(1)
         return stamped
 
     return source
@@ -179,22 +182,45 @@ def test_out_of_order_duplicated_input_gives_the_profiles_of_an_in_order_replay(
     assert len(sessions) == len({(e["user_id"], e["session_id"]) for e in events})
 
 
+def event(user, n, ts, **extra):
+    """A search by `user` (its n-th event) at `ts`, in the session of that hour."""
+    body = {"type": "search", "query": "q", "filters": {}} | extra
+    return event_bytes(
+        {
+            "event_id": f"{user}-{n}",
+            "user_id": user,
+            "session_id": f"{user}-s{ts // HOUR}",
+            "ts": ts,
+            "schema_version": 1,
+            **body,
+        }
+    )
+
+
+def test_a_session_closes_before_the_users_next_event_wherever_the_watermark_is(
+    profile_settings,
+):
+    # Read in one go, the four events come before any watermark: the close of the first
+    # session is due by the third event's time, and comes before it, as in a run where the
+    # watermark got there first.
+    t0 = profile_settings.generator.start_ts_ms
+    gap = profile_settings.profile.session_gap_ms
+    payloads = [
+        event("u", 1, t0),
+        event("u", 2, t0 + 60_000),
+        event("u", 3, t0 + 60_000 + gap + HOUR),
+        event("u", 4, t0 + 60_000 + gap + HOUR + 60_000),
+    ]
+    out = [o for o in run(profile_settings, payloads, parallelism=1) if o[0] == "profile"]
+    counted = [(version, json.loads(value)["events"]) for _, _, version, value in out]
+    # Versions 1-2: the first two events; 3: their session closed; 4-5: the next two events;
+    # 6: the second session closed at the end of input.
+    assert counted == [(1, 1), (2, 2), (3, 2), (4, 3), (5, 4), (6, 4)]
+
+
 def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings):
     settings = settings_module.load("local", {"profile.idleness_ms": 0, "profile.ttl_ms": 2 * HOUR})
     t0 = settings.generator.start_ts_ms
-
-    def event(user, n, ts, **extra):
-        body = {"type": "search", "query": "q", "filters": {}} | extra
-        return event_bytes(
-            {
-                "event_id": f"{user}-{n}",
-                "user_id": user,
-                "session_id": f"{user}-s{ts // HOUR}",
-                "ts": ts,
-                "schema_version": 1,
-                **body,
-            }
-        )
 
     revoke = {"type": "consent_update", "purposes": {"analytics": False}}
     payloads = [

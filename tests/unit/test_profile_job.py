@@ -194,6 +194,32 @@ def test_closing_a_session_emits_its_summary_and_a_new_profile_version():
     assert h.ctx.timers.registered == {T0 + MINUTE + S.ttl_ms}
 
 
+def test_a_timer_due_before_an_event_fires_first_though_the_watermark_lags():
+    h = Harness()
+    h.send(page(T0))
+    h.send(view(T0 + MINUTE))
+    close_at = T0 + MINUTE + S.session_gap_ms
+    # The watermark has not moved; the next event is later than the close by the bound.
+    out = h.send(page(close_at + S.out_of_orderness_ms, session="s2"))
+    profiles = [o for o in out if not isinstance(o, tuple)]
+    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple))]
+    assert [s.session_id for s in sessions] == ["s1"]
+    assert [(p.version, p.events, p.sessions) for p in profiles] == [(3, 2, 1), (4, 3, 1)]
+    assert close_at not in h.ctx.timers.registered
+    assert h.advance(close_at) == [], "the timer it replaced does nothing"
+
+
+def test_a_timer_due_within_the_bound_of_an_event_waits_for_the_watermark():
+    h = Harness()
+    h.send(page(T0))
+    close_at = T0 + S.session_gap_ms
+    # An event of the user less than the bound after the close may still be followed by an
+    # older one of the same session: the close waits for event time.
+    out = h.send(page(close_at + S.out_of_orderness_ms - 1, session="s2"))
+    assert [(p.version, p.sessions) for p in out] == [(2, 0)]
+    assert close_at in h.ctx.timers.registered
+
+
 def test_state_and_timers_are_gone_after_the_ttl():
     h = Harness()
     h.send(page(T0))
