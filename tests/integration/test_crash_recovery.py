@@ -53,7 +53,7 @@ def test_outputs_are_exactly_once_across_repeated_crashes(
 ):
     reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
     crashed = job_settings(own_outputs, trained, tmp_path / "crashed", START_TS_MS)
-    events, start, stop = reference_run(reference, tmp_path, users=300, seed=505)
+    events, start, stop = reference_run(reference, tmp_path, users=200, seed=505)
     kills = crash_repeatedly(
         crashed, tmp_path / "crashed.yaml", start, stop, KILLS, random.Random(505)
     )
