@@ -363,9 +363,10 @@ def wait_for_end(
 
     A bounded Kafka source restored from a checkpoint never ends by itself (FLINK-31006: the
     restored enumerator never tells its readers there are no more splits). That is so for a run
-    started with `--restore`, and for any bounded run that restarted after a failure (a database
-    or broker away for a while). So once a checkpoint covers the stop offsets, a restored run is
-    stopped with a drain at once, and any other bounded run still going a grace period later:
+    started with `--restore`, and may be so for a bounded run that restarted after a failure (a
+    database or broker away for a while). So once a checkpoint covers the stop offsets, a
+    restored run is stopped with a drain at once, and any other run still going a grace period
+    later:
     the drain advances event time to the end, as the end of input would, and commits the last
     outputs with a final savepoint. The source is never marked idle (KafkaRawSource). A split
     that ended before the snapshot may have left no committed offset, and then this waits for
