@@ -14,6 +14,34 @@ from models.registry import Artifact, Registry
 TEST_NOW_MS = 1_800_000_000_000
 
 
+FIGURES = pytest.StashKey[list]()
+
+
+def pytest_configure(config):
+    config.stash[FIGURES] = []
+
+
+@pytest.fixture
+def figures(request):
+    """Call with a line a test reports (faults injected, records compared): the lines are
+    printed in a section of their own at the end of the run, where the output of a passing
+    test is not shown."""
+    lines: list[str] = []
+    yield lines.append
+    if lines:
+        request.config.stash[FIGURES].append((request.node.nodeid, lines))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    reports = config.stash.get(FIGURES, [])
+    if reports:
+        terminalreporter.section("figures reported by the tests")
+        for nodeid, lines in reports:
+            terminalreporter.write_line(nodeid)
+            for line in lines:
+                terminalreporter.write_line(f"  {line}")
+
+
 @pytest.fixture(scope="session")
 def settings():
     return settings_module.load("local")

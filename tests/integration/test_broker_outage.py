@@ -50,7 +50,7 @@ def with_resends(events: list[dict], rng: random.Random) -> list[tuple[str, byte
 
 
 def test_the_job_rides_out_a_silent_broker_and_ignores_resent_events(
-    reference_outputs, own_outputs, trained, tmp_path
+    reference_outputs, own_outputs, trained, tmp_path, figures
 ):
     broker = broker_process(own_outputs)
     if broker is None:
@@ -72,9 +72,9 @@ def test_the_job_rides_out_a_silent_broker_and_ignores_resent_events(
         assert process.poll() is None, "the job gave up during the outage"
         assert exit_code(process, config_file, 900) == 0, "the job did not recover"
 
-    print(
-        f"\n  {len(events)} events and {len(records) - len(events)} sent twice; the broker "
+    figures(
+        f"{len(events)} events and {len(records) - len(events)} sent twice; the broker "
         f"paused for {OUTAGE_S} s at {share:.0%} of the input"
     )
     for line in assert_same_outputs(reference, outage, events, same_offsets=False):
-        print(f"  {line}")
+        figures(line)

@@ -49,7 +49,7 @@ def crash_repeatedly(settings, config_file: Path, start, stop, kills: int, rng) 
 
 
 def test_outputs_are_exactly_once_across_repeated_crashes(
-    reference_outputs, own_outputs, trained, tmp_path
+    reference_outputs, own_outputs, trained, tmp_path, figures
 ):
     reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
     crashed = job_settings(own_outputs, trained, tmp_path / "crashed", START_TS_MS)
@@ -57,7 +57,9 @@ def test_outputs_are_exactly_once_across_repeated_crashes(
     kills = crash_repeatedly(
         crashed, tmp_path / "crashed.yaml", start, stop, KILLS, random.Random(505)
     )
-    print(f"\n  {len(events)} events; {len(kills)} kills:\n    " + "\n    ".join(kills))
+    figures(f"{len(events)} events; {len(kills)} kills:")
+    for line in kills:
+        figures(f"  {line}")
 
     for line in assert_same_outputs(reference, crashed, events):
-        print(f"  {line}")
+        figures(line)

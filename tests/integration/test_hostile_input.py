@@ -45,7 +45,9 @@ def events_per_profile(events: list[dict]) -> dict[str, int]:
     return counts
 
 
-def test_hostile_records_at_volume_are_dead_lettered_and_valid_traffic_flows(own_outputs, trained):
+def test_hostile_records_at_volume_are_dead_lettered_and_valid_traffic_flows(
+    own_outputs, trained, figures
+):
     models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
     events_settings = own_outputs.events.model_copy(update={"max_bytes": MAX_BYTES})
     settings = own_outputs.model_copy(update={"models": models, "events": events_settings})
@@ -93,8 +95,8 @@ def test_hostile_records_at_volume_are_dead_lettered_and_valid_traffic_flows(own
     assert archived == len(valid), f"{archived:,} of {len(valid):,} valid events archived"
     assert counted == events_per_profile(valid), "each profile counts all of its user's events"
     reasons = Counter(reason.value for _, reason in hostile)
-    print(
-        f"\n  {HOSTILE:,} hostile records among {len(valid):,} valid events: every one "
+    figures(
+        f"{HOSTILE:,} hostile records among {len(valid):,} valid events: every one "
         f"dead-lettered with its reason ({', '.join(f'{r} {n:,}' for r, n in reasons.items())}); "
         f"{archived:,} valid events archived, {len(counted)} profiles"
     )

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
-    reference_outputs, own_outputs, trained, tmp_path
+    reference_outputs, own_outputs, trained, tmp_path, figures
 ):
     reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
     own_server = settings_module.load(
@@ -56,11 +56,10 @@ def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
             assert process.poll() is None, "the job gave up during the outage"
             stack.ensure_postgres(outage)
             assert exit_code(process, config_file, 900) == 0, "the job did not recover"
-        print(
-            f"\n  {len(events)} events; PostgreSQL stopped for {OUTAGE_S} s at {share:.0%} "
-            "of the input"
+        figures(
+            f"{len(events)} events; PostgreSQL stopped for {OUTAGE_S} s at {share:.0%} of the input"
         )
         for line in assert_same_outputs(reference, outage, events):
-            print(f"  {line}")
+            figures(line)
     finally:
         stack.stop_postgres(outage)

@@ -55,7 +55,7 @@ def outcome_table(settings) -> set[str]:
     return {decision_id for (decision_id,) in rows}
 
 
-def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path):
+def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path, figures):
     restarted = job_settings(own_outputs, trained, tmp_path / "checkpoints", START_TS_MS)
     history = EventGenerator(restarted.generator, users=150, days=4, seed=404).generate()
     records = [(e["user_id"], json.dumps(e).encode()) for e in history.events]
@@ -96,8 +96,8 @@ def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp
         else:
             assert not repeated, f"{name}: {len(repeated)} decisions emitted twice"
         emitted[name] = {d: copies[0] for d, copies in got.items()}
-        print(
-            f"\n  {name}: {len(got)} decisions, {len(before_stop)} of them before the stop; "
+        figures(
+            f"{name}: {len(got)} decisions, {len(before_stop)} of them before the stop; "
             f"{len(repeated)} ids shown again, each identical"
         )
     assert emitted["actions"] == after_restart, "Kafka and PostgreSQL hold the same decisions"

@@ -57,7 +57,7 @@ def hostile_text(event: dict, salt: int) -> dict:
 
 
 def test_sql_in_every_text_field_is_stored_as_text_and_the_password_is_never_shown(
-    own_outputs, trained, monkeypatch, capfd
+    own_outputs, trained, monkeypatch, capfd, figures
 ):
     models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
     settings = own_outputs.model_copy(update={"models": models})
@@ -120,7 +120,7 @@ def test_sql_in_every_text_field_is_stored_as_text_and_the_password_is_never_sho
         *(("output record", (r.value or b"").decode(errors="replace")) for r in outputs),
     ]:
         assert secret not in text, f"the password appears in {where}"
-    print(
-        f"\n  {len(events):,} events with {injected:,} injected text fields stored verbatim;"
+    figures(
+        f"{len(events):,} events with {injected:,} injected text fields stored verbatim;"
         f" password absent from {len(logs)} logs, the console and {len(outputs):,} output records"
     )

@@ -52,7 +52,7 @@ def new_version(folder: Path) -> Path:
 
 
 def test_a_new_version_at_twice_the_parallelism_resumes_from_a_savepoint_exactly_once(
-    reference_outputs, own_outputs, trained, tmp_path
+    reference_outputs, own_outputs, trained, tmp_path, figures
 ):
     reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
     upgraded = job_settings(own_outputs, trained, tmp_path / "upgraded", START_TS_MS)
@@ -71,9 +71,9 @@ def test_a_new_version_at_twice_the_parallelism_resumes_from_a_savepoint_exactly
         assert exit_code(process, config_file, 600) == 0, "the new version did not finish"
     assert NEW_VERSION in config_file.with_suffix(".log").read_text(), "the new code ran"
 
-    print(
-        f"\n  {len(events)} events; stopped with a savepoint at {share:.0%} of the input, "
+    figures(
+        f"{len(events)} events; stopped with a savepoint at {share:.0%} of the input, "
         "resumed by the new version at parallelism 2"
     )
     for line in assert_same_outputs(reference, upgraded, events):
-        print(f"  {line}")
+        figures(line)
