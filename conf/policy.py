@@ -157,6 +157,25 @@ class Policy(Strict):
         """The actions in the order the decision step tries them: highest priority first."""
         return tuple(sorted(self.actions, key=lambda a: -a.priority))
 
+    @cached_property
+    def active_layers(self) -> dict[str, tuple[Experiment, ...]]:
+        """Active experiments by layer, in file order (the order of the layer's slices)."""
+        layers: dict[str, list[Experiment]] = {}
+        for e in self.experiments:
+            if e.active:
+                layers.setdefault(e.layer, []).append(e)
+        return {layer: tuple(found) for layer, found in layers.items()}
+
+    @cached_property
+    def action_layers(self) -> dict[str, str]:
+        """The layer of each action that active experiments cover (one layer per action)."""
+        return {
+            a: layer
+            for layer, found in self.active_layers.items()
+            for e in found
+            for a in e.actions
+        }
+
     def action(self, name: str) -> Action:
         return next(a for a in self.actions if a.name == name)
 

@@ -25,6 +25,8 @@ def kafka_bytes_table(
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
+        "properties.linger.ms": str(kafka.sink_linger_ms),
+        "properties.batch.size": str(kafka.sink_batch_bytes),
         "sink.transactional-id-prefix": f"{kafka.consumer_group}-{writer}",
     }
     t_env.execute_sql(

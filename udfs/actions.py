@@ -112,13 +112,14 @@ def render(payload: dict, fields: dict) -> dict:
 
 def decide(policy: Policy, ctx: UserContext, ledger: Ledger) -> Decision | None:
     """The one action (or control-arm non-action) for this update, recorded in the ledger."""
+    layers: dict = {}  # the user's experiment assignments, hashed once per layer
     for action in policy.by_priority:
         value = ctx.scores.get(action.score)
         if value is None or not eligible(action, ctx) or not ledger.allows(action, ctx.ts):
             continue
         # Only now the (hashing) experiment lookup: the checks above do not depend on it.
         assignment = (
-            assignment_for(policy, ctx.user_id, action.name) if action.experiments else None
+            assignment_for(policy, ctx.user_id, action.name, layers) if action.experiments else None
         )
         change = assignment.variant.actions.get(action.name) if assignment else None
         if change is not None and not change.enabled:

@@ -37,26 +37,34 @@ def variant_of(experiment: Experiment, user_id: str) -> Variant:
     return experiment.variants[-1]  # rounding at the very top
 
 
+def layer_assignment(policy: Policy, layer: str, user_id: str) -> Assignment | None:
+    """The user's experiment and variant in one layer, if they are in one there."""
+    point, edge = unit_hash(f"layer:{layer}", user_id), 0.0
+    for e in policy.active_layers.get(layer, ()):
+        edge += e.traffic
+        if point < edge:
+            return Assignment(e, variant_of(e, user_id))
+    return None
+
+
 def assignments(policy: Policy, user_id: str) -> list[Assignment]:
     """The user's experiment and variant in every layer where they are in one."""
-    out = []
-    layers: dict[str, list[Experiment]] = {}
-    for e in policy.experiments:
-        if e.active:
-            layers.setdefault(e.layer, []).append(e)
-    for layer, experiments in layers.items():
-        point, edge = unit_hash(f"layer:{layer}", user_id), 0.0
-        for e in experiments:
-            edge += e.traffic
-            if point < edge:
-                out.append(Assignment(e, variant_of(e, user_id)))
-                break
-    return out
+    found = (layer_assignment(policy, layer, user_id) for layer in policy.active_layers)
+    return [a for a in found if a is not None]
 
 
-def assignment_for(policy: Policy, user_id: str, action: str) -> Assignment | None:
-    """The experiment (if any) that decides what this user gets for `action`."""
-    for a in assignments(policy, user_id):
-        if action in a.experiment.actions:
-            return a
-    return None
+def assignment_for(
+    policy: Policy, user_id: str, action: str, known: dict[str, Assignment | None] | None = None
+) -> Assignment | None:
+    """The experiment (if any) that decides what this user gets for `action`. An action's
+    experiments share one layer, so only that layer is hashed; `known` keeps the user's
+    assignments by layer across calls (one decision tries several actions)."""
+    layer = policy.action_layers.get(action)
+    if layer is None:
+        return None
+    if known is None:
+        known = {}
+    if layer not in known:
+        known[layer] = layer_assignment(policy, layer, user_id)
+    found = known[layer]
+    return found if found is not None and action in found.experiment.actions else None

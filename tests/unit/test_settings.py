@@ -82,3 +82,31 @@ def test_config_files_hold_no_secrets():
         data = yaml.safe_load(resources.files("conf").joinpath(name).read_text())
         assert "password" not in conninfo_to_dict(data["postgres"]["dsn"]), name
         assert "password" not in str(data).lower(), name
+
+
+class StatementLog:
+    """Stands in for a table environment: keeps the DDL the sink helpers run."""
+
+    def __init__(self):
+        self.statements = []
+
+    def execute_sql(self, statement):
+        self.statements.append(statement)
+
+
+def test_kafka_sinks_batch_as_configured(settings):
+    from jobs import sinks
+
+    tuned = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"sink_linger_ms": 250, "sink_batch_bytes": 65536}
+            )
+        }
+    )
+    t_env = StatementLog()
+    sinks.kafka_bytes_table(t_env, tuned, "scores_out", tuned.kafka.topics.scores, "w")
+    (ddl,) = t_env.statements
+    assert "'properties.linger.ms' = '250'" in ddl
+    assert "'properties.batch.size' = '65536'" in ddl
+    assert "'sink.delivery-guarantee' = 'exactly-once'" in ddl
