@@ -805,9 +805,16 @@ def changelog_schema() -> Schema:
 
 
 def rows_of(table: Table, out: Output) -> Table:
-    """The typed rows of one output, as the columns of its table."""
+    """The typed rows of one output, as the columns of its table. `user_id` is the top-level
+    column: the changelog's key, which the planner then knows to be the key of the rows too
+    (else it would keep every row in state to order the upserts)."""
     rows = table.where(col("target") == out.name)
-    return rows.select(*(col(out.name).get(name).alias(name) for name, _ in out.fields))
+    return rows.select(
+        *(
+            col(name) if name == "user_id" else col(out.name).get(name).alias(name)
+            for name, _ in out.fields
+        )
+    )
 
 
 def records_of(table: Table, out: Output) -> Table:

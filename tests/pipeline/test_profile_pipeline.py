@@ -259,7 +259,8 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     names = " ".join(name for name, _ in nodes)
     for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
         assert table in names
-    assert "ChangelogNormalize" not in names  # no second copy of every profile in state
+    # No second copy of every profile in state, to normalize or to order upserts.
+    assert "ChangelogNormalize" not in names and "Materializer" not in names
 
 
 def throttled_source(payloads, delay_s, after: int, action):
