@@ -34,7 +34,7 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext
 from pyflink.java_gateway import get_gateway
-from pyflink.table import StatementSet, StreamTableEnvironment, Table
+from pyflink.table import StatementSet, StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from conf import settings as settings_module
@@ -222,8 +222,7 @@ class ProductionSinks:
     def write(self, archive: DataStream, dead_letters: DataStream) -> None:
         t, config = self.t_env, self.config
         statements = t.create_statement_set()
-        letters = t.from_data_stream(dead_letters)
-        add_event_sinks(statements, t, config, archive, letters, writer="ingest")
+        add_event_sinks(statements, t, config, archive, dead_letters, writer="ingest")
         statements.attach_as_datastream()
 
 
@@ -232,16 +231,16 @@ def add_event_sinks(
     t_env: StreamTableEnvironment,
     config: Settings,
     archive: DataStream,
-    dead_letters: Table,
+    dead_letters: DataStream,
     writer: str,
 ) -> None:
-    """Archive rows to PostgreSQL `events` and dead letters (key, value) to `events.dlq`."""
+    """Archive rows to PostgreSQL `events` and dead letters to `events.dlq`."""
     events = sinks.postgres_table(t_env, config, "events_archive", "events_archive_sink", "events")
     letters = sinks.kafka_bytes_table(
         t_env, config, "dead_letters", config.kafka.topics.events_dlq, f"{writer}-dlq"
     )
     statements.add_insert(events, t_env.from_data_stream(archive))
-    statements.add_insert(letters, dead_letters)
+    statements.add_insert(letters, t_env.from_data_stream(dead_letters))
 
 
 def checkpoint_uri(flink: FlinkSettings) -> str:

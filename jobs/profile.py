@@ -6,8 +6,7 @@
       -> parse_events              (as the ingest job: archive rows, dead letters)
       -> key_by(user_id)
       -> build_profiles            udfs.profile.UserProfile per user, de-duplicated by event_id,
-                                   scored with the registered ONNX models (jobs.live_models);
-                                   one output stream (OUTPUT_ROW), split by target in the JVM:
+                                   scored with the registered ONNX models (jobs.live_models)
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
            |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
            |-> cohort moves        -> Kafka `cohort-moves` + PostgreSQL `cohort_moves`
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,9 +32,8 @@ from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
-from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 from pyflink.table.changelog_mode import ChangelogMode
-from pyflink.table.expressions import col
 
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Settings
@@ -613,114 +610,6 @@ def late_dead_letter(row: Row, watermark: int) -> Row:
     return ingest.KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
 
 
-# ------------------------------------------------------------------ one output stream
-
-
-def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
-    """Row -> Kafka record: key = the row's `key_field`, value = the row as a JSON object, with
-    the `raw_json` fields (JSON already) spliced in as they are; a row whose `deleted` field is
-    set -> a tombstone."""
-
-    def record(row: Row) -> Row:
-        fields = row.as_dict()
-        if fields.pop("deleted", False):
-            return ingest.KAFKA_RECORD(row[key_field].encode(), None)
-        spliced = {name: fields.pop(name) for name in raw_json}
-        text = json.dumps(fields, separators=(",", ":"))[:-1]
-        text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
-        return ingest.KAFKA_RECORD(row[key_field].encode(), f"{text}}}".encode())
-
-    return record
-
-
-# Key = user id; value = the profile as JSON (`details` spliced in), or a tombstone for a purge.
-kafka_record = json_record("user_id", ("details",))
-
-
-@dataclass(frozen=True)
-class Output:
-    """One kind of output of build-profiles, as it leaves the operator: `name` is both its
-    target and the field of the output row that holds its typed row."""
-
-    name: str
-    fields: list | None  # the typed row's fields; None: no table
-    record: Callable[[Row], Row] | None  # its Kafka record; None: no topic
-    # Its rows end with `deleted`: for PostgreSQL, upserts and deletes by user id.
-    deletable: bool = False
-
-
-# By the output tag build-profiles yields a row with (None: its profile updates).
-OUTPUTS = {
-    None: Output("profiles", PROFILE_FIELDS[:-1], kafka_record, deletable=True),
-    SESSIONS.tag_id: Output("sessions", SESSION_FIELDS, None),
-    SCORES.tag_id: Output(
-        "scores", SCORE_FIELDS[:-1], json_record("user_id", ("ranked",)), deletable=True
-    ),
-    COHORT_MOVES.tag_id: Output("cohort_moves", MOVE_FIELDS, json_record("user_id")),
-    LEADS.tag_id: Output("leads", LEAD_FIELDS[:-1], json_record("user_id"), deletable=True),
-    ACTIONS.tag_id: Output("actions", ACTION_FIELDS, json_record("user_id", ("payload", "scores"))),
-    OUTCOMES.tag_id: Output("outcomes", OUTCOME_FIELDS, json_record("user_id")),
-    LATE_EVENTS.tag_id: Output("late", None, lambda record: record),  # a dead letter already
-}
-TYPED = [o for o in OUTPUTS.values() if o.fields is not None]
-# Every output of build-profiles leaves it on its one output stream, in this row: the target,
-# the user, the Kafka record (if the target has a topic) and the typed row (if it has a table)
-# in the field named after the target; the JVM splits the stream into the sinks. Side outputs
-# and Python maps between build-profiles and the sinks would take each record from the JVM into
-# the interpreter and back again, once per map (a quarter of the job's Python time).
-OUTPUT_ROW = Types.ROW_NAMED(
-    ["target", "user_id", "key", "value", *(o.name for o in TYPED)],
-    [
-        Types.STRING(),
-        Types.STRING(),
-        Types.PRIMITIVE_ARRAY(Types.BYTE()),
-        Types.PRIMITIVE_ARRAY(Types.BYTE()),
-        *(named_row(o.fields) for o in TYPED),
-    ],
-)
-OUTPUT_RECORD = Row(*OUTPUT_ROW.get_field_names())
-# A deletable output's typed row: its fields but `deleted`.
-KEPT_RECORDS = {o.name: Row(*(name for name, _ in o.fields)) for o in TYPED if o.deletable}
-
-
-def output_row(user_id: str, tag: OutputTag | None, row: Row) -> Row:
-    """A row build-profiles yields for a user (with its output tag, None: a profile update) ->
-    the output row. A purge's rows are deletes (the row kind), for the PostgreSQL tables'
-    changelog."""
-    out = OUTPUTS[tag.tag_id if tag is not None else None]
-    key = value = None
-    if out.record is not None:
-        key, value = out.record(row)
-    typed, kind = row, RowKind.INSERT
-    if out.deletable:
-        typed = KEPT_RECORDS[out.name](*row[:-1])
-        if row.deleted:
-            kind = RowKind.DELETE
-    fields = {o.name: None for o in TYPED}
-    if out.fields is not None:
-        fields[out.name] = typed
-    result = OUTPUT_RECORD(out.name, user_id, key, value, *fields.values())
-    result.set_row_kind(kind)
-    return result
-
-
-def output_rows(user_id: str, outputs):
-    for out in outputs:
-        yield (
-            output_row(user_id, *out) if isinstance(out, tuple) else output_row(user_id, None, out)
-        )
-
-
-class ProfileUpdates(BuildProfiles):
-    """BuildProfiles with its outputs as output rows, all on the main output."""
-
-    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
-        return output_rows(row.user_id, super().process_element(row, ctx))
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        return output_rows(ctx.get_current_key(), super().on_timer(timestamp, ctx))
-
-
 # ------------------------------------------------------------------ pipeline
 
 
@@ -741,21 +630,39 @@ def by_user(events: DataStream) -> KeyedStream:
     return keyed
 
 
-def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSettings) -> DataStream:
-    """The output rows (OUTPUT_ROW) of build-profiles."""
-    return (
+def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSettings) -> dict:
+    """The profile stream and every side output of build-profiles, by name."""
+    profiles = (
         by_user(events)
-        .process(ProfileUpdates(s, scoring), OUTPUT_ROW)
+        .process(BuildProfiles(s, scoring), PROFILE_ROW)
         .name("build-profiles")
         .uid("build-profiles")
     )
+    streams = {"profiles": profiles}
+    for name, tag in (
+        ("sessions", SESSIONS),
+        ("late", LATE_EVENTS),
+        ("scores", SCORES),
+        ("cohort_moves", COHORT_MOVES),
+        ("leads", LEADS),
+        ("actions", ACTIONS),
+        ("outcomes", OUTCOMES),
+    ):
+        streams[name] = profiles.get_side_output(tag).name(tag.tag_id).uid(tag.tag_id)
+    return streams
 
 
 @dataclass
 class ProfileOutputs:
     archive: DataStream  # ingest.ARCHIVE_ROW
-    malformed: DataStream  # ingest.KAFKA_RECORD_ROW: dead letters of the parser
-    updates: DataStream  # OUTPUT_ROW: everything build-profiles emits, late dead letters too
+    dead_letters: DataStream  # ingest.KAFKA_RECORD_ROW: malformed and late records
+    profiles: DataStream  # PROFILE_ROW
+    sessions: DataStream  # SESSION_ROW
+    scores: DataStream  # SCORE_ROW
+    cohort_moves: DataStream  # MOVE_ROW
+    leads: DataStream  # LEAD_ROW
+    actions: DataStream  # ACTION_ROW
+    outcomes: DataStream  # OUTCOME_ROW
 
 
 class ProfileSinks(Protocol):
@@ -768,12 +675,45 @@ def build_pipeline(
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production); parsing passes both through.
     archive, malformed = ingest.parse_events(source(env), config.events)
-    updates = build_profiles(archive, config.profile, scoring_settings(config))
-    sinks.write(ProfileOutputs(archive, malformed, updates))
+    out = build_profiles(archive, config.profile, scoring_settings(config))
+    sinks.write(
+        ProfileOutputs(
+            archive,
+            malformed.union(out["late"]),
+            out["profiles"],
+            out["sessions"],
+            out["scores"],
+            out["cohort_moves"],
+            out["leads"],
+            out["actions"],
+            out["outcomes"],
+        )
+    )
 
 
 # ------------------------------------------------------------------ production connectors
 
+
+def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
+    """Row -> Kafka record: key = the row's `key_field`, value = the row as a JSON object, with
+    the `raw_json` fields (JSON already) spliced in as they are."""
+
+    def record(row: Row) -> Row:
+        fields = row.as_dict()
+        if fields.pop("deleted", False):
+            return ingest.KAFKA_RECORD(row[key_field].encode(), None)
+        spliced = {name: fields.pop(name) for name in raw_json}
+        text = json.dumps(fields, separators=(",", ":"))[:-1]
+        text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
+        return ingest.KAFKA_RECORD(row[key_field].encode(), f"{text}}}".encode())
+
+    return record
+
+
+# Key = user id; value = the profile as JSON (`details` spliced in), or a tombstone for a purge.
+kafka_record = json_record("user_id", ("details",))
+# Outputs a purge deletes: their rows carry the `deleted` flag.
+DELETABLE = {"user_scores": SCORE_FIELDS, "leads": LEAD_FIELDS}
 SQL_TYPES = (
     (Types.STRING(), DataTypes.STRING()),
     (Types.LONG(), DataTypes.BIGINT()),
@@ -787,38 +727,23 @@ def sql_type(type_info):
     return next(sql for flink, sql in SQL_TYPES if flink == type_info)
 
 
-def changelog_schema() -> Schema:
-    """OUTPUT_ROW as a changelog keyed by user: what the deletable outputs' tables take. (A full
-    changelog rather than an upsert one: an upsert source makes the planner keep every row in
-    state to normalize it.)"""
-    schema = (
-        Schema.new_builder()
-        .column("target", DataTypes.STRING())
-        .column("user_id", DataTypes.STRING().not_null())
-        .column("key", DataTypes.BYTES())
-        .column("value", DataTypes.BYTES())
-    )
-    for o in TYPED:
-        fields = [DataTypes.FIELD(name, sql_type(t)) for name, t in o.fields]
-        schema = schema.column(o.name, DataTypes.ROW(fields))
-    return schema.primary_key("user_id").build()
+def upsert_changelog(t: StreamTableEnvironment, stream: DataStream, fields, key: str, name: str):
+    """Rows whose last field is `deleted` -> a changelog of upserts and deletes by `key`, for a
+    JDBC table. Declared as a full changelog rather than an upsert one: an upsert source makes
+    the planner keep every row in state to normalize it."""
+    kept = fields[:-1]
 
+    def change(row: Row) -> Row:
+        out = Row(*row[:-1])
+        out.set_row_kind(RowKind.DELETE if row[-1] else RowKind.UPDATE_AFTER)
+        return out
 
-def rows_of(table: Table, out: Output) -> Table:
-    """The typed rows of one output, as the columns of its table. `user_id` is the top-level
-    column: the changelog's key, which the planner then knows to be the key of the rows too
-    (else it would keep every row in state to order the upserts)."""
-    rows = table.where(col("target") == out.name)
-    return rows.select(
-        *(
-            col(name) if name == "user_id" else col(out.name).get(name).alias(name)
-            for name, _ in out.fields
-        )
-    )
-
-
-def records_of(table: Table, out: Output) -> Table:
-    return table.where(col("target") == out.name).select(col("key"), col("value"))
+    changes = stream.map(change, output_type=named_row(kept)).name(name).uid(name)
+    schema = Schema.new_builder()
+    for column, type_info in kept:
+        data_type = sql_type(type_info)
+        schema = schema.column(column, data_type.not_null() if column == key else data_type)
+    return t.from_changelog_stream(changes, schema.primary_key(key).build(), ChangelogMode.all())
 
 
 class ProductionSinks:
@@ -827,30 +752,53 @@ class ProductionSinks:
 
     def write(self, outputs: ProfileOutputs) -> None:
         t, config = self.t_env, self.config
-        topics = config.kafka.topics
-        updates = t.from_data_stream(outputs.updates)
-        changes = t.from_changelog_stream(outputs.updates, changelog_schema(), ChangelogMode.all())
         statements = t.create_statement_set()
-        late = records_of(updates, OUTPUTS[LATE_EVENTS.tag_id])
-        dead_letters = t.from_data_stream(outputs.malformed).union_all(late)
         ingest.add_event_sinks(
-            statements, t, config, outputs.archive, dead_letters, writer="profile"
+            statements, t, config, outputs.archive, outputs.dead_letters, writer="profile"
         )
-        for out, topic, table in (
-            (OUTPUTS[None], topics.profiles, "user_profiles"),
-            (OUTPUTS[SESSIONS.tag_id], None, "user_sessions"),
-            (OUTPUTS[SCORES.tag_id], topics.scores, "user_scores"),
-            (OUTPUTS[COHORT_MOVES.tag_id], topics.cohort_moves, "cohort_moves"),
-            (OUTPUTS[LEADS.tag_id], topics.lead_scores, "leads"),
-            (OUTPUTS[ACTIONS.tag_id], topics.actions, "actions"),
-            (OUTPUTS[OUTCOMES.tag_id], topics.action_outcomes, "action_outcomes"),
+        topic = sinks.kafka_bytes_table(
+            t, config, "profiles_out", config.kafka.topics.profiles, "profile-profiles"
+        )
+        records = (
+            outputs.profiles.map(kafka_record, output_type=ingest.KAFKA_RECORD_ROW)
+            .name("profile-records")
+            .uid("profile-records")
+        )
+        statements.add_insert(topic, t.from_data_stream(records))
+        profiles = sinks.postgres_table(
+            t, config, "user_profiles_out", "user_profiles_sink", "user_profiles"
+        )
+        changes = upsert_changelog(
+            t, outputs.profiles, PROFILE_FIELDS, "user_id", "profile-changes"
+        )
+        statements.add_insert(profiles, changes)
+        sessions = sinks.postgres_table(
+            t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
+        )
+        statements.add_insert(sessions, t.from_data_stream(outputs.sessions))
+        topics = config.kafka.topics
+        for stream, topic, pg_table, raw_json in (
+            (outputs.scores, topics.scores, "user_scores", ("ranked",)),
+            (outputs.cohort_moves, topics.cohort_moves, "cohort_moves", ()),
+            (outputs.leads, topics.lead_scores, "leads", ()),
+            (outputs.actions, topics.actions, "actions", ("payload", "scores")),
+            (outputs.outcomes, topics.action_outcomes, "action_outcomes", ()),
         ):
-            if topic is not None:
-                writer = f"profile-{topic.name}"
-                sink = sinks.kafka_bytes_table(t, config, f"{table}_topic", topic, writer)
-                statements.add_insert(sink, records_of(updates, out))
-            sink = sinks.postgres_table(t, config, f"{table}_out", f"{table}_sink", table)
-            statements.add_insert(sink, rows_of(changes if out.deletable else updates, out))
+            writer = f"profile-{topic.name}"
+            kafka_table = sinks.kafka_bytes_table(t, config, f"{pg_table}_topic", topic, writer)
+            records = (
+                stream.map(json_record("user_id", raw_json), output_type=ingest.KAFKA_RECORD_ROW)
+                .name(f"{topic.name}-records")
+                .uid(f"{topic.name}-records")
+            )
+            statements.add_insert(kafka_table, t.from_data_stream(records))
+            table = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
+            fields = DELETABLE.get(pg_table)
+            if fields is None:
+                statements.add_insert(table, t.from_data_stream(stream))
+            else:
+                changes = upsert_changelog(t, stream, fields, "user_id", f"{pg_table}-changes")
+                statements.add_insert(table, changes)
         statements.attach_as_datastream()
 
 

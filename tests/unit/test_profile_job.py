@@ -5,7 +5,6 @@ import json
 
 import pytest
 from pyflink.common import Row
-from pyflink.common.types import RowKind
 
 from conf import settings as settings_module
 from jobs import profile as job
@@ -287,46 +286,4 @@ def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     assert (
         json.loads(job.json_record("user_id", ("ranked",))(h.scored["scores"][0]).value)["user_id"]
         == "u1"
-    )
-
-
-def test_output_rows_carry_the_record_and_the_typed_row_of_their_target_and_purges_delete():
-    h = Harness()
-    [update] = h.send(page(T0))
-    out = job.output_row("u1", None, update)
-    assert (out.target, out.user_id, out.key) == ("profiles", "u1", b"u1")
-    assert json.loads(out.value)["version"] == 1
-    assert out.profiles.version == 1 and len(out.profiles) == len(job.PROFILE_FIELDS) - 1
-    assert [name for name in job.OUTPUT_ROW.get_field_names() if out[name] is not None] == [
-        "target",
-        "user_id",
-        "key",
-        "value",
-        "profiles",
-    ]
-    assert out.get_row_kind() == RowKind.INSERT
-
-    [deletion] = h.send(revocation(T0 + MINUTE))
-    gone = job.output_row("u1", None, deletion)
-    assert (gone.key, gone.value, gone.get_row_kind()) == (b"u1", None, RowKind.DELETE)
-    score = job.output_row("u1", job.SCORES, h.scored["scores"][-1])
-    assert (score.target, score.value, score.get_row_kind()) == ("scores", None, RowKind.DELETE)
-
-
-def test_late_dead_letters_and_sessions_keep_their_own_form():
-    h = Harness()
-    h.send(page(T0))
-    out = h.advance(T0 + S.session_gap_ms + 1)
-    [session] = [
-        row for tag, row in (o for o in out if isinstance(o, tuple)) if tag == job.SESSIONS
-    ]
-    out = job.output_row("u1", job.SESSIONS, session)
-    assert (out.target, out.key, out.value, out.sessions) == ("sessions", None, None, session)
-    letter = job.ingest.KAFKA_RECORD(b"dlq-id", b'{"reason":"late"}')
-    late = job.output_row("u1", job.LATE_EVENTS, letter)
-    assert (late.target, late.user_id, late.key, late.value) == (
-        "late",
-        "u1",
-        b"dlq-id",
-        b'{"reason":"late"}',
     )
