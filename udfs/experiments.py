@@ -40,7 +40,7 @@ def variant_of(experiment: Experiment, user_id: str) -> Variant:
 def layer_assignment(policy: Policy, layer: str, user_id: str) -> Assignment | None:
     """The user's experiment and variant in one layer, if they are in one there."""
     point, edge = unit_hash(f"layer:{layer}", user_id), 0.0
-    for e in policy.active_layers.get(layer, ()):
+    for e in policy.active_layers[layer]:
         edge += e.traffic
         if point < edge:
             return Assignment(e, variant_of(e, user_id))

@@ -119,3 +119,18 @@ def test_an_unknown_score_or_payload_field_is_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match="unknown"):
         load_policy(path, tmp_path / "none.yaml")
+
+
+def test_the_assignment_for_an_action_is_the_one_among_all_of_the_users_assignments():
+    p = policy(
+        experiment("first", "layer", 0.3, ["a"]),
+        experiment("second", "layer", 0.5, ["b"]),
+        experiment("elsewhere", "other", 1.0, ["c"]),
+    )
+    for user in USERS[:2_000]:
+        everything = assignments(p, user)
+        known = {}  # shared across the actions, as one decision shares it
+        for name in ("a", "b", "c"):
+            expected = next((x for x in everything if name in x.experiment.actions), None)
+            assert assignment_for(p, user, name) == expected
+            assert assignment_for(p, user, name, known) == expected

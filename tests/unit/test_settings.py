@@ -2,6 +2,7 @@ import pytest
 
 from conf import settings as settings_module
 from conf.settings import ConfigError, LocalServer
+from jobs import sinks
 
 
 def test_local_environment_loads_with_every_topic(settings):
@@ -95,8 +96,6 @@ class StatementLog:
 
 
 def test_kafka_sinks_batch_as_configured(settings):
-    from jobs import sinks
-
     tuned = settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(
