@@ -32,8 +32,9 @@ from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
-from pyflink.table import DataTypes, Schema, StreamTableEnvironment
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.changelog_mode import ChangelogMode
+from pyflink.table.expressions import col
 
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Settings
@@ -42,7 +43,7 @@ from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
 from udfs.actions import Decision, Ledger, decide
 from udfs.attribution import Attribution, Outcome, Pending
-from udfs.cohort_assignment import CohortMove, CohortState
+from udfs.cohort_assignment import CohortMove
 from udfs.events import (
     DeadLetter,
     Event,
@@ -54,7 +55,7 @@ from udfs.events import (
     revokes_profiling,
 )
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
-from udfs.schedule import Schedule
+from udfs.profile_state import UserState
 from udfs.sessions import SessionSummary
 from udfs.user_scores import (
     Scored,
@@ -83,13 +84,10 @@ def named_row(fields):
     return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
 
 
-# A profile update; `deleted` marks a purge (a tombstone in Kafka, a delete in PostgreSQL).
 PROFILE_FIELDS = [
     *((name, column_type(name)) for name in PROFILE_COLUMNS),
     ("details", Types.STRING()),  # JSON
-    ("deleted", Types.BOOLEAN()),
 ]
-PROFILE_ROW = named_row(PROFILE_FIELDS)
 
 
 SESSION_FIELDS = [
@@ -123,7 +121,6 @@ SCORE_FIELDS = [
     ("purchase", Types.DOUBLE()),
     ("top_score", Types.STRING()),
     ("ranked", Types.STRING()),  # JSON
-    ("deleted", Types.BOOLEAN()),  # a purge: a tombstone in Kafka, a delete in PostgreSQL
 ]
 MOVE_FIELDS = [
     ("move_id", Types.STRING()),
@@ -148,7 +145,6 @@ LEAD_FIELDS = [
     ("base_intent", Types.DOUBLE()),
     ("base_capacity", Types.DOUBLE()),
     ("modifiers", Types.STRING()),
-    ("deleted", Types.BOOLEAN()),
 ]
 ACTION_FIELDS = [
     ("decision_id", Types.STRING()),
@@ -179,51 +175,64 @@ OUTCOME_FIELDS = [
     ("revenue", Types.DOUBLE()),
     ("response", Types.STRING()),
 ]
-# The user's cohort under hysteresis (udfs.cohort_assignment.CohortState).
-COHORT_STATE_ROW = Types.ROW_NAMED(
-    ["cohort", "since_ts", "model_version", "challenger", "challenger_since"],
-    [Types.INT(), Types.LONG(), Types.INT(), Types.INT(), Types.LONG()],
-)
-
-SESSION_ROW = named_row(SESSION_FIELDS)
-SCORE_ROW = named_row(SCORE_FIELDS)
-MOVE_ROW = named_row(MOVE_FIELDS)
-LEAD_ROW = named_row(LEAD_FIELDS)
-ACTION_ROW = named_row(ACTION_FIELDS)
-OUTCOME_ROW = named_row(OUTCOME_FIELDS)
-SESSIONS = OutputTag("closed-sessions", SESSION_ROW)
-SCORES = OutputTag("scores", SCORE_ROW)
-COHORT_MOVES = OutputTag("cohort-moves", MOVE_ROW)
-LEADS = OutputTag("lead-scores", LEAD_ROW)
-ACTIONS = OutputTag("actions", ACTION_ROW)
-OUTCOMES = OutputTag("action-outcomes", OUTCOME_ROW)
-LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
-# The timer and emission bookkeeping of one user: the one pending timer, when a profile was
-# last emitted, and when a held-back update is due (emit_interval_ms > 0).
-TIMER_ROW = Types.ROW_NAMED(
-    ["wake_at", "last_emit", "emit_due", "outcome_due"],
-    [Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG()],
-)
 
 
-# Row "classes": calling one builds a row with these field names.
-PROFILE_RECORD = Row(*PROFILE_ROW.get_field_names())
+def json_value(names: list[str], values, raw_json: tuple[str, ...]) -> bytes:
+    """The fields as one JSON object, the `raw_json` ones (JSON already) spliced in as they are."""
+    fields = dict(zip(names, values, strict=True))
+    spliced = {name: fields.pop(name) for name in raw_json}
+    text = json.dumps(fields, separators=(",", ":"))[:-1]
+    text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
+    return f"{text}}}".encode()
+
+
+class Output:
+    """One kind of build-profiles output bound for Kafka and PostgreSQL: its typed columns (the
+    PostgreSQL row) and `record`, the Kafka value made from them in the same step (json_value),
+    so that no Python operator sits between build-profiles and the sinks. A deletable output
+    (one a purge removes) is a changelog by user: upserts, and deletes that become PostgreSQL
+    deletes and Kafka tombstones."""
+
+    def __init__(self, fields, raw_json: tuple[str, ...] = (), deletable: bool = False):
+        self.names = [name for name, _ in fields]
+        self.fields, self.raw_json, self.deletable = fields, raw_json, deletable
+        self.row_type = named_row([*fields, ("record", ingest.BYTES)])
+        self._row = Row(*self.names, "record")  # calling it builds a row with these names
+
+    def row(self, *values) -> Row:
+        row = self._row(*values, json_value(self.names, values, self.raw_json))
+        if self.deletable:
+            row.set_row_kind(RowKind.UPDATE_AFTER)
+        return row
+
+    def deletion(self, user_id: str) -> Row:
+        """A purge of the user's row (deletable outputs are keyed by their first field)."""
+        row = self._row(user_id, *([None] * len(self.names)))
+        row.set_row_kind(RowKind.DELETE)
+        return row
+
+
+PROFILE = Output(PROFILE_FIELDS, ("details",), deletable=True)
+SCORE = Output(SCORE_FIELDS, ("ranked",), deletable=True)
+LEAD = Output(LEAD_FIELDS, deletable=True)
+MOVE = Output(MOVE_FIELDS)
+ACTION = Output(ACTION_FIELDS, ("payload", "scores"))
+OUTCOME = Output(OUTCOME_FIELDS)
+SESSION_ROW = named_row(SESSION_FIELDS)  # PostgreSQL only
 SESSION_RECORD = Row(*SESSION_ROW.get_field_names())
-SCORE_RECORD = Row(*SCORE_ROW.get_field_names())
-MOVE_RECORD = Row(*MOVE_ROW.get_field_names())
-LEAD_RECORD = Row(*LEAD_ROW.get_field_names())
-ACTION_RECORD = Row(*ACTION_ROW.get_field_names())
-OUTCOME_RECORD = Row(*OUTCOME_ROW.get_field_names())
+SESSIONS = OutputTag("closed-sessions", SESSION_ROW)
+SCORES = OutputTag("scores", SCORE.row_type)
+COHORT_MOVES = OutputTag("cohort-moves", MOVE.row_type)
+LEADS = OutputTag("lead-scores", LEAD.row_type)
+ACTIONS = OutputTag("actions", ACTION.row_type)
+OUTCOMES = OutputTag("action-outcomes", OUTCOME.row_type)
+LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
 
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
     c = snapshot.columns
     details = json.dumps(snapshot.details, separators=(",", ":"))
-    return PROFILE_RECORD(*(c[name] for name in PROFILE_COLUMNS), details, False)
-
-
-def deletion_row(user_id: str) -> Row:
-    return PROFILE_RECORD(user_id, *([None] * (len(PROFILE_COLUMNS) - 1)), None, True)
+    return PROFILE.row(*(c[name] for name in PROFILE_COLUMNS), details)
 
 
 def session_row(s: SessionSummary) -> Row:
@@ -239,7 +248,7 @@ def score_rows(
     out = [
         (
             SCORES,
-            SCORE_RECORD(
+            SCORE.row(
                 sc.user_id,
                 sc.ts,
                 sc.event_id,
@@ -253,12 +262,11 @@ def score_rows(
                 learned.get("purchase"),
                 sc.ranked[0]["score"],
                 compact(sc.ranked),
-                False,
             ),
         ),
         (
             LEADS,
-            LEAD_RECORD(
+            LEAD.row(
                 sc.user_id,
                 sc.ts,
                 version,
@@ -270,7 +278,6 @@ def score_rows(
                 lead.base_intent,
                 lead.base_capacity,
                 ",".join(str(i) for i in lead.modifiers),
-                False,
             ),
         ),
     ]
@@ -281,17 +288,14 @@ def score_rows(
 
 def score_deletions(user_id: str) -> list[tuple[OutputTag, Row]]:
     """A purged user's latest scores and lead score go too (tombstones, deletes)."""
-    return [
-        (SCORES, SCORE_RECORD(user_id, *([None] * (len(SCORE_FIELDS) - 2)), True)),
-        (LEADS, LEAD_RECORD(user_id, *([None] * (len(LEAD_FIELDS) - 2)), True)),
-    ]
+    return [(SCORES, SCORE.deletion(user_id)), (LEADS, LEAD.deletion(user_id))]
 
 
 def move_row(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Row:
     """`names`: cohort names by model version, then cohort."""
     # Derived from the move itself, so a replay after a failure upserts the same row.
     move_id = f"{user_id}|{move.ts}|{move.model_version}|{move.to_cohort}"
-    return MOVE_RECORD(
+    return MOVE.row(
         move_id,
         user_id,
         move.ts,
@@ -309,7 +313,7 @@ def compact(value) -> str:
 
 
 def action_row(d: Decision) -> Row:
-    return ACTION_RECORD(
+    return ACTION.row(
         d.decision_id,
         d.user_id,
         d.ts,
@@ -328,17 +332,14 @@ def action_row(d: Decision) -> Row:
 
 
 def outcome_row(o: Outcome) -> Row:
-    return OUTCOME_RECORD(*(getattr(o, name) for name, _ in OUTCOME_FIELDS))
-
-
-def cohort_state(row: Row | None) -> CohortState | None:
-    return CohortState(*row) if row is not None else None
+    return OUTCOME.row(*(getattr(o, name) for name, _ in OUTCOME_FIELDS))
 
 
 class BuildProfiles(KeyedProcessFunction):
-    """Thin adapter over UserProfile: loads and stores the typed state, de-duplicates by
-    event_id, keeps a single timer per user (the earliest of its session closes, expiry and
-    held-back emission) and emits. Consent revocation of `analytics` purges the user."""
+    """Thin adapter over UserProfile: loads the user's state (one value, UserState) once per
+    event or timer and stores it once, de-duplicates by event_id, keeps a single timer per user
+    (the earliest of its session closes, expiry and held-back emission) and emits. Consent
+    revocation of `analytics` purges the user."""
 
     def __init__(self, settings: ProfileSettings, scoring: ScoringSettings):
         self.s, self.scoring = settings, scoring
@@ -346,21 +347,12 @@ class BuildProfiles(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self.live = LiveModels(self.scoring)
         self.live.refresh(force=True)
-        self.cohort = runtime_context.get_state(ValueStateDescriptor("cohort", COHORT_STATE_ROW))
-        # JSON strings: small, read only when an action is decided or its outcome may change.
-        self.ledger = runtime_context.get_state(
-            ValueStateDescriptor("action-ledger", Types.STRING())
-        )
-        self.awaiting = runtime_context.get_state(
-            ValueStateDescriptor("awaiting-outcomes", Types.STRING())
-        )
-        self.profile = runtime_context.get_state(
-            ValueStateDescriptor("profile", profile_state.PROFILE_STATE)
+        self.user = runtime_context.get_state(
+            ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY())
         )
         self.seen = runtime_context.get_map_state(
             MapStateDescriptor("seen-event-ids", Types.STRING(), Types.LONG())
         )
-        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", TIMER_ROW))
         metrics = runtime_context.get_metrics_group()
         self.duplicates = metrics.counter("duplicate_events")
         self.late = metrics.counter("late_events_dead_lettered")
@@ -383,105 +375,100 @@ class BuildProfiles(KeyedProcessFunction):
             self.duplicates.inc()
             return
         event = archived_event(row)
-        stored = self.profile.value()
-        profile = profile_state.from_row(stored, s) if stored else None
-        schedule = self.schedule()
-        if profile is not None:
+        user = profile_state.unpack(self.user.value(), s)
+        if user.profile is not None:
             horizon = event.ts - s.out_of_orderness_ms
-            expired = yield from self.fire_due_timers(profile, schedule, horizon, ctx)
-            if not expired and profile.expires_at(s) <= event.ts:
+            expired = yield from self.fire_due_timers(user, horizon, ctx)
+            if not expired and user.profile.expires_at(s) <= event.ts:
                 # Expired, though the watermark has not yet fired its timer: do what it would do.
-                expired = yield from self.catch_up(profile, schedule, event.ts, ctx)
-            if expired:
-                profile, schedule = None, Schedule()
+                yield from self.catch_up(user, event.ts, ctx)
         self.seen.put(row.event_id, row.ts_ms)
         if event.type is EventType.CONSENT_UPDATE:
             if revokes_profiling(event):
-                self.purge(ctx)
-                yield deletion_row(row.user_id)
+                self.purge(user, ctx)
+                yield PROFILE.deletion(row.user_id)
                 yield from score_deletions(row.user_id)
-            return
-        profile = profile or UserProfile.new(row.user_id, s)
-        profile.apply(event, watermark, s)
-        yield from self.attribute(event, schedule)
-        yield from self.store_and_emit(profile, schedule, event.ts, ctx, event=event)
+        else:
+            user.profile = user.profile or UserProfile.new(row.user_id, s)
+            user.profile.apply(event, watermark, s)
+            yield from self.attribute(user, event)
+            yield from self.emit(user, event.ts, ctx, event=event)
+        self.store(user)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        stored = self.profile.value()
-        if stored is None:
+        user = profile_state.unpack(self.user.value(), self.s)
+        if user.profile is None:
             return
-        schedule = self.schedule()
-        schedule.wake_at = None  # this timer has fired
-        yield from self.catch_up(profile_state.from_row(stored, self.s), schedule, timestamp, ctx)
+        user.schedule.wake_at = None  # this timer has fired
+        yield from self.catch_up(user, timestamp, ctx)
+        self.store(user)
 
-    def fire_due_timers(self, profile: UserProfile, schedule: Schedule, horizon: int, ctx):
+    def fire_due_timers(self, user: UserState, horizon: int, ctx):
         """Does now what the user's timers due by event time `horizon` will do, in their order.
         An event at `ts` means no watermark has passed `ts - out_of_orderness` yet, so a timer
         due by then has not fired; firing it before the event, instead of whenever the watermark
         gets there, makes the order of a user's updates the same in every run, restarts
         included (watermarks are not checkpointed, so timers fire later after a restore)."""
-        while (due := schedule.wake_at) is not None and due <= horizon:
+        while (due := user.schedule.wake_at) is not None and due <= horizon:
             ctx.timer_service().delete_event_time_timer(due)
-            schedule.wake_at = None
-            if (yield from self.catch_up(profile, schedule, due, ctx)):
+            user.schedule.wake_at = None
+            if (yield from self.catch_up(user, due, ctx)):
                 return True  # expired: the user's state is gone
         return False
 
-    def catch_up(self, profile: UserProfile, schedule: Schedule, now: int, ctx):
+    def catch_up(self, user: UserState, now: int, ctx):
         """Everything due by event time `now`: session closes, a held-back update, expiry.
-        Returns whether the profile expired (its state is then cleared)."""
-        s = self.s
+        Returns whether the profile expired (the user's state is then cleared)."""
+        s, profile, schedule = self.s, user.profile, user.schedule
         closed = profile.close_sessions(now, s)
         for summary in closed:
             yield SESSIONS, session_row(summary)
         if schedule.outcome_due is not None and schedule.outcome_due <= now:
-            yield from self.expire_outcomes(profile.user_id, schedule, now)
+            yield from self.expire_outcomes(user, now)
         self.forget_seen(now - s.allowed_lateness_ms)
         held_back = schedule.emit_due is not None and schedule.emit_due <= now
-        yield from self.store_and_emit(profile, schedule, now, ctx, bool(closed) or held_back)
+        yield from self.emit(user, now, ctx, bool(closed) or held_back)
         if profile.expires_at(s) <= now:
             self.expiries.inc()
-            self.clear(ctx)
+            self.clear(user, ctx)
             return True
         return False
 
     # ------------------------------------------------------------ state and timers
 
-    def schedule(self) -> Schedule:
-        row = self.timer.value()
-        return Schedule(*row) if row is not None else Schedule()
+    def store(self, user: UserState) -> None:
+        if user.profile is None:
+            self.user.clear()  # purged or expired: nothing is kept
+        else:
+            self.user.update(profile_state.pack(user))
 
-    def store_and_emit(
+    def emit(
         self,
-        profile: UserProfile,
-        schedule: Schedule,
+        user: UserState,
         now: int,
         ctx,
         changed: bool = True,
         event: Event | None = None,
     ):
-        """Stores the profile, emits it and its scores if it changed (unless held back by
+        """Emits the profile and its scores if it changed (unless held back by
         emit_interval_ms), and moves the user's single timer to the earliest time it is needed."""
-        self.profile.update(profile_state.to_row(profile))
+        profile, schedule = user.profile, user.schedule
         if changed and schedule.should_emit(now, self.s.emit_interval_ms):
             snapshot = profile.snapshot(self.s)
             yield profile_row(snapshot)
-            yield from self.score(snapshot, event, schedule)
+            yield from self.score(user, snapshot, event)
         stale, wake_at = schedule.reschedule(profile.timers(self.s))
         if stale is not None:
             ctx.timer_service().delete_event_time_timer(stale)
         if wake_at is not None:
             ctx.timer_service().register_event_time_timer(wake_at)
-        self.timer.update(
-            Row(schedule.wake_at, schedule.last_emit, schedule.emit_due, schedule.outcome_due)
-        )
 
-    def score(self, snapshot: ProfileSnapshot, event: Event | None, schedule: Schedule):
+    def score(self, user: UserState, snapshot: ProfileSnapshot, event: Event | None):
         live, sc = self.live, self.scoring
         scored = score_user(
             snapshot,
             live.models,
-            cohort_state(self.cohort.value()),
+            user.cohort,
             event.event_id if event is not None else None,
             is_competitor_view(event, sc.leads.competitor_brands),
             sc.models,
@@ -489,24 +476,21 @@ class BuildProfiles(KeyedProcessFunction):
             live.modifiers,
         )
         if scored.cohort_state is not None:
-            st = scored.cohort_state
-            self.cohort.update(
-                Row(st.cohort, st.since_ts, st.model_version, st.challenger, st.challenger_since)
-            )
+            user.cohort = scored.cohort_state
         yield from score_rows(scored, snapshot.columns["version"], live.cohort_names)
         if live.policy is not None:
-            yield from self.decide(scored.scores, snapshot, schedule)
+            yield from self.decide(user, scored.scores, snapshot)
 
     # ------------------------------------------------------------ actions and outcomes
 
-    def decide(self, sc: UserScores, snapshot: ProfileSnapshot, schedule: Schedule):
-        ledger = Ledger.from_json(self.ledger.value())
+    def decide(self, user: UserState, sc: UserScores, snapshot: ProfileSnapshot):
+        ledger = Ledger.from_json(user.ledger)
         decision = decide(self.live.policy, decision_context(sc, snapshot), ledger)
         if decision is None:
             return
         self.decisions.inc()
-        self.ledger.update(ledger.to_json())
-        attribution = self.attribution(sc.user_id)
+        user.ledger = ledger.to_json()
+        attribution = self.attribution(user)
         attribution.decided(
             Pending(
                 decision.decision_id,
@@ -517,44 +501,41 @@ class BuildProfiles(KeyedProcessFunction):
                 decision.delivered,
             )
         )
-        self.store_attribution(attribution, schedule)
+        self.store_attribution(user, attribution)
         yield ACTIONS, action_row(decision)
 
-    def attribute(self, event: Event, schedule: Schedule):
+    def attribute(self, user: UserState, event: Event):
         """A purchase converts the decisions awaiting it; a response is kept with its own."""
-        if schedule.outcome_due is None:
+        if user.schedule.outcome_due is None:
             return  # nothing awaits an outcome
         if event.type is EventType.PURCHASE:
-            attribution = self.attribution(event.user_id)
+            attribution = self.attribution(user)
             outcomes = attribution.purchased(event.ts, event.data.total)
         elif event.type is EventType.OFFER_RESPONSE:
-            attribution = self.attribution(event.user_id)
+            attribution = self.attribution(user)
             attribution.responded(event.data.action_id, event.data.response)
             outcomes = []
         else:
             return
-        self.store_attribution(attribution, schedule)
+        self.store_attribution(user, attribution)
         for outcome in outcomes:
             yield OUTCOMES, outcome_row(outcome)
 
-    def expire_outcomes(self, user_id: str, schedule: Schedule, now: int):
-        attribution = self.attribution(user_id)
+    def expire_outcomes(self, user: UserState, now: int):
+        attribution = self.attribution(user)
         outcomes = attribution.expire(now)
-        self.store_attribution(attribution, schedule)
+        self.store_attribution(user, attribution)
         for outcome in outcomes:
             yield OUTCOMES, outcome_row(outcome)
 
-    def attribution(self, user_id: str) -> Attribution:
+    def attribution(self, user: UserState) -> Attribution:
         window = self.scoring.actions.attribution_window_ms
-        return Attribution.from_json(user_id, window, self.awaiting.value())
+        return Attribution.from_json(user.profile.user_id, window, user.awaiting)
 
-    def store_attribution(self, attribution: Attribution, schedule: Schedule) -> None:
-        state = attribution.to_json()
-        if state is None:
-            self.awaiting.clear()
-        else:
-            self.awaiting.update(state)
-        schedule.outcome_due = attribution.next_deadline()
+    @staticmethod
+    def store_attribution(user: UserState, attribution: Attribution) -> None:
+        user.awaiting = attribution.to_json()
+        user.schedule.outcome_due = attribution.next_deadline()
 
     def forget_seen(self, before_ts: int) -> None:
         """Event ids older than the lateness horizon: any copy of them is refused as late."""
@@ -562,26 +543,20 @@ class BuildProfiles(KeyedProcessFunction):
         for event_id in old:
             self.seen.remove(event_id)
 
-    def purge(self, ctx) -> None:
+    def purge(self, user: UserState, ctx) -> None:
         """Consent to analytics is gone: decisions awaiting an outcome are not measured."""
         self.purges.inc()
-        awaiting = self.awaiting.value()
-        if awaiting:
-            for _ in json.loads(awaiting):
+        if user.awaiting:
+            for _ in json.loads(user.awaiting):
                 self.dropped_outcomes.inc()
-        self.clear(ctx)
+        self.clear(user, ctx)
 
-    def clear(self, ctx) -> None:
+    def clear(self, user: UserState, ctx) -> None:
         """Drops every piece of state of the current user and its pending timer."""
-        wake_at = self.schedule().wake_at
-        if wake_at is not None:
-            ctx.timer_service().delete_event_time_timer(wake_at)
-        self.profile.clear()
+        if user.schedule.wake_at is not None:
+            ctx.timer_service().delete_event_time_timer(user.schedule.wake_at)
         self.seen.clear()
-        self.timer.clear()
-        self.cohort.clear()
-        self.ledger.clear()
-        self.awaiting.clear()
+        user.reset()
 
 
 def archived_event(row: Row) -> Event:
@@ -634,7 +609,7 @@ def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSetti
     """The profile stream and every side output of build-profiles, by name."""
     profiles = (
         by_user(events)
-        .process(BuildProfiles(s, scoring), PROFILE_ROW)
+        .process(BuildProfiles(s, scoring), PROFILE.row_type)
         .name("build-profiles")
         .uid("build-profiles")
     )
@@ -648,25 +623,32 @@ def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSetti
         ("actions", ACTIONS),
         ("outcomes", OUTCOMES),
     ):
-        streams[name] = profiles.get_side_output(tag).name(tag.tag_id).uid(tag.tag_id)
+        streams[name] = side_output(profiles, tag)
     return streams
+
+
+def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
+    """The side output as the JVM holds it, typed by its tag. PyFlink's get_side_output puts a
+    Python identity map after it, which takes every record into the interpreter and back."""
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
 @dataclass
 class ProfileOutputs:
     archive: DataStream  # ingest.ARCHIVE_ROW
     dead_letters: DataStream  # ingest.KAFKA_RECORD_ROW: malformed and late records
-    profiles: DataStream  # PROFILE_ROW
+    profiles: DataStream  # PROFILE.row_type, a changelog (row kinds) by user
     sessions: DataStream  # SESSION_ROW
-    scores: DataStream  # SCORE_ROW
-    cohort_moves: DataStream  # MOVE_ROW
-    leads: DataStream  # LEAD_ROW
-    actions: DataStream  # ACTION_ROW
-    outcomes: DataStream  # OUTCOME_ROW
+    scores: DataStream  # SCORE.row_type, a changelog by user
+    cohort_moves: DataStream  # MOVE.row_type
+    leads: DataStream  # LEAD.row_type, a changelog by user
+    actions: DataStream  # ACTION.row_type
+    outcomes: DataStream  # OUTCOME.row_type
 
 
 class ProfileSinks(Protocol):
-    def write(self, outputs: ProfileOutputs) -> None: ...
+    def write(self, outputs: ProfileOutputs) -> None:
+        """Must consume every output: build-profiles fails on a side output nothing reads."""
 
 
 def build_pipeline(
@@ -694,32 +676,13 @@ def build_pipeline(
 # ------------------------------------------------------------------ production connectors
 
 
-def json_record(key_field: str, raw_json: tuple[str, ...] = ()):
-    """Row -> Kafka record: key = the row's `key_field`, value = the row as a JSON object, with
-    the `raw_json` fields (JSON already) spliced in as they are."""
-
-    def record(row: Row) -> Row:
-        fields = row.as_dict()
-        if fields.pop("deleted", False):
-            return ingest.KAFKA_RECORD(row[key_field].encode(), None)
-        spliced = {name: fields.pop(name) for name in raw_json}
-        text = json.dumps(fields, separators=(",", ":"))[:-1]
-        text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
-        return ingest.KAFKA_RECORD(row[key_field].encode(), f"{text}}}".encode())
-
-    return record
-
-
-# Key = user id; value = the profile as JSON (`details` spliced in), or a tombstone for a purge.
-kafka_record = json_record("user_id", ("details",))
-# Outputs a purge deletes: their rows carry the `deleted` flag.
-DELETABLE = {"user_scores": SCORE_FIELDS, "leads": LEAD_FIELDS}
 SQL_TYPES = (
     (Types.STRING(), DataTypes.STRING()),
     (Types.LONG(), DataTypes.BIGINT()),
     (Types.INT(), DataTypes.INT()),
     (Types.DOUBLE(), DataTypes.DOUBLE()),
     (Types.BOOLEAN(), DataTypes.BOOLEAN()),
+    (ingest.BYTES, DataTypes.BYTES()),
 )
 
 
@@ -727,23 +690,19 @@ def sql_type(type_info):
     return next(sql for flink, sql in SQL_TYPES if flink == type_info)
 
 
-def upsert_changelog(t: StreamTableEnvironment, stream: DataStream, fields, key: str, name: str):
-    """Rows whose last field is `deleted` -> a changelog of upserts and deletes by `key`, for a
-    JDBC table. Declared as a full changelog rather than an upsert one: an upsert source makes
-    the planner keep every row in state to normalize it."""
-    kept = fields[:-1]
-
-    def change(row: Row) -> Row:
-        out = Row(*row[:-1])
-        out.set_row_kind(RowKind.DELETE if row[-1] else RowKind.UPDATE_AFTER)
-        return out
-
-    changes = stream.map(change, output_type=named_row(kept)).name(name).uid(name)
+def output_table(t: StreamTableEnvironment, stream: DataStream, output: Output) -> Table:
+    """The stream of an output as a table. A deletable one is declared a full changelog keyed
+    by user rather than an upsert one: an upsert source makes the planner keep every row in
+    state to normalize it."""
+    if not output.deletable:
+        return t.from_data_stream(stream)
     schema = Schema.new_builder()
-    for column, type_info in kept:
+    for column, type_info in [*output.fields, ("record", ingest.BYTES)]:
         data_type = sql_type(type_info)
-        schema = schema.column(column, data_type.not_null() if column == key else data_type)
-    return t.from_changelog_stream(changes, schema.primary_key(key).build(), ChangelogMode.all())
+        schema = schema.column(column, data_type.not_null() if column == "user_id" else data_type)
+    return t.from_changelog_stream(
+        stream, schema.primary_key("user_id").build(), ChangelogMode.all()
+    )
 
 
 class ProductionSinks:
@@ -756,49 +715,26 @@ class ProductionSinks:
         ingest.add_event_sinks(
             statements, t, config, outputs.archive, outputs.dead_letters, writer="profile"
         )
-        topic = sinks.kafka_bytes_table(
-            t, config, "profiles_out", config.kafka.topics.profiles, "profile-profiles"
-        )
-        records = (
-            outputs.profiles.map(kafka_record, output_type=ingest.KAFKA_RECORD_ROW)
-            .name("profile-records")
-            .uid("profile-records")
-        )
-        statements.add_insert(topic, t.from_data_stream(records))
-        profiles = sinks.postgres_table(
-            t, config, "user_profiles_out", "user_profiles_sink", "user_profiles"
-        )
-        changes = upsert_changelog(
-            t, outputs.profiles, PROFILE_FIELDS, "user_id", "profile-changes"
-        )
-        statements.add_insert(profiles, changes)
         sessions = sinks.postgres_table(
             t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
         )
         statements.add_insert(sessions, t.from_data_stream(outputs.sessions))
         topics = config.kafka.topics
-        for stream, topic, pg_table, raw_json in (
-            (outputs.scores, topics.scores, "user_scores", ("ranked",)),
-            (outputs.cohort_moves, topics.cohort_moves, "cohort_moves", ()),
-            (outputs.leads, topics.lead_scores, "leads", ()),
-            (outputs.actions, topics.actions, "actions", ("payload", "scores")),
-            (outputs.outcomes, topics.action_outcomes, "action_outcomes", ()),
+        for stream, output, topic, pg_table in (
+            (outputs.profiles, PROFILE, topics.profiles, "user_profiles"),
+            (outputs.scores, SCORE, topics.scores, "user_scores"),
+            (outputs.cohort_moves, MOVE, topics.cohort_moves, "cohort_moves"),
+            (outputs.leads, LEAD, topics.lead_scores, "leads"),
+            (outputs.actions, ACTION, topics.actions, "actions"),
+            (outputs.outcomes, OUTCOME, topics.action_outcomes, "action_outcomes"),
         ):
-            writer = f"profile-{topic.name}"
-            kafka_table = sinks.kafka_bytes_table(t, config, f"{pg_table}_topic", topic, writer)
-            records = (
-                stream.map(json_record("user_id", raw_json), output_type=ingest.KAFKA_RECORD_ROW)
-                .name(f"{topic.name}-records")
-                .uid(f"{topic.name}-records")
+            table = output_table(t, stream, output)
+            kafka_table = sinks.user_records_table(
+                t, config, f"{pg_table}_topic", topic, f"profile-{topic.name}", output.deletable
             )
-            statements.add_insert(kafka_table, t.from_data_stream(records))
-            table = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
-            fields = DELETABLE.get(pg_table)
-            if fields is None:
-                statements.add_insert(table, t.from_data_stream(stream))
-            else:
-                changes = upsert_changelog(t, stream, fields, "user_id", f"{pg_table}-changes")
-                statements.add_insert(table, changes)
+            statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
+            pg = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
+            statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
         statements.attach_as_datastream()
 
 

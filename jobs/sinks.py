@@ -9,19 +9,15 @@ from conf.settings import Settings, Topic
 from sql import flink_statement, with_options
 
 
-def kafka_bytes_table(
-    t_env: StreamTableEnvironment, config: Settings, table: str, topic: Topic, writer: str
-) -> str:
-    """Registers `table` (key BYTES, value BYTES) writing to `topic` in Kafka transactions.
-    `writer` names the transactional ids, so it must be unique per job and sink."""
+def kafka_options(config: Settings, topic: Topic, writer: str) -> dict[str, str]:
+    """Raw key and value bytes written in Kafka transactions, batched. `writer` names the
+    transactional ids, so it must be unique per job and sink."""
     kafka = config.kafka
-    options = {
-        "connector": "kafka",
+    return {
         "topic": topic.name,
         "properties.bootstrap.servers": kafka.bootstrap_servers,
         "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
         "key.format": "raw",
-        "key.fields": "key",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
@@ -29,9 +25,37 @@ def kafka_bytes_table(
         "properties.batch.size": str(kafka.sink_batch_bytes),
         "sink.transactional-id-prefix": f"{kafka.consumer_group}-{writer}",
     }
+
+
+def kafka_bytes_table(
+    t_env: StreamTableEnvironment, config: Settings, table: str, topic: Topic, writer: str
+) -> str:
+    """Registers `table` (key BYTES, value BYTES) writing to `topic`."""
+    options = {"connector": "kafka", **kafka_options(config, topic, writer), "key.fields": "key"}
     t_env.execute_sql(
         flink_statement("keyed_bytes_sink", table=table, options=with_options(options))
     )
+    return table
+
+
+def user_records_table(
+    t_env: StreamTableEnvironment,
+    config: Settings,
+    table: str,
+    topic: Topic,
+    writer: str,
+    upsert: bool,
+) -> str:
+    """Registers `table` (user_id STRING, record BYTES) writing to `topic`, keyed by user id.
+    `upsert`: a changelog by user goes in (upsert-kafka): a deleted row becomes a tombstone."""
+    options = kafka_options(config, topic, writer)
+    if upsert:
+        options = {"connector": "upsert-kafka", **options}
+        ddl = "user_records_upsert_sink"
+    else:
+        options = {"connector": "kafka", **options, "key.fields": "user_id"}
+        ddl = "user_records_sink"
+    t_env.execute_sql(flink_statement(ddl, table=table, options=with_options(options)))
     return table
 
 

@@ -1,118 +1,123 @@
-"""How a UserProfile is kept in Flink keyed state: one typed row (Flink's own serializers, no
-pickling), with arrays and maps for the variable parts. `to_row` and `from_row` are exact
-inverses; the unit tests round-trip them."""
+"""How a user's state is kept in Flink keyed state: one value per user (UserState: the profile,
+its timer bookkeeping, its cohort, its action ledger and the decisions awaiting an outcome) as
+one tuple of plain values (numbers, strings, lists, dicts). In thread mode PyFlink pickles every
+state value, whatever type it is declared with; a plain tuple pickles in C, small, where a Row
+pickles through Python code with its field names. `pack` and `unpack` are exact inverses; the
+unit tests round-trip them."""
 
 from __future__ import annotations
 
-from pyflink.common import Row, Types
+from dataclasses import dataclass, field
 
 from conf.settings import Profile as ProfileSettings
+from udfs.cohort_assignment import CohortState
 from udfs.history import RecentEvent, RecentEvents
 from udfs.profile import UserProfile
 from udfs.rfm import RfmTracker
+from udfs.schedule import Schedule
 from udfs.sessions import OpenSession, Sessions
 from udfs.signature import Baseline, TransitionModel
 from udfs.trends import Trends
 
-LONGS = Types.PRIMITIVE_ARRAY(Types.LONG())
-INTS = Types.PRIMITIVE_ARRAY(Types.INT())
-DOUBLES = Types.PRIMITIVE_ARRAY(Types.DOUBLE())
-STRINGS = Types.BASIC_ARRAY(Types.STRING())
-
-TRACKER = Types.ROW_NAMED(
-    ["last_ts", "ref_ts", "count", "value"],
-    [Types.LONG(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE()],
+# An open session's scalar fields, in their tuple order (its steps follow as three lists).
+SESSION_FIELDS = (
+    "session_id",
+    "start",
+    "end",
+    "events",
+    "page_views",
+    "product_views",
+    "searches",
+    "cart_adds",
+    "checkouts",
+    "purchases",
+    "revenue",
+    "dwell_ms",
+    "max_scroll",
+    "cart_value",
 )
-SESSION_FIELDS = [
-    ("session_id", Types.STRING()),
-    ("start", Types.LONG()),
-    ("end", Types.LONG()),
-    ("events", Types.INT()),
-    ("page_views", Types.INT()),
-    ("product_views", Types.INT()),
-    ("searches", Types.INT()),
-    ("cart_adds", Types.INT()),
-    ("checkouts", Types.INT()),
-    ("purchases", Types.INT()),
-    ("revenue", Types.DOUBLE()),
-    ("dwell_ms", Types.LONG()),
-    ("max_scroll", Types.DOUBLE()),
-    ("cart_value", Types.DOUBLE()),
-    ("step_ts", LONGS),
-    ("step_order", LONGS),
-    ("step_state", INTS),
-]
-SESSION = Types.ROW_NAMED([n for n, _ in SESSION_FIELDS], [t for _, t in SESSION_FIELDS])
-STATE_FIELDS = [
-    ("user_id", Types.STRING()),
-    ("version", Types.LONG()),
-    ("first_ts", Types.LONG()),
-    ("last_ts", Types.LONG()),
-    ("events", Types.LONG()),
-    ("late_events", Types.LONG()),
-    # layer 1: parallel arrays, one entry per recent event
-    ("recent_ts", LONGS),
-    ("recent_order", LONGS),
-    ("recent_state", INTS),
-    ("recent_category", STRINGS),
-    ("recent_amount", DOUBLES),
-    # layer 2
-    ("trends_ref_ts", Types.LONG()),
-    ("trend_counts", DOUBLES),
-    ("dwell_s", DOUBLES),
-    ("scroll", DOUBLES),
-    ("price_log_ratio", DOUBLES),
-    ("discounts", Types.DOUBLE()),
-    ("attention", Types.MAP(Types.STRING(), Types.DOUBLE())),
-    ("purchases", TRACKER),
-    ("engagement", TRACKER),
-    ("session_starts", TRACKER),
-    ("recent_starts", TRACKER),
-    ("carts", TRACKER),
-    ("open_sessions", Types.OBJECT_ARRAY(SESSION)),
-    ("closed_sessions", Types.MAP(Types.STRING(), Types.LONG())),
-    ("last_closed_end", Types.LONG()),
-    ("last_closed_gap", Types.LONG()),
-    # layer 3
-    ("transitions", Types.MAP(Types.INT(), Types.DOUBLE())),
-    ("baseline_n", Types.INT()),
-    ("baseline_mean", DOUBLES),
-    ("baseline_var", DOUBLES),
-    ("reach", DOUBLES),  # flattened rows; empty while the prior applies
-    ("last_session_metrics", DOUBLES),  # empty when there is none
-]
-PROFILE_STATE = Types.ROW_NAMED([n for n, _ in STATE_FIELDS], [t for _, t in STATE_FIELDS])
 
 
-def _tracker_row(t: RfmTracker) -> Row:
-    return Row(t.last_ts, t.ref_ts, t.count, t.value)
+@dataclass(slots=True)
+class UserState:
+    """Everything kept for one user; `profile` is None before the first event and after a
+    purge or expiry."""
+
+    profile: UserProfile | None = None
+    schedule: Schedule = field(default_factory=Schedule)
+    cohort: CohortState | None = None
+    ledger: str | None = None  # udfs.actions.Ledger as JSON
+    awaiting: str | None = None  # udfs.attribution.Attribution as JSON, None when empty
+
+    def reset(self) -> None:
+        """Forgets everything (a purge or expiry)."""
+        self.profile, self.schedule, self.cohort = None, Schedule(), None
+        self.ledger = self.awaiting = None
 
 
-def _tracker(row: Row) -> RfmTracker:
-    return RfmTracker(row[0], row[1], row[2], row[3])
+def pack(state: UserState) -> tuple:
+    sc, cohort = state.schedule, state.cohort
+    return (
+        to_tuple(state.profile) if state.profile is not None else None,
+        (sc.wake_at, sc.last_emit, sc.emit_due, sc.outcome_due),
+        (
+            (
+                cohort.cohort,
+                cohort.since_ts,
+                cohort.model_version,
+                cohort.challenger,
+                cohort.challenger_since,
+            )
+            if cohort is not None
+            else None
+        ),
+        state.ledger,
+        state.awaiting,
+    )
 
 
-def _session_row(s: OpenSession) -> Row:
-    scalars = (getattr(s, name) for name, _ in SESSION_FIELDS[:-3])
-    return Row(
-        *scalars,
+def unpack(value: tuple | None, s: ProfileSettings) -> UserState:
+    if value is None:
+        return UserState()
+    profile, schedule, cohort, ledger, awaiting = value
+    return UserState(
+        from_tuple(profile, s) if profile is not None else None,
+        Schedule(*schedule),
+        CohortState(*cohort) if cohort is not None else None,
+        ledger,
+        awaiting,
+    )
+
+
+def _tracker_tuple(t: RfmTracker) -> tuple:
+    return (t.last_ts, t.ref_ts, t.count, t.value)
+
+
+def _tracker(value: tuple) -> RfmTracker:
+    return RfmTracker(*value)
+
+
+def _session_tuple(s: OpenSession) -> tuple:
+    return (
+        *(getattr(s, name) for name in SESSION_FIELDS),
         [t for t, _, _ in s.steps],
         [o for _, o, _ in s.steps],
         [x for _, _, x in s.steps],
     )
 
 
-def _session(row: Row) -> OpenSession:
-    *scalars, step_ts, step_order, step_state = row
+def _session(value: tuple) -> OpenSession:
+    *scalars, step_ts, step_order, step_state = value
     steps = list(zip(step_ts, step_order, step_state, strict=True))
     return OpenSession(*scalars, steps=steps)
 
 
-def to_row(p: UserProfile) -> Row:
+def to_tuple(p: UserProfile) -> tuple:
+    """The profile's fields in a fixed order; layer 1 (the recent events) as parallel lists."""
     items = p.recent.items
     t = p.trends
-    reach = [x for row in p.reach for x in row] if p.reach else []
-    return Row(
+    reach = [x for row in p.reach for x in row] if p.reach else []  # flattened rows
+    return (
         p.user_id,
         p.version,
         p.first_ts,
@@ -131,12 +136,12 @@ def to_row(p: UserProfile) -> Row:
         t.price_log_ratio,
         t.discounts,
         t.attention,
-        _tracker_row(p.purchases),
-        _tracker_row(p.engagement),
-        _tracker_row(p.session_starts),
-        _tracker_row(p.recent_starts),
-        _tracker_row(p.carts),
-        [_session_row(s) for s in p.sessions.open.values()],
+        _tracker_tuple(p.purchases),
+        _tracker_tuple(p.engagement),
+        _tracker_tuple(p.session_starts),
+        _tracker_tuple(p.recent_starts),
+        _tracker_tuple(p.carts),
+        [_session_tuple(s) for s in p.sessions.open.values()],
         p.sessions.closed,
         p.sessions.last_closed_end,
         p.sessions.last_closed_gap,
@@ -149,7 +154,7 @@ def to_row(p: UserProfile) -> Row:
     )
 
 
-def from_row(row: Row, s: ProfileSettings) -> UserProfile:
+def from_tuple(value: tuple, s: ProfileSettings) -> UserProfile:
     (
         user_id,
         version,
@@ -184,7 +189,7 @@ def from_row(row: Row, s: ProfileSettings) -> UserProfile:
         baseline_var,
         reach,
         last_session_metrics,
-    ) = row
+    ) = value
     recent = RecentEvents(
         s.recent_events,
         [
@@ -218,7 +223,7 @@ def from_row(row: Row, s: ProfileSettings) -> UserProfile:
         recent_starts=_tracker(recent_starts),
         carts=_tracker(carts),
         sessions=Sessions(
-            {row[0]: _session(row) for row in open_sessions},
+            {session[0]: _session(session) for session in open_sessions},
             dict(closed_sessions),
             last_closed_end,
             last_closed_gap,

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.common.types import RowKind
 from pyflink.common.watermark_strategy import TimestampAssigner
 
 from conf import settings as settings_module
@@ -25,6 +26,7 @@ HOUR = 3_600_000
 
 class CollectingSinks:
     """Tags every output (kind, key, version, JSON) and unions them for execute_and_collect.
+    Every output must be consumed: build-profiles cannot emit to a side output nothing reads.
 
     The side outputs are rebalanced first: PyFlink would otherwise fuse each collecting map
     into the side-output operator before it, and the fused pair's uid collides with that one."""
@@ -38,8 +40,8 @@ class CollectingSinks:
                 lambda r: (
                     "profile",
                     r.user_id,
-                    -1 if r.deleted else r.version,
-                    (job.kafka_record(r).value or b"null").decode(),
+                    -1 if r.get_row_kind() is RowKind.DELETE else r.version,
+                    (r.record or b"null").decode(),
                 ),
                 output_type=OUTPUT,
             )
@@ -71,7 +73,7 @@ class CollectingSinks:
                     "score",
                     r.user_id,
                     r.model_version or 0,
-                    (job.json_record("user_id", ("ranked",))(r).value or b"null").decode(),
+                    (r.record or b"null").decode(),
                 ),
                 output_type=OUTPUT,
             )
@@ -79,18 +81,30 @@ class CollectingSinks:
             .uid("collect-scores"),
             outputs.cohort_moves.rebalance()
             .map(
-                lambda r: ("move", r.user_id, r.ts, json.dumps(r.as_dict())),
+                lambda r: ("move", r.user_id, r.ts, r.record.decode()),
                 output_type=OUTPUT,
             )
             .name("collect-moves")
             .uid("collect-moves"),
             outputs.leads.rebalance()
             .map(
-                lambda r: ("lead", r.user_id, -1 if r.deleted else r.ts, json.dumps(r.as_dict())),
+                lambda r: (
+                    "lead",
+                    r.user_id,
+                    -1 if r.get_row_kind() is RowKind.DELETE else r.ts,
+                    json.dumps({k: v for k, v in r.as_dict().items() if k != "record"}),
+                ),
                 output_type=OUTPUT,
             )
             .name("collect-leads")
             .uid("collect-leads"),
+            *(
+                stream.rebalance()
+                .map(lambda r, kind=kind: (kind, r.user_id, 0, r.record.decode()), OUTPUT)
+                .name(f"collect-{kind}s")
+                .uid(f"collect-{kind}s")
+                for kind, stream in (("action", outputs.actions), ("outcome", outputs.outcomes))
+            ),
         ]
         self.output = profiles.union(sessions, letters, *scored)
 

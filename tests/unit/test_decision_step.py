@@ -34,7 +34,7 @@ def test_a_purchase_in_the_window_converts_the_decision(tmp_path):
     h.send(page(T0))
     [decision] = h.scored["actions"]
     assert (decision.action, decision.delivered, decision.experiment) == ("nudge", True, None)
-    assert h.function.schedule().outcome_due == T0 + WINDOW  # the window's end will be seen
+    assert h.user().schedule.outcome_due == T0 + WINDOW  # the window's end will be seen
     h.send(page(T0 + 10 * MINUTE))  # inside the cooldown: no second decision
     assert len(h.scored["actions"]) == 1
     h.send(purchase(T0 + 20 * MINUTE, total=80.0))

@@ -1,4 +1,5 @@
 import math
+import pickle
 import statistics
 
 import pytest
@@ -8,8 +9,10 @@ from models.generator import EventGenerator
 from tests.conftest import TEST_NOW_MS, assert_nearly_equal, event_bytes
 from tests.unit.profile_events import DAY, HOUR, MINUTE, T0, cart, page, purchase, view
 from udfs import profile_state
+from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
 from udfs.profile import UserProfile
+from udfs.schedule import Schedule
 from udfs.states import K
 
 S = settings_module.load("local").profile
@@ -113,14 +116,25 @@ def test_timers_are_the_open_session_closes_and_the_expiry():
     assert profile.timers(S) == {T0 + 5 * MINUTE + S.ttl_ms}
 
 
-def test_state_row_round_trips():
+def test_user_state_round_trips_through_a_pickle():
     _, events = generated_events(users=6, days=2)
     profile = replay([e for e in events if e.user_id == events[0].user_id])
     profile.apply(page(profile.last_ts + MINUTE, session="open"), NEVER, S)
-    row = profile_state.to_row(profile)
-    again = profile_state.from_row(row, S)
-    assert profile_state.to_row(again) == row
-    assert_nearly_equal(again.snapshot(S).details, profile.snapshot(S).details, rel=0)
+    user = profile_state.UserState(
+        profile,
+        Schedule(wake_at=profile.last_ts + S.session_gap_ms, last_emit=profile.last_ts),
+        CohortState(2, profile.first_ts, 1, challenger=3, challenger_since=profile.last_ts),
+        ledger='[{"offer":1},1,{}]',
+    )
+    packed = profile_state.pack(user)
+    again = profile_state.unpack(pickle.loads(pickle.dumps(packed)), S)  # as Flink keeps it
+    assert profile_state.pack(again) == packed
+    assert (again.schedule, again.cohort, again.ledger) == (user.schedule, user.cohort, user.ledger)
+    assert_nearly_equal(again.profile.snapshot(S).details, profile.snapshot(S).details, rel=0)
+
+
+def test_a_user_with_nothing_kept_unpacks_empty():
+    assert profile_state.unpack(None, S) == profile_state.UserState()
 
 
 def test_archetypes_are_visibly_different_in_the_features():

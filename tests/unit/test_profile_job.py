@@ -5,11 +5,13 @@ import json
 
 import pytest
 from pyflink.common import Row
+from pyflink.common.types import RowKind
 
 from conf import settings as settings_module
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, page, view
+from udfs import profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 
 CONFIG = settings_module.load("local")
@@ -139,6 +141,10 @@ class Harness:
             out += self.keep(self.function.on_timer(due[0], self.ctx))
         return out
 
+    def user(self) -> profile_state.UserState:
+        """What the keyed state holds for the user now."""
+        return profile_state.unpack(self.function.user.value(), self.function.s)
+
     def state_is_empty(self) -> bool:
         values = all(v.value() is None for v in self.runtime.values.values())
         return values and not any(self.runtime.maps.values())
@@ -248,7 +254,8 @@ def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion
     h = Harness()
     h.send(page(T0))
     [deletion] = h.send(revocation(T0 + MINUTE))
-    assert (deletion.user_id, deletion.deleted, deletion.version) == ("u1", True, None)
+    assert deletion.get_row_kind() is RowKind.DELETE
+    assert (deletion.user_id, deletion.version, deletion.record) == ("u1", None, None)
     assert h.state_is_empty()
     assert h.ctx.timers.registered == set()
     assert h.advance(2**62) == []  # nothing left to fire or emit
@@ -267,12 +274,11 @@ def test_updates_are_held_back_to_one_per_interval_when_configured():
 def test_profile_rows_carry_every_column_and_json_details(kind):
     h = Harness()
     [row] = h.send(page(T0) if kind == "page" else view(T0))
+    assert row.get_row_kind() is RowKind.UPDATE_AFTER  # an upsert of the user's profile
     assert len(row) == len(job.PROFILE_COLUMNS) + 2
     assert json.loads(row.details)["recent"][0]["ts"] == T0
-    record = job.kafka_record(row)
-    assert record[0] == b"u1"
-    value = json.loads(record[1])
-    assert value["version"] == 1 and value["details"] == json.loads(row.details)
+    value = json.loads(row.record)  # the Kafka value: every column, details spliced in as JSON
+    assert value == {**{n: row[n] for n in job.PROFILE_COLUMNS}, "details": json.loads(row.details)}
 
 
 def test_a_purge_also_deletes_the_users_scores_and_lead_score():
@@ -280,10 +286,8 @@ def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     h.send(page(T0))
     h.send(revocation(T0 + MINUTE))
     score, lead = h.scored["scores"][-1], h.scored["lead-scores"][-1]
-    assert (score.user_id, score.deleted, lead.user_id, lead.deleted) == ("u1", True, "u1", True)
-    record = job.json_record("user_id", ("ranked",))(score)
-    assert (record.key, record.value) == (b"u1", None)  # a tombstone
-    assert (
-        json.loads(job.json_record("user_id", ("ranked",))(h.scored["scores"][0]).value)["user_id"]
-        == "u1"
-    )
+    assert [r.get_row_kind() for r in (score, lead)] == [RowKind.DELETE, RowKind.DELETE]
+    assert (score.user_id, score.record, lead.user_id, lead.record) == ("u1", None, "u1", None)
+    first = h.scored["scores"][0]
+    assert first.get_row_kind() is RowKind.UPDATE_AFTER
+    assert json.loads(first.record)["ranked"] == json.loads(first.ranked)  # spliced as JSON

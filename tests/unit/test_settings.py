@@ -95,7 +95,16 @@ class StatementLog:
         self.statements.append(statement)
 
 
-def test_kafka_sinks_batch_as_configured(settings):
+@pytest.mark.parametrize(
+    "register",
+    [
+        sinks.kafka_bytes_table,
+        lambda *args: sinks.user_records_table(*args, upsert=False),
+        lambda *args: sinks.user_records_table(*args, upsert=True),
+    ],
+    ids=["bytes", "user-records", "user-records-upsert"],
+)
+def test_kafka_sinks_batch_as_configured(settings, register):
     tuned = settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(
@@ -104,7 +113,7 @@ def test_kafka_sinks_batch_as_configured(settings):
         }
     )
     t_env = StatementLog()
-    sinks.kafka_bytes_table(t_env, tuned, "scores_out", tuned.kafka.topics.scores, "w")
+    register(t_env, tuned, "scores_out", tuned.kafka.topics.scores, "w")
     (ddl,) = t_env.statements
     assert "'properties.linger.ms' = '250'" in ddl
     assert "'properties.batch.size' = '65536'" in ddl
