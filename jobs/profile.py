@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
 from pyflink.common import JobClient, Row, Types
 from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
@@ -177,13 +178,22 @@ OUTCOME_FIELDS = [
 ]
 
 
+# Compact JSON, as json.dumps(separators=(",", ":")) writes it, in a fraction of the time:
+# encoding the outputs was a fifth of build-profiles' own work. NaN and infinities become null.
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def compact(value) -> str:
+    return orjson.dumps(value, option=JSON_OPTIONS).decode()
+
+
 def json_value(names: list[str], values, raw_json: tuple[str, ...]) -> bytes:
     """The fields as one JSON object, the `raw_json` ones (JSON already) spliced in as they are."""
     fields = dict(zip(names, values, strict=True))
-    spliced = {name: fields.pop(name) for name in raw_json}
-    text = json.dumps(fields, separators=(",", ":"))[:-1]
-    text += "".join(f',"{name}":{value or "null"}' for name, value in spliced.items())
-    return f"{text}}}".encode()
+    spliced = b"".join(
+        b',"%s":%s' % (n.encode(), (fields.pop(n) or "null").encode()) for n in raw_json
+    )
+    return orjson.dumps(fields, option=JSON_OPTIONS)[:-1] + spliced + b"}"
 
 
 class Output:
@@ -231,7 +241,7 @@ LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
     c = snapshot.columns
-    details = json.dumps(snapshot.details, separators=(",", ":"))
+    details = compact(snapshot.details)
     return PROFILE.row(*(c[name] for name in PROFILE_COLUMNS), details)
 
 
@@ -306,10 +316,6 @@ def move_row(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -
         move.reason,
         move.model_version,
     )
-
-
-def compact(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def action_row(d: Decision) -> Row:

@@ -291,3 +291,12 @@ def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     first = h.scored["scores"][0]
     assert first.get_row_kind() is RowKind.UPDATE_AFTER
     assert json.loads(first.record)["ranked"] == json.loads(first.ranked)  # spliced as JSON
+
+
+def test_output_values_are_strict_json_with_raw_fields_spliced():
+    row = job.SCORE.row(
+        "u1", T0, "e1", 3, 1, 2, "c2", 2, float("nan"), 0.25, None, "purchase", '[{"x":1}]'
+    )
+    value = json.loads(row.record, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert value["abandonment"] is None  # NaN has no JSON form; PostgreSQL's jsonb refuses it
+    assert value["ranked"] == [{"x": 1}] and value["drift"] == 0.25 and value["user_id"] == "u1"
