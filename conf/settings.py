@@ -88,6 +88,9 @@ class Kafka(Strict):
     # interval adds no visible latency; it makes far fewer, larger produce requests.
     sink_linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
     sink_batch_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 1024 * 1024
+    # The longest a job's Kafka source lets the broker hold a fetch (Kafka's own default). Kafka
+    # answers as soon as records are there; the embedded broker holds it longer (local.yaml).
+    source_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=60_000)] = 500
     consumer_group: str = "behavior-engine"
 
 

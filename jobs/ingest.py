@@ -177,6 +177,7 @@ class KafkaRawSource:
             "properties.group.id": f"{kafka.consumer_group}-{self.group}",
             "properties.isolation.level": "read_committed",
             "properties.auto.offset.reset": "earliest",
+            "properties.fetch.max.wait.ms": str(kafka.source_fetch_max_wait_ms),
             "scan.startup.mode": "group-offsets",
             "format": "raw",
         }

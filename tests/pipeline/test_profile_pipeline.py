@@ -292,6 +292,7 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
         assert table in names
     assert "ChangelogNormalize" not in names  # no second copy of every profile in state
+    assert "Materializer" not in names  # nor of every upserted row (the changelog keeps its key)
 
 
 def throttled_source(payloads, delay_s, after: int, action):
