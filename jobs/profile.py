@@ -205,8 +205,11 @@ class Output:
 
     def __init__(self, fields, raw_json: tuple[str, ...] = (), deletable: bool = False):
         self.names = [name for name, _ in fields]
-        self.fields, self.raw_json, self.deletable = fields, raw_json, deletable
-        self.row_type = named_row([*fields, ("record", ingest.BYTES)])
+        if deletable and self.names[0] != "user_id":
+            raise ValueError("a deletable output is keyed by its first field, user_id")
+        self.raw_json, self.deletable = raw_json, deletable
+        self.columns = [*fields, ("record", ingest.BYTES)]
+        self.row_type = named_row(self.columns)
         self._row = Row(*self.names, "record")  # calling it builds a row with these names
 
     def row(self, *values) -> Row:
@@ -703,7 +706,7 @@ def output_table(t: StreamTableEnvironment, stream: DataStream, output: Output) 
     if not output.deletable:
         return t.from_data_stream(stream)
     schema = Schema.new_builder()
-    for column, type_info in [*output.fields, ("record", ingest.BYTES)]:
+    for column, type_info in output.columns:
         data_type = sql_type(type_info)
         schema = schema.column(column, data_type.not_null() if column == "user_id" else data_type)
     return t.from_changelog_stream(

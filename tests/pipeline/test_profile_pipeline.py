@@ -289,7 +289,7 @@ def test_the_production_graph_has_uids_on_connector_operators_too(profile_settin
     nodes = operators(env)  # built, never run: no broker or database needed
     assert [name for name, uid in nodes if not uid or not name] == []
     names = " ".join(name for name, _ in nodes)
-    for table in ("events_archive", "dead_letters", "profiles_out", "user_profiles_out"):
+    for table in ("events_archive", "dead_letters", "user_profiles_topic", "user_profiles_out"):
         assert table in names
     assert "ChangelogNormalize" not in names  # no second copy of every profile in state
     assert "Materializer" not in names  # nor of every upserted row (the changelog keeps its key)
