@@ -34,15 +34,15 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext
 from pyflink.java_gateway import get_gateway
-from pyflink.table import StatementSet, StreamTableEnvironment
-from pyflink.table.expressions import col
+from pyflink.table import DataTypes, StatementSet, StreamTableEnvironment
+from pyflink.table.expressions import col, row
 
 from conf import settings as settings_module
 from conf.settings import EventContract, Settings
 from conf.settings import Flink as FlinkSettings
 from jobs import sinks
 from sql import flink_statement, with_options
-from udfs.events import DeadLetter, EventParser, SourceRef
+from udfs.events import DeadLetter, Event, EventParser, SourceRef
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 RAW_RECORD = Types.ROW_NAMED(
@@ -74,12 +74,25 @@ ARCHIVE_ROW = Types.ROW_NAMED(
         Types.LONG(),
     ],
 )
+RAW_RECORD_SQL = DataTypes.ROW(
+    [
+        DataTypes.FIELD("payload", DataTypes.BYTES()),
+        DataTypes.FIELD("topic", DataTypes.STRING()),
+        DataTypes.FIELD("partition", DataTypes.INT()),
+        DataTypes.FIELD("offset", DataTypes.BIGINT()),
+    ]
+)
+# A raw record with the user it claims to be about (its JSON `user_id`, read in the source; ''
+# when there is none), so a job can key records by user without a Python step.
+KEYED_RAW_RECORD = Types.ROW_NAMED(["user_key", "record"], [Types.STRING(), RAW_RECORD])
+ARCHIVE_RECORD = Row(*ARCHIVE_ROW.get_field_names())  # builds rows of ARCHIVE_ROW
 KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
 KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
 DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
 
-# Builds the stream of RAW_RECORD rows; for the profile job the records must carry their event
-# time as timestamps and come with watermarks (KafkaRawSource does both).
+# Builds the stream of RAW_RECORD rows (KEYED_RAW_RECORD ones for the profile job, whose records
+# must also carry their event time as timestamps and come with watermarks: KafkaRawSource does
+# all three).
 RawSource = Callable[[StreamExecutionEnvironment], DataStream]
 
 
@@ -102,20 +115,29 @@ class ParseEvents(ProcessFunction):
         source = SourceRef(record.topic, record.partition, record.offset)
         result = self.parser.parse(record.payload, source)
         if isinstance(result, DeadLetter):
-            yield DEAD_LETTERS, KAFKA_RECORD(result.dead_letter_id.encode(), result.to_json())
-            return
-        yield Row(
-            result.event_id,
-            result.user_id,
-            result.session_id,
-            result.type.value,
-            result.ts,
-            result.schema_version,
-            json.dumps(result.properties(), separators=(",", ":")),
-            source.topic,
-            source.partition,
-            source.offset,
-        )
+            yield DEAD_LETTERS, dead_letter_record(result)
+        else:
+            yield archive_row(result, source)
+
+
+def dead_letter_record(letter: DeadLetter) -> Row:
+    return KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
+
+
+def archive_row(event: Event, source: SourceRef) -> Row:
+    """The ARCHIVE_ROW of a parsed event."""
+    return ARCHIVE_RECORD(
+        event.event_id,
+        event.user_id,
+        event.session_id,
+        event.type.value,
+        event.ts,
+        event.schema_version,
+        json.dumps(event.properties(), separators=(",", ":")),
+        source.topic,
+        source.partition,
+        source.offset,
+    )
 
 
 def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, DataStream]:
@@ -150,7 +172,8 @@ def offsets_option(offsets: dict[int, int]) -> str:
 
 class KafkaRawSource:
     """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata;
-    records carry their event time and the source emits watermarks per Kafka partition.
+    records carry their event time and the source emits watermarks per Kafka partition. Keyed,
+    each record also carries its JSON `user_id`, read in the JVM (KEYED_RAW_RECORD).
 
     Unbounded from the group's committed offsets by default; bounded to [start, stop) per
     partition when both are given (used for replays and the local run).
@@ -164,9 +187,11 @@ class KafkaRawSource:
         stop: dict[int, int] | None = None,
         group: str = "ingest",
         ends_with_drain: bool = False,
+        keyed: bool = False,
     ):
+        """`keyed`: KEYED_RAW_RECORD rows instead of RAW_RECORD ones."""
         self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
-        self.group, self.ends_with_drain = group, ends_with_drain
+        self.group, self.ends_with_drain, self.keyed = group, ends_with_drain, keyed
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
         kafka = self.config.kafka
@@ -204,10 +229,17 @@ class KafkaRawSource:
                 out_of_orderness_s=f"{profile.out_of_orderness_ms / 1000:.3f}",
             )
         )
-        columns = self.t_env.from_path(self.table).select(
-            col("payload"), col("topic"), col("partition"), col("offset")
-        )
-        return self.t_env.to_data_stream(columns)
+        table = self.t_env.from_path(self.table)
+        record = [col("payload"), col("topic"), col("partition"), col("offset")]
+        if self.keyed:
+            keyed = table.select(col("user_key"), row(*record).cast(RAW_RECORD_SQL).alias("record"))
+            stream = self.t_env.to_data_stream(keyed)
+            # The same rows, declared with the row type a keyed Python operator insists on.
+            stream._j_data_stream.getTransformation().setOutputType(
+                KEYED_RAW_RECORD.get_java_type_info()
+            )
+            return stream
+        return self.t_env.to_data_stream(table.select(*record))
 
     @property
     def table(self) -> str:
@@ -476,14 +508,16 @@ def submit(
     start: dict[int, int] | None = None,
     stop: dict[int, int] | None = None,
     restore_from: str | None = None,
+    keyed: bool = False,
 ) -> JobClient:
     """Starts a job and returns at once: `build(env, config, source, sinks(t_env, config))`
     over the events topic, read by the consumer group `<group>-<name>`. `restore_from`: a
-    checkpoint or savepoint whose state and source offsets it resumes from."""
+    checkpoint or savepoint whose state and source offsets it resumes from; `keyed`: the source
+    gives KEYED_RAW_RECORD rows."""
     env = create_environment(config, restore_from)
     t_env = create_table_environment(env)
     drained = restore_from is not None and stop is not None  # see wait_for_end
-    source = KafkaRawSource(t_env, config, start, stop, group=name, ends_with_drain=drained)
+    source = KafkaRawSource(t_env, config, start, stop, name, drained, keyed)
     build(env, config, source, sinks(t_env, config))
     return env.execute_async(name)
 

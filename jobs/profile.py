@@ -1,11 +1,12 @@
 """Profile job: Kafka `events` -> per-user behavioural profiles in keyed state -> Kafka
 `profiles` (exactly once) and PostgreSQL `user_profiles` / `user_sessions`.
 
-    source (raw bytes + topic/partition/offset)
+    source (raw bytes + topic/partition/offset + the JSON `user_id` as the user key)
       (event time and watermarks come from the source, per Kafka partition)
-      -> parse_events              (as the ingest job: archive rows, dead letters)
-      -> key_by(user_id)
-      -> build_profiles            udfs.profile.UserProfile per user, de-duplicated by event_id,
+      -> key by user key           (in the JVM: no Python step before build-profiles)
+      -> build_profiles            parses each record where its user's state is (as the ingest
+                                   job does: archive rows, dead letters), then
+                                   udfs.profile.UserProfile per user, de-duplicated by event_id,
                                    scored with the registered ONNX models (jobs.live_models)
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
            |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
@@ -14,8 +15,12 @@
            |-> actions             -> Kafka `actions` + PostgreSQL `actions` (the decision step)
            |-> action outcomes     -> Kafka `action-outcomes` + PostgreSQL `action_outcomes`
            |-> closed sessions     -> PostgreSQL `user_sessions`
-           '-> events too late     -> Kafka `events.dlq` (reason `late`)
-      valid events               -> PostgreSQL `events`; malformed -> `events.dlq`
+           |-> valid events        -> PostgreSQL `events`
+           '-> dead letters        -> Kafka `events.dlq`: malformed records, records whose
+                                      `user_id` is not their key, and events too late (`late`)
+
+build-profiles is the job's only Python operator and runs apart from the sinks (no chaining):
+its thread does the Python work and nothing else.
 
 Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=profile`.
 """
@@ -33,12 +38,13 @@ from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.changelog_mode import ChangelogMode
 from pyflink.table.expressions import col
 
+from conf.settings import EventContract, Settings
 from conf.settings import Profile as ProfileSettings
-from conf.settings import Settings
 from jobs import ingest, sinks
 from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
@@ -48,11 +54,10 @@ from udfs.cohort_assignment import CohortMove
 from udfs.events import (
     DeadLetter,
     Event,
+    EventParser,
     EventType,
     Reason,
     SourceRef,
-    event_from_record,
-    event_to_dict,
     revokes_profiling,
 )
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot, UserProfile
@@ -239,7 +244,7 @@ COHORT_MOVES = OutputTag("cohort-moves", MOVE.row_type)
 LEADS = OutputTag("lead-scores", LEAD.row_type)
 ACTIONS = OutputTag("actions", ACTION.row_type)
 OUTCOMES = OutputTag("action-outcomes", OUTCOME.row_type)
-LATE_EVENTS = OutputTag("late-events", ingest.KAFKA_RECORD_ROW)
+ARCHIVE = OutputTag("archive", ingest.ARCHIVE_ROW)
 
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
@@ -350,10 +355,14 @@ class BuildProfiles(KeyedProcessFunction):
     (the earliest of its session closes, expiry and held-back emission) and emits. Consent
     revocation of `analytics` purges the user."""
 
-    def __init__(self, settings: ProfileSettings, scoring: ScoringSettings):
-        self.s, self.scoring = settings, scoring
+    def __init__(
+        self, contract: EventContract, settings: ProfileSettings, scoring: ScoringSettings
+    ):
+        self.contract, self.s, self.scoring = contract, settings, scoring
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        c = self.contract
+        self.parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
         self.live = LiveModels(self.scoring)
         self.live.refresh(force=True)
         self.user = runtime_context.get_state(
@@ -372,18 +381,34 @@ class BuildProfiles(KeyedProcessFunction):
 
     # ------------------------------------------------------------ events
 
-    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
+    def process_element(self, record: Row, ctx: KeyedProcessFunction.Context):
         s = self.s
         self.live.refresh()
-        watermark = ctx.timer_service().current_watermark()
-        if row.ts_ms < watermark - s.allowed_lateness_ms:
-            self.late.inc()
-            yield LATE_EVENTS, late_dead_letter(row, watermark)
+        payload, topic, partition, offset = record
+        source = SourceRef(topic, partition, offset)
+        event = self.parser.parse(payload, source)
+        if isinstance(event, DeadLetter):
+            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(event)
             return
-        if self.seen.contains(row.event_id):
+        if event.user_id != ctx.get_current_key():
+            # Read differently by the source's JSON path, so keyed to another user's state.
+            letter = DeadLetter(
+                Reason.SCHEMA_VIOLATION,
+                f"user_id {event.user_id!r} is not the record's user key {ctx.get_current_key()!r}",
+                payload,
+                source,
+            )
+            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(letter)
+            return
+        yield ARCHIVE, ingest.archive_row(event, source)
+        watermark = ctx.timer_service().current_watermark()
+        if event.ts < watermark - s.allowed_lateness_ms:
+            self.late.inc()
+            yield ingest.DEAD_LETTERS, late_dead_letter(payload, source, event.ts, watermark)
+            return
+        if self.seen.contains(event.event_id):
             self.duplicates.inc()
             return
-        event = archived_event(row)
         user = profile_state.unpack(self.user.value(), s)
         if user.profile is not None:
             horizon = event.ts - s.out_of_orderness_ms
@@ -391,14 +416,14 @@ class BuildProfiles(KeyedProcessFunction):
             if not expired and user.profile.expires_at(s) <= event.ts:
                 # Expired, though the watermark has not yet fired its timer: do what it would do.
                 yield from self.catch_up(user, event.ts, ctx)
-        self.seen.put(row.event_id, row.ts_ms)
+        self.seen.put(event.event_id, event.ts)
         if event.type is EventType.CONSENT_UPDATE:
             if revokes_profiling(event):
                 self.purge(user, ctx)
-                yield PROFILE.deletion(row.user_id)
-                yield from score_deletions(row.user_id)
+                yield PROFILE.deletion(event.user_id)
+                yield from score_deletions(event.user_id)
         else:
-            user.profile = user.profile or UserProfile.new(row.user_id, s)
+            user.profile = user.profile or UserProfile.new(event.user_id, s)
             user.profile.apply(event, watermark, s)
             yield from self.attribute(user, event)
             yield from self.emit(user, event.ts, ctx, event=event)
@@ -568,64 +593,50 @@ class BuildProfiles(KeyedProcessFunction):
         user.reset()
 
 
-def archived_event(row: Row) -> Event:
-    """The event behind an archive row (ingest.ARCHIVE_ROW) that parse-events produced."""
-    return event_from_record(
-        row.event_id,
-        row.user_id,
-        row.session_id,
-        row.type,
-        row.ts_ms,
-        row.schema_version,
-        row.properties,
-    )
-
-
-def late_dead_letter(row: Row, watermark: int) -> Row:
-    event = archived_event(row)
-    raw = json.dumps(event_to_dict(event), separators=(",", ":")).encode()
-    source = SourceRef(row.source_topic, row.source_partition, row.source_offset)
+def late_dead_letter(payload: bytes, source: SourceRef, ts: int, watermark: int) -> Row:
     letter = DeadLetter(
         Reason.LATE,
-        f"event time {row.ts_ms} is more than the allowed lateness behind watermark {watermark}",
-        raw,
+        f"event time {ts} is more than the allowed lateness behind watermark {watermark}",
+        payload,
         source,
     )
-    return ingest.KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
+    return ingest.dead_letter_record(letter)
 
 
 # ------------------------------------------------------------------ pipeline
 
 
-def set_uid(transformation, name: str) -> None:
-    """Names and uids an operator PyFlink inserts implicitly (a Java transformation)."""
-    transformation.setName(name)
-    transformation.setUid(name)
+def by_user(records: DataStream) -> KeyedStream:
+    """KEYED_RAW_RECORD rows keyed by their user key, in the JVM: PyFlink's key_by would run a
+    Python step per record in the source's task, taking the interpreter from build-profiles.
+    Each user's records reach build-profiles through one channel, in the order their partition
+    holds them (fire_due_timers relies on it)."""
+    gateway = get_gateway()
+    key_type = Types.ROW([Types.STRING()])
+    j_keyed = records._j_data_stream.keyBy(
+        gateway.jvm.KeyByKeySelector(), key_type.get_java_type_info()
+    )
+    return KeyedStream(j_keyed, ingest.RAW_RECORD, records)
 
 
-def by_user(events: DataStream) -> KeyedStream:
-    keyed = events.key_by(lambda row: row.user_id, key_type=Types.STRING())
-    # The keyed stream is a partitioning (no operator); its input is PyFlink's key extractor.
-    # It runs in the subtasks of its input, so each user's events reach build-profiles through
-    # one channel, in the order their partition holds them (fire_due_timers relies on it).
-    extractor = keyed._j_data_stream.getTransformation().getInputs().get(0)
-    set_uid(extractor, "key-by-user")
-    extractor.setParallelism(ingest.parallelism_of(events))
-    return keyed
-
-
-def build_profiles(events: DataStream, s: ProfileSettings, scoring: ScoringSettings) -> dict:
+def build_profiles(
+    records: DataStream, contract: EventContract, s: ProfileSettings, scoring: ScoringSettings
+) -> dict:
     """The profile stream and every side output of build-profiles, by name."""
     profiles = (
-        by_user(events)
-        .process(BuildProfiles(s, scoring), PROFILE.row_type)
+        by_user(records)
+        .process(BuildProfiles(contract, s, scoring), PROFILE.row_type)
         .name("build-profiles")
         .uid("build-profiles")
+        # The sinks (conversions, Kafka producers, JDBC batches) get threads of their own, off
+        # the one thread that runs Python; their waits at flushes and checkpoints too.
+        .disable_chaining()
     )
     streams = {"profiles": profiles}
     for name, tag in (
+        ("archive", ARCHIVE),
+        ("dead_letters", ingest.DEAD_LETTERS),
         ("sessions", SESSIONS),
-        ("late", LATE_EVENTS),
         ("scores", SCORES),
         ("cohort_moves", COHORT_MOVES),
         ("leads", LEADS),
@@ -664,13 +675,12 @@ def build_pipeline(
     env: StreamExecutionEnvironment, config: Settings, source: ingest.RawSource, sinks: ProfileSinks
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
-    # in production); parsing passes both through.
-    archive, malformed = ingest.parse_events(source(env), config.events)
-    out = build_profiles(archive, config.profile, scoring_settings(config))
+    # in production) and reads the user key; records are parsed where their user's state is.
+    out = build_profiles(source(env), config.events, config.profile, scoring_settings(config))
     sinks.write(
         ProfileOutputs(
-            archive,
-            malformed.union(out["late"]),
+            out["archive"],
+            out["dead_letters"],
             out["profiles"],
             out["sessions"],
             out["scores"],
@@ -755,7 +765,7 @@ def submit(
 ) -> JobClient:
     """Starts the job and returns at once; the client waits for it, cancels it or stops it."""
     return ingest.submit(
-        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from
+        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from, True
     )
 
 

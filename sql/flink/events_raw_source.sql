@@ -8,6 +8,8 @@ CREATE TEMPORARY TABLE ${table} (
   `topic`      STRING METADATA VIRTUAL,
   `partition`  INT    METADATA VIRTUAL,
   `offset`     BIGINT METADATA VIRTUAL,
+  -- Whom the record claims to be about, so a job can key it by user before parsing it.
+  `user_key`   AS COALESCE(JSON_VALUE(CAST(`payload` AS STRING), '$$.user_id'), ''),
   `event_time` AS TO_TIMESTAMP_LTZ(
     CASE
       WHEN TRY_CAST(JSON_VALUE(CAST(`payload` AS STRING), '$$.ts') AS BIGINT)

@@ -8,6 +8,7 @@ from pyflink.common import Row
 from pyflink.common.types import RowKind
 
 from conf import settings as settings_module
+from jobs import ingest
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, page, view
@@ -88,9 +89,13 @@ class FakeTimers:
 class FakeContext:
     def __init__(self):
         self.timers = FakeTimers()
+        self.key = None
 
     def timer_service(self):
         return self.timers
+
+    def get_current_key(self):
+        return self.key
 
 
 SCORE_TAGS = (job.SCORES, job.LEADS, job.COHORT_MOVES, job.ACTIONS, job.OUTCOMES)
@@ -98,39 +103,35 @@ NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None, conn
 
 
 class Harness:
-    """Runs the keyed function; score outputs are kept apart in `scored`, by tag id."""
+    """Runs the keyed function; score outputs are kept apart in `scored`, by tag id, and the
+    archive rows in `archived`."""
 
     def __init__(self, settings=S, scoring=NO_MODELS):
         self.runtime, self.ctx = FakeRuntime(), FakeContext()
-        self.function = job.BuildProfiles(settings, scoring)
+        self.function = job.BuildProfiles(CONFIG.events, settings, scoring)
         self.function.open(self.runtime)
         self.scored = {tag.tag_id: [] for tag in SCORE_TAGS}
+        self.archived = []
 
     def keep(self, outputs) -> list:
         rest = []
         for out in outputs:
             if isinstance(out, tuple) and out[0] in SCORE_TAGS:
                 self.scored[out[0].tag_id].append(out[1])
+            elif isinstance(out, tuple) and out[0] == job.ARCHIVE:
+                self.archived.append(out[1])
             else:
                 rest.append(out)
         return rest
 
     def send(self, event: Event, offset: int = 0) -> list:
-        d = event_to_dict(event)
-        props = {k: v for k, v in d.items() if k not in ENVELOPE_FIELDS}
-        row = Row(
-            event_id=event.event_id,
-            user_id=event.user_id,
-            session_id=event.session_id,
-            type=event.type.value,
-            ts_ms=event.ts,
-            schema_version=1,
-            properties=json.dumps(props),
-            source_topic="events",
-            source_partition=0,
-            source_offset=offset,
-        )
-        return self.keep(self.function.process_element(row, self.ctx))
+        """The event as the source gives it: raw JSON, keyed by its user."""
+        return self.send_raw(json.dumps(event_to_dict(event)).encode(), event.user_id, offset)
+
+    def send_raw(self, payload: bytes, user_key: str, offset: int = 0) -> list:
+        self.ctx.key = user_key
+        record = Row(payload, "events", 0, offset)
+        return self.keep(self.function.process_element(record, self.ctx))
 
     def advance(self, watermark: int) -> list:
         """Moves the watermark and fires the due timers, earliest first, as Flink does."""
@@ -184,8 +185,41 @@ def test_an_event_beyond_the_allowed_lateness_is_dead_lettered_as_late():
     h.advance(T0 + 5 * S.allowed_lateness_ms)
     [(tag, letter)] = h.send(page(T0), offset=7)
     record = json.loads(letter.value)
-    assert tag == job.LATE_EVENTS
+    assert tag == ingest.DEAD_LETTERS
     assert (record["reason"], record["dead_letter_id"]) == ("late", "events-0-7")
+    assert [row.source_offset for row in h.archived] == [0, 7]  # archived all the same
+
+
+def test_each_valid_event_is_archived_with_where_it_came_from():
+    h = Harness()
+    e = page(T0)
+    h.send(e, offset=3)
+    h.send(e, offset=4)  # a duplicate is archived (its own record) but not counted twice
+    assert [(r.event_id, r.user_id, r.ts_ms, r.source_offset) for r in h.archived] == [
+        (e.event_id, "u1", T0, 3),
+        (e.event_id, "u1", T0, 4),
+    ]
+    assert json.loads(h.archived[0].properties) == {
+        k: v for k, v in event_to_dict(e).items() if k not in ENVELOPE_FIELDS
+    }
+    assert h.user().profile.events == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "user_key", "reason"),
+    [
+        (b"{not json", "", "invalid_json"),
+        (json.dumps(event_to_dict(page(T0))).encode(), "u2", "schema_violation"),
+    ],
+    ids=["malformed", "keyed-to-another-user"],
+)
+def test_a_record_that_is_not_a_valid_event_of_its_key_is_dead_lettered(payload, user_key, reason):
+    h = Harness()
+    [(tag, letter)] = h.send_raw(payload, user_key, offset=5)
+    assert tag == ingest.DEAD_LETTERS
+    record = json.loads(letter.value)
+    assert (record["reason"], record["dead_letter_id"]) == (reason, "events-0-5")
+    assert h.archived == [] and h.state_is_empty()
 
 
 def test_closing_a_session_emits_its_summary_and_a_new_profile_version():
