@@ -8,8 +8,11 @@ CREATE TEMPORARY TABLE ${table} (
   `topic`      STRING METADATA VIRTUAL,
   `partition`  INT    METADATA VIRTUAL,
   `offset`     BIGINT METADATA VIRTUAL,
-  -- Whom the record claims to be about, so a job can key it by user before parsing it.
-  `user_key`   AS COALESCE(JSON_VALUE(CAST(`payload` AS STRING), '$$.user_id'), ''),
+  -- Whom the record claims to be about, so a job can key it by user before parsing it. The
+  -- trip through UTF-8 bytes turns a lone surrogate (an escape such as \ud800, which Python
+  -- cannot take) into '?'; the parser dead-letters such a record whatever its key.
+  `user_key`   AS COALESCE(
+    DECODE(ENCODE(JSON_VALUE(CAST(`payload` AS STRING), '$$.user_id'), 'UTF-8'), 'UTF-8'), ''),
   `event_time` AS TO_TIMESTAMP_LTZ(
     CASE
       WHEN TRY_CAST(JSON_VALUE(CAST(`payload` AS STRING), '$$.ts') AS BIGINT)
