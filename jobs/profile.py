@@ -384,27 +384,13 @@ class BuildProfiles(KeyedProcessFunction):
     def process_element(self, record: Row, ctx: KeyedProcessFunction.Context):
         s = self.s
         self.live.refresh()
-        payload, topic, partition, offset = record
-        source = SourceRef(topic, partition, offset)
-        event = self.parser.parse(payload, source)
-        if isinstance(event, DeadLetter):
-            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(event)
+        event = yield from self.parse(record, ctx)
+        if event is None:
             return
-        if event.user_id != ctx.get_current_key():
-            # Read differently by the source's JSON path, so keyed to another user's state.
-            letter = DeadLetter(
-                Reason.SCHEMA_VIOLATION,
-                f"user_id {event.user_id!r} is not the record's user key {ctx.get_current_key()!r}",
-                payload,
-                source,
-            )
-            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(letter)
-            return
-        yield ARCHIVE, ingest.archive_row(event, source)
         watermark = ctx.timer_service().current_watermark()
         if event.ts < watermark - s.allowed_lateness_ms:
             self.late.inc()
-            yield ingest.DEAD_LETTERS, late_dead_letter(payload, source, event.ts, watermark)
+            yield ingest.DEAD_LETTERS, late_dead_letter(record, event.ts, watermark)
             return
         if self.seen.contains(event.event_id):
             self.duplicates.inc()
@@ -428,6 +414,22 @@ class BuildProfiles(KeyedProcessFunction):
             yield from self.attribute(user, event)
             yield from self.emit(user, event.ts, ctx, event=event)
         self.store(user)
+
+    def parse(self, record: Row, ctx):
+        """The record's event, archived; None when it is dead-lettered instead."""
+        payload, topic, partition, offset = record
+        source = SourceRef(topic, partition, offset)
+        parsed = self.parser.parse(payload, source)
+        key = ctx.get_current_key()
+        if isinstance(parsed, Event) and parsed.user_id != key:
+            # The source's JSON path read the user id otherwise: this is another user's state.
+            detail = f"user_id {parsed.user_id!r} is not the record's user key {key!r}"
+            parsed = DeadLetter(Reason.SCHEMA_VIOLATION, detail, payload, source)
+        if isinstance(parsed, DeadLetter):
+            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(parsed)
+            return None
+        yield ARCHIVE, ingest.archive_row(parsed, source)
+        return parsed
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         user = profile_state.unpack(self.user.value(), self.s)
@@ -593,12 +595,13 @@ class BuildProfiles(KeyedProcessFunction):
         user.reset()
 
 
-def late_dead_letter(payload: bytes, source: SourceRef, ts: int, watermark: int) -> Row:
+def late_dead_letter(record: Row, ts: int, watermark: int) -> Row:
+    payload, topic, partition, offset = record
     letter = DeadLetter(
         Reason.LATE,
         f"event time {ts} is more than the allowed lateness behind watermark {watermark}",
         payload,
-        source,
+        SourceRef(topic, partition, offset),
     )
     return ingest.dead_letter_record(letter)
 
