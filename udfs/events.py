@@ -416,22 +416,6 @@ class EventParser:
         )
 
 
-def event_from_record(
-    event_id: str,
-    user_id: str,
-    session_id: str,
-    event_type: str,
-    ts: int,
-    schema_version: int,
-    properties_json: str,
-) -> Event:
-    """Rebuilds an event the parser accepted from its archived form (envelope + properties JSON);
-    no validation again."""
-    kind = _TYPES[event_type]
-    data = PAYLOAD_BUILDERS[kind](json.loads(properties_json))
-    return Event(event_id, user_id, session_id, kind, ts, schema_version, data)
-
-
 def event_to_dict(event: Event) -> dict[str, Any]:
     """The wire form of an event: envelope fields plus the type-specific fields, flat."""
     return {
