@@ -20,11 +20,18 @@ from models.datasets import Sample
 
 def candidates() -> dict[str, Pipeline]:
     """Models see complete rows: missing features are filled with the training medians recorded
-    in each model's metadata, by the scoring wrapper (udfs/scoring.py)."""
+    in each model's metadata, by the scoring wrapper (udfs/scoring.py).
+
+    Calibration with `ensemble=False`: the cross-validation folds only give the calibrator its
+    unbiased predictions, and one classifier trained on all the rows is kept. The default keeps
+    one classifier and calibrator per fold, so the exported graph would run three of each on
+    every update (three times the trees of a gradient-boosted model)."""
     return {
         "logistic": make_pipeline(
             StandardScaler(),
-            CalibratedClassifierCV(LogisticRegression(max_iter=3000), method="sigmoid", cv=3),
+            CalibratedClassifierCV(
+                LogisticRegression(max_iter=3000), method="sigmoid", cv=3, ensemble=False
+            ),
         ),
         "gradient_boosting": make_pipeline(
             CalibratedClassifierCV(
@@ -38,6 +45,7 @@ def candidates() -> dict[str, Pipeline]:
                 ),
                 method="sigmoid",
                 cv=3,
+                ensemble=False,
                 n_jobs=2,
             ),
         ),
