@@ -5,6 +5,7 @@ features handled). The session's one training run (tests/conftest.py) serves eve
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from conf import settings as settings_module
@@ -99,6 +100,18 @@ def test_per_cohort_models_agree_with_scikit_learn_too(trained):
         onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
         expected = artifact.estimator.predict_proba(X)[:, 1]
         assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5, artifact.name
+
+
+def test_a_propensity_model_exports_one_classifier(trained):
+    """Calibration keeps one classifier (not one per fold): every update runs each graph once."""
+    artifacts, manifest, registry, _ = unpack(trained)
+    for artifact in artifacts.values():
+        if artifact.kind != "propensity":
+            continue
+        graph = onnx.load_from_string(registry.model_bytes(manifest["models"][artifact.name]))
+        ops = [node.op_type for node in graph.graph.node]
+        classifiers = ops.count("TreeEnsembleClassifier") + ops.count("MatMul")
+        assert classifiers == 1, (artifact.name, ops)
 
 
 def test_a_tampered_artifact_is_refused(trained, tmp_path):
