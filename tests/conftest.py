@@ -64,7 +64,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(settings, tmp_path_factory):
     """`make train` at its default size, registered as version 1 in a folder of its own. One
-    run (five to six minutes on two cores) serves the training tests and the scoring job's."""
+    run (about four minutes on two cores) serves the training tests and the scoring job's."""
     # Imported here, not at the top: Flink's thread-mode workers import this module with the
     # test functions they run, and scikit-learn's pybind11 extensions (scipy) deadlock there.
     from models.train import train
