@@ -18,7 +18,7 @@ JOB ?= ingest
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status run test test-unit test-pipeline test-integration lint format \
+.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
         generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench
 
 help: ## list every target with one line each
@@ -50,11 +50,14 @@ $(REGISTRY):
 run: up $(REGISTRY) ## generate events and run the profile job (scoring with the models) locally; prints a summary
 	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED))
 
-test: up ## run every test tier: unit, pipeline (local Flink), integration (broker, PostgreSQL, cluster)
+test: up ## run every test tier: unit, models, pipeline (local Flink), integration (broker, PostgreSQL, cluster)
 	$(PY) -m pytest tests
 
-test-unit: $(STAMP) ## unit tests only (no JVM, no services)
+test-unit: $(STAMP) ## unit tests only (no JVM, no services, no training; under a minute)
 	$(PY) -m pytest tests/unit
+
+test-models: $(STAMP) ## model tests: one default-size training run (about four minutes), ONNX contract, scoring
+	$(PY) -m pytest tests/models
 
 test-pipeline: $(STAMP) ## pipeline tests on a local Flink MiniCluster
 	$(PY) -m pytest tests/pipeline

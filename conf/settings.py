@@ -5,12 +5,14 @@ file in BEHAVIOR_CONFIG). Environment variables override the parts that point at
 services: KAFKA_BOOTSTRAP_SERVERS and POSTGRES_DSN; when either is set, nothing local is
 started for that service. BEHAVIOR_FLINK_EXECUTION_MODE overrides `flink.execution_mode`
 (`make submit` sets it). Secrets (POSTGRES_PASSWORD, or a password inside POSTGRES_DSN)
-come only from the environment and are never printed: use `redacted_dsn`.
+come only from the environment and are never printed: use `redacted_dsn`, and
+`redact_secrets` on any text that may quote a DSN.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -101,8 +103,22 @@ class LocalServer(StrEnum):
     NONE = "none"  # never start anything; fail if the DSN does not answer
 
 
+# A password in a URI DSN (scheme://user:PASSWORD@host) or in key=value form (password=...).
+URI_PASSWORD = re.compile(r"(://[^:/@\s'\"]*:)[^\s'\"]*(@)")
+KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every DSN password, and the value of POSTGRES_PASSWORD, replaced by ***."""
+    text = URI_PASSWORD.sub(r"\1***\2", text)
+    text = KEYWORD_PASSWORD.sub(r"\1***", text)
+    password = os.environ.get("POSTGRES_PASSWORD")
+    return text.replace(password, "***") if password else text
+
+
 class Postgres(Strict):
-    dsn: Annotated[str, Field(min_length=1)]
+    # repr=False: a settings object printed in a traceback or a log line shows no password.
+    dsn: Annotated[str, Field(min_length=1, repr=False)]
     # Database used to create the project's own database when it is missing.
     admin_database: str = "postgres"
     local_server: LocalServer = LocalServer.AUTO
@@ -113,7 +129,8 @@ class Postgres(Strict):
         try:
             parts = conninfo_to_dict(value)
         except Exception as exc:  # psycopg raises ProgrammingError with the parse detail
-            raise ValueError(f"not a PostgreSQL connection string: {exc}") from None
+            detail = redact_secrets(str(exc))
+            raise ValueError(f"not a PostgreSQL connection string: {detail}") from None
         if not parts.get("dbname"):
             raise ValueError(
                 "the DSN must name a database, e.g. postgresql://user@host:5432/behavior"
@@ -388,14 +405,6 @@ class Settings(Strict):
     actions: Actions = Actions()
     local: Local = Local()
 
-    @property
-    def kafka_overridden(self) -> bool:
-        return "KAFKA_BOOTSTRAP_SERVERS" in os.environ
-
-    @property
-    def postgres_overridden(self) -> bool:
-        return "POSTGRES_DSN" in os.environ
-
     def with_own_topics(self, tag: str, names=OUTPUT_TOPICS) -> Settings:
         """These topics renamed `<name>-<tag>`, with a consumer group (and so transactional
         ids) of their own, so that runs never read each other's records."""
@@ -469,4 +478,4 @@ def load(environment: str | None = None, overrides: dict | None = None) -> Setti
             for err in exc.errors()
         ]
         message = f"invalid configuration for environment {name!r}:\n" + "\n".join(lines)
-        raise ConfigError(message) from None
+        raise ConfigError(redact_secrets(message)) from None

@@ -7,13 +7,11 @@ request: the local broker answers those wrongly at times (README, "The local bro
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -53,10 +51,6 @@ class PublishReport:
         return PublishReport(
             d["topic"], d["partitions"], d["sent"], ints(d["start_offsets"]), ints(d["end_offsets"])
         )
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
 
 
 class Publisher:

@@ -39,6 +39,7 @@ from udfs.events import (
     SourceRef,
     event_to_dict,
 )
+from udfs.timeunits import MINUTE_MS
 
 REPLAY_NAMESPACE = uuid.UUID("6f1c1f7e-8d55-4f6c-9a57-1d2b4a0c9e31")
 
@@ -150,7 +151,7 @@ class LogMapper:
         if s.column:
             return str(row.values.get(s.column) or "")
         last = self._last_seen.get(user)
-        if last is None or ts - last[0] > s.gap_minutes * 60_000:
+        if last is None or ts - last[0] > s.gap_minutes * MINUTE_MS:
             session = str(uuid.uuid5(REPLAY_NAMESPACE, f"{self.source_name}:{user}:{ts}"))
         else:
             session = last[1]

@@ -20,8 +20,7 @@ from conf import settings as settings_module
 from conf.policy import load_policy
 from conf.settings import Settings
 from models.experiment_stats import Arm, compare, sample_ratio
-
-DAY_MS = 86_400_000
+from udfs.timeunits import DAY_MS
 
 
 def user_outcomes(config: Settings, experiment: str) -> list[tuple[str, str, int, bool]]:

@@ -23,8 +23,8 @@ from conf.settings import Profile as ProfileSettings
 from udfs.events import Event, EventType, PageView
 from udfs.model_features import vector
 from udfs.profile import UserProfile
+from udfs.timeunits import DAY_MS, MINUTE_MS
 
-DAY_MS = 86_400_000
 TARGETS = ("abandonment", "drift", "purchase")
 
 
@@ -41,7 +41,7 @@ def engagement_value(event: Event, s: ProfileSettings) -> float:
     """An event's contribution to the engagement score's raw sum (see udfs/features.py)."""
     e = s.engagement
     if isinstance(event.data, PageView):
-        return e.dwell_minute * event.data.dwell_ms / 60_000.0
+        return e.dwell_minute * event.data.dwell_ms / MINUTE_MS
     if event.type is EventType.PRODUCT_VIEW:
         return e.product_view
     if event.type is EventType.SEARCH:

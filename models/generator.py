@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from conf.settings import Generator as GeneratorSettings
 from udfs.events import Reason
+from udfs.timeunits import DAY_MS, MINUTE_MS
 
-DAY_MS = 86_400_000
 CATEGORIES = {  # category -> (median price, log-normal sigma)
     "electronics": (180.0, 0.8),
     "fashion": (45.0, 0.6),
@@ -307,7 +307,7 @@ class EventGenerator:
                 if drift_start is not None and ts > drift_start:
                     rate *= math.exp(-(ts - drift_start) / (3 * DAY_MS))  # fades within days
                 gap = self.rng.expovariate(max(rate, 0.02)) * DAY_MS
-                ts = session.ts + max(int(gap), 30 * 60_000)
+                ts = session.ts + max(int(gap), 30 * MINUTE_MS)
         timeline.sort(key=lambda e: e["ts"])
         return History(self._emission_order(timeline), users, sessions)
 

@@ -31,8 +31,8 @@ from models.registry import Artifact, Registry, register_in_postgres
 from udfs.events import Event, EventParser, EventType, SourceRef
 from udfs.model_features import COHORT_FEATURES, FEATURES, vector
 from udfs.profile import UserProfile
+from udfs.timeunits import DAY_MS
 
-DAY_MS = 86_400_000
 COHORT_COLUMNS = [FEATURES.index(name) for name in COHORT_FEATURES]
 
 

@@ -64,7 +64,8 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(settings, tmp_path_factory):
     """`make train` at its default size, registered as version 1 in a folder of its own. One
-    run (about four minutes on two cores) serves the training tests and the scoring job's."""
+    run (about four minutes on two cores) serves every tier but the unit one, which never
+    trains: the model tests, the scoring pipeline test and the integration tests."""
     # Imported here, not at the top: Flink's thread-mode workers import this module with the
     # test functions they run, and scikit-learn's pybind11 extensions (scipy) deadlock there.
     from models.train import train
@@ -82,12 +83,12 @@ def event_bytes(event: dict) -> bytes:
 
 
 def pytest_collection_modifyitems(items):
+    """Each tier's marker, from its folder: `-m "not integration"` and the like select tiers."""
     for item in items:
         path = str(item.fspath)
-        if f"{os.sep}pipeline{os.sep}" in path:
-            item.add_marker(pytest.mark.pipeline)
-        if f"{os.sep}integration{os.sep}" in path:
-            item.add_marker(pytest.mark.integration)
+        for tier in ("models", "pipeline", "integration"):
+            if f"{os.sep}{tier}{os.sep}" in path:
+                item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 from conf.policy import Action, Policy
 from udfs.experiments import assignment_for
-
-DAY_MS = 86_400_000
+from udfs.timeunits import DAY_MS
 
 
 @dataclass

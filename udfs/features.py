@@ -26,6 +26,7 @@ from conf.settings import Profile as ProfileSettings
 from udfs.decay import decay
 from udfs.rfm import RfmTracker, dynamic_weights, parameters_for
 from udfs.states import STATE_INDEX
+from udfs.timeunits import DAY_MS
 from udfs.trends import Trends, mean_and_std
 
 BROWSE, SEARCH, VIEW = STATE_INDEX["browse"], STATE_INDEX["search"], STATE_INDEX["view"]
@@ -117,8 +118,8 @@ def compute(
     s: ProfileSettings,
 ) -> Features:
     rfm = s.rfm
-    half_life = rfm.half_life_days * 86_400_000
-    recency_half_life = rfm.recency_half_life_days * 86_400_000
+    half_life = rfm.half_life_days * DAY_MS
+    recency_half_life = rfm.recency_half_life_days * DAY_MS
     category, affinity = top_category(trends)
     engaged = engagement_score(trends, s)
     intent = intent_strength(trends, s)

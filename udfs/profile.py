@@ -21,10 +21,11 @@ from udfs import features as feature_maths
 from udfs.decay import decay
 from udfs.events import Event, PageView, ProductView, Purchase
 from udfs.history import RecentEvent, RecentEvents, tie_breaker
-from udfs.rfm import DAY_MS, RfmTracker
+from udfs.rfm import RfmTracker
 from udfs.sessions import BASELINE_METRICS, Sessions, SessionSummary
 from udfs.signature import Baseline, TransitionModel, prior_reach, reach_within
 from udfs.states import PROPENSITY_TARGETS, STATE_INDEX, STATE_OF, STATES
+from udfs.timeunits import DAY_MS, MINUTE_MS
 from udfs.trends import Trends, mean_and_std
 
 TARGET_NAMES = tuple(PROPENSITY_TARGETS)
@@ -73,7 +74,7 @@ def current_session(session) -> dict[str, Any] | None:
         return None
     return {
         "events": session.events,
-        "minutes": (session.end - session.start) / 60_000.0,
+        "minutes": (session.end - session.start) / MINUTE_MS,
         "product_views": session.product_views,
         "cart_adds": session.cart_adds,
         "checkouts": session.checkouts,

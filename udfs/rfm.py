@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from conf.settings import Rfm, RfmParameters
 from udfs.decay import advance, decay
 
-DAY_MS = 86_400_000
-
 
 @dataclass(slots=True)
 class RfmTracker:

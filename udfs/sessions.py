@@ -8,6 +8,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from udfs.events import CartChange, Event, EventType, PageView, Purchase
+from udfs.timeunits import MINUTE_MS
 
 BASELINE_METRICS = ("events", "minutes", "product_views", "searches", "cart_adds", "mean_dwell_s")
 
@@ -67,7 +68,7 @@ class OpenSession:
         mean_dwell_s = self.dwell_ms / self.page_views / 1000.0 if self.page_views else 0.0
         return [
             float(self.events),
-            (self.end - self.start) / 60_000.0,
+            (self.end - self.start) / MINUTE_MS,
             float(self.product_views),
             float(self.searches),
             float(self.cart_adds),

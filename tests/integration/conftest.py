@@ -107,13 +107,13 @@ def archived(settings, batch: PublishReport) -> list[tuple]:
     return rows
 
 
-def rows_for_ids(settings, event_ids) -> dict[str, int]:
+def archived_ids(settings, event_ids) -> set[str]:
+    """Which of these event ids the archive holds."""
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         found = conn.execute(
-            "SELECT event_id, count(*) FROM events WHERE event_id = ANY(%s) GROUP BY event_id",
-            (list(event_ids),),
+            "SELECT event_id FROM events WHERE event_id = ANY(%s)", (list(event_ids),)
         ).fetchall()
-    return dict(found)
+    return {event_id for (event_id,) in found}
 
 
 def dead_letters(settings, source_topic, contains) -> list[DeadLetter]:

@@ -126,8 +126,8 @@ def reference_run(reference, folder: Path, users: int, seed: int):
     records = [(e["user_id"], json.dumps(e).encode()) for e in events]
     start, stop = publish(reference, records).bounds()
     config_file = folder / "reference.yaml"
-    with job_process(reference, config_file, start, stop) as process:
-        assert exit_code(process, config_file, 600) == 0, "the reference run failed"
+    with job_process(reference, config_file, start, stop) as job:
+        assert exit_code(job.process, config_file, 600) == 0, "the reference run failed"
     return events, start, stop
 
 

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from jobs import ingest, profile
+from tests.integration.flink_log import FlinkLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,25 +28,40 @@ def job_settings(own, trained, checkpoint_dir: Path, start_ts_ms: int):
     return own.model_copy(update={"models": models, "flink": flink, "generator": generator})
 
 
+@dataclass(frozen=True)
+class Job:
+    process: subprocess.Popen
+    log: FlinkLog  # this start's own Flink log
+
+
 @contextmanager
 def job_process(settings, config_file: Path, start, stop, *extra: str, code: Path = ROOT):
     """The profile job in a process of its own (its own JVM and MiniCluster), configured by a
     file as `BEHAVIOR_CONFIG`; killed if it is still running when the block ends. A fresh
     process is what a restart is: the planner numbers the operators it generates from zero in
-    each process, and a restore needs the same numbers. Its output goes to `<config>.log`.
+    each process, and a restore needs the same numbers. Its output goes to `<config>.log`, its
+    Flink log to a folder of this start's own (`<config>.flink-<n>/`).
     `code`: the folder its packages are imported from (another version of them)."""
     config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     command = [sys.executable, "-m", "jobs.profile"]
     command += ["--start-offsets", ingest.format_offsets(start), *extra]
     if stop is not None:
         command += ["--stop-offsets", ingest.format_offsets(stop)]
-    env = {**os.environ, "BEHAVIOR_CONFIG": str(config_file), "PYTHONPATH": str(code)}
+    starts = len(list(config_file.parent.glob(f"{config_file.stem}.flink-*")))
+    log_dir = config_file.parent / f"{config_file.stem}.flink-{starts + 1}"
+    log_dir.mkdir()
+    env = {
+        **os.environ,
+        "BEHAVIOR_CONFIG": str(config_file),
+        "PYTHONPATH": str(code),
+        "FLINK_LOG_DIR": str(log_dir),
+    }
     with config_file.with_suffix(".log").open("a") as log:
         process = subprocess.Popen(
             command, cwd=code, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        yield process
+        yield Job(process, FlinkLog(log_dir))
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

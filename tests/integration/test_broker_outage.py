@@ -17,6 +17,7 @@ import json
 import random
 import signal
 import time
+from datetime import datetime, timedelta
 
 import psutil
 
@@ -27,6 +28,7 @@ from tests.integration.job_process import exit_code, job_process, job_settings, 
 START_TS_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: this test's own stretch of event time
 OUTAGE_S = 30
 RESEND_RATE = 0.05
+SETTLE = timedelta(seconds=5)
 
 
 def broker_process(settings) -> psutil.Process | None:
@@ -63,19 +65,30 @@ def test_the_job_rides_out_a_silent_broker_and_ignores_resent_events(
     start, stop = publish(outage, records).bounds()
 
     config_file = tmp_path / "outage.yaml"
-    with job_process(outage, config_file, start, stop) as process:
-        share = wait_for_share(process, outage, start, stop, 0.3)
+    with job_process(outage, config_file, start, stop) as job:
+        share = wait_for_share(job.process, outage, start, stop, 0.3)
         broker.send_signal(signal.SIGSTOP)
+        down = datetime.now()
         try:
             time.sleep(OUTAGE_S)
         finally:
             broker.send_signal(signal.SIGCONT)
-        assert process.poll() is None, "the job gave up during the outage"
-        assert exit_code(process, config_file, 900) == 0, "the job did not recover"
+        back = datetime.now()
+        assert job.process.poll() is None, "the job gave up during the outage"
+        assert exit_code(job.process, config_file, 900) == 0, "the job did not recover"
 
+    # The mechanism, from the job's own log: no checkpoint completed while the broker was
+    # silent (its transactions could not commit), the job kept running or restarted from its
+    # last checkpoint, and once the broker answered its checkpoints completed again.
+    completed = job.log.completed_at()
+    restarts = [t for t in job.log.restarts() if t >= down]
+    # (A checkpoint whose writes were all flushed before the pause may finish just after it.)
+    silent = [t for t in completed if down + SETTLE < t < back]
+    assert not silent, "a checkpoint completed while the broker was silent"
+    assert any(t > back for t in completed), "no checkpoint after the outage"
     figures(
         f"{len(events)} events and {len(records) - len(events)} sent twice; the broker "
-        f"paused for {OUTAGE_S} s at {share:.0%} of the input"
+        f"paused for {OUTAGE_S} s at {share:.0%} of the input: {len(restarts)} restarts"
     )
     for line in assert_same_outputs(reference, outage, events, same_offsets=False):
         figures(line)

@@ -9,7 +9,9 @@ import pytest
 from conf import stack
 from jobs.ingest import format_offsets
 from models.generator import EventGenerator
-from tests.integration.conftest import archived, publish, rows_for_ids
+from tests.integration.conftest import archived, archived_ids, publish
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,8 @@ def test_profile_job_runs_on_the_standalone_cluster(flink_cluster):
         ["--start-offsets", format_offsets(start), "--stop-offsets", format_offsets(stop)],
     )
     assert code == 0
-    per_id = rows_for_ids(settings, {e["event_id"] for e in events})
-    assert len(per_id) == len(events) and set(per_id.values()) == {1}
+    event_ids = {e["event_id"] for e in events}
+    assert archived_ids(settings, event_ids) == event_ids
     assert len(archived(settings, batch)) == len(events)
     sessions = [s.session_id for s in history.sessions]
     with psycopg.connect(settings.postgres.conninfo()) as conn:

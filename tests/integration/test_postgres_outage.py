@@ -10,6 +10,7 @@ events, for the reason given in test_crash_recovery."""
 
 import socket
 import time
+from datetime import datetime
 
 from conf import settings as settings_module
 from conf import stack
@@ -48,16 +49,27 @@ def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
         stack.ensure_postgres(outage)
         stack.ensure_database(outage)
         stack.apply_migrations(outage)
-        with job_process(outage, config_file, start, stop) as process:
-            share = wait_for_share(process, outage, start, stop, 0.3)
+        with job_process(outage, config_file, start, stop) as job:
+            share = wait_for_share(job.process, outage, start, stop, 0.3)
             stack.stop_postgres(outage)
             assert not stack.postgres_answers(outage)
+            down = datetime.now()
             time.sleep(OUTAGE_S)
-            assert process.poll() is None, "the job gave up during the outage"
+            assert job.process.poll() is None, "the job gave up during the outage"
             stack.ensure_postgres(outage)
-            assert exit_code(process, config_file, 900) == 0, "the job did not recover"
+            back = datetime.now()
+            assert exit_code(job.process, config_file, 900) == 0, "the job did not recover"
+        # The mechanism, from the job's own log: its writes failed while the server was away,
+        # it restarted (from its last checkpoint) instead of dying, and once the server was back
+        # its checkpoints completed again.
+        failed = [t for t in job.log.failed_writes() if t >= down]
+        restarts = [t for t in job.log.restarts() if t >= down]
+        assert failed, "no write failed during the outage"
+        assert restarts and min(restarts) < back, "the job did not restart during the outage"
+        assert any(t > back for t in job.log.completed_at()), "no checkpoint after the outage"
         figures(
-            f"{len(events)} events; PostgreSQL stopped for {OUTAGE_S} s at {share:.0%} of the input"
+            f"{len(events)} events; PostgreSQL stopped for {OUTAGE_S} s at {share:.0%} of the "
+            f"input: {len(failed)} failed writes, {len(restarts)} restarts"
         )
         for line in assert_same_outputs(reference, outage, events):
             figures(line)

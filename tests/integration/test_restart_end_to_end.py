@@ -66,20 +66,21 @@ def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp
     first = publish(restarted, records[:half])
     start, first_stop = first.bounds()
     config_file = tmp_path / "restarted.yaml"
-    with job_process(restarted, config_file, start, None) as process:
+    with job_process(restarted, config_file, start, None) as job:
         deadline = time.monotonic() + 300
         while ingest.stop_offsets_ahead(restarted, profile.SOURCE_GROUP, first_stop):
-            assert process.poll() is None, "the job ended before it could be stopped"
+            assert job.process.poll() is None, "the job ended before it could be stopped"
             assert time.monotonic() < deadline, "the job did not read the first half"
             time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        assert exit_code(process, config_file, 180) == 0, "the job did not stop with a savepoint"
+        job.process.send_signal(signal.SIGTERM)
+        stopped = exit_code(job.process, config_file, 180)
+        assert stopped == 0, "the job did not stop with a savepoint"
     second = publish(restarted, records[half:])
     _, second_stop = second.bounds()
     stop = {p: max(first_stop[p], second_stop[p]) for p in first_stop}
     before_stop = decision_table(restarted)
-    with job_process(restarted, config_file, start, stop, "--restore", "latest") as restart:
-        assert exit_code(restart, config_file, 600) == 0, "the restarted job failed"
+    with job_process(restarted, config_file, start, stop, "--restore", "latest") as job:
+        assert exit_code(job.process, config_file, 600) == 0, "the restarted job failed"
     after_restart = decision_table(restarted)
     assert before_stop, "the first half led to no decisions"
     assert len(after_restart) > len(before_stop), "the restarted job made no decisions"

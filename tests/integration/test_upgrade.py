@@ -59,16 +59,17 @@ def test_a_new_version_at_twice_the_parallelism_resumes_from_a_savepoint_exactly
     events, start, stop = reference_run(reference, tmp_path, users=200, seed=606)
 
     config_file = tmp_path / "upgraded.yaml"
-    with job_process(upgraded, config_file, start, None) as process:
-        share = wait_for_share(process, upgraded, start, stop, 0.5)
-        process.send_signal(signal.SIGTERM)
-        assert exit_code(process, config_file, 180) == 0, "the job did not stop with a savepoint"
+    with job_process(upgraded, config_file, start, None) as job:
+        share = wait_for_share(job.process, upgraded, start, stop, 0.5)
+        job.process.send_signal(signal.SIGTERM)
+        stopped = exit_code(job.process, config_file, 180)
+        assert stopped == 0, "the job did not stop with a savepoint"
     scaled = upgraded.flink.model_copy(update={"parallelism": 2})
     upgraded = upgraded.model_copy(update={"flink": scaled})
     code = new_version(tmp_path / "new-version")
     restore = ("--restore", "latest")
-    with job_process(upgraded, config_file, start, stop, *restore, code=code) as process:
-        assert exit_code(process, config_file, 600) == 0, "the new version did not finish"
+    with job_process(upgraded, config_file, start, stop, *restore, code=code) as job:
+        assert exit_code(job.process, config_file, 600) == 0, "the new version did not finish"
     assert NEW_VERSION in config_file.with_suffix(".log").read_text(), "the new code ran"
 
     figures(

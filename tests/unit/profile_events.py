@@ -17,11 +17,10 @@ from udfs.events import (
     PurchaseItem,
     Search,
 )
+from udfs.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-MINUTE = 60_000
-HOUR = 3_600_000
-DAY = 86_400_000
+MINUTE, HOUR, DAY = MINUTE_MS, HOUR_MS, DAY_MS
 _ids = itertools.count()
 
 

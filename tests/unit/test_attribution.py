@@ -1,6 +1,7 @@
 """Attribution windows in event time: the edges, several decisions waiting, responses kept, one
 outcome per decision."""
 
+from tests.unit.dataclass_fields import differences, fields_at_default
 from udfs.attribution import Attribution, Pending
 
 T0 = 1_767_225_600_000
@@ -64,5 +65,6 @@ def test_waiting_decisions_survive_the_state_round_trip():
     assert a.to_json() is None
     a.decided(pending("d1", T0))
     a.responded("d1", "accepted")
+    assert fields_at_default(a.pending) == [], "the fixture must set every field"
     back = Attribution.from_json("u1", WINDOW, a.to_json())
-    assert back.pending == a.pending
+    assert differences(a.pending, back.pending) == []

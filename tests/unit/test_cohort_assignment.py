@@ -2,11 +2,12 @@
 or a long enough dwell moves them; a new model version re-assigns at once."""
 
 from udfs.cohort_assignment import DWELL, FIRST, MARGIN, MODEL, decide
+from udfs.timeunits import HOUR_MS
+from udfs.timeunits import MINUTE_MS as MINUTE
 
 MARGIN_FRACTION = 0.15
-DWELL_MS = 3_600_000
+DWELL_MS = HOUR_MS
 T0 = 1_767_225_600_000
-MINUTE = 60_000
 
 
 def run(distances_seq, version=1, state=None, step_ms=MINUTE):

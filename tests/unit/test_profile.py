@@ -7,7 +7,20 @@ import pytest
 from conf import settings as settings_module
 from models.generator import EventGenerator
 from tests.conftest import TEST_NOW_MS, assert_nearly_equal, event_bytes
-from tests.unit.profile_events import DAY, HOUR, MINUTE, T0, cart, page, purchase, view
+from tests.unit.dataclass_fields import differences, fields_at_default
+from tests.unit.profile_events import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    cart,
+    checkout,
+    coupon,
+    page,
+    purchase,
+    search,
+    view,
+)
 from udfs import profile_state
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
@@ -116,21 +129,32 @@ def test_timers_are_the_open_session_closes_and_the_expiry():
     assert profile.timers(S) == {T0 + 5 * MINUTE + S.ttl_ms}
 
 
-def test_user_state_round_trips_through_a_pickle():
+def every_field_set() -> profile_state.UserState:
+    """A user state in which no field, at any depth, holds its default."""
     _, events = generated_events(users=6, days=2)
     profile = replay([e for e in events if e.user_id == events[0].user_id])
-    profile.apply(page(profile.last_ts + MINUTE, session="open"), NEVER, S)
-    user = profile_state.UserState(
+    t = profile.last_ts + DAY
+    profile.apply(page(t, session="closed"), NEVER, S)
+    profile.close_sessions(t + S.session_gap_ms, S)
+    profile.apply(page(t + 1, session="closed"), NEVER, S)  # a straggler: late
+    t += HOUR
+    for i, make in enumerate([page, search, view, checkout, purchase, cart, coupon]):
+        profile.apply(make(t + i * MINUTE, session="open"), NEVER, S)
+    profile.session_starts.value = profile.recent_starts.value = 1.5  # kept even if unused
+    return profile_state.UserState(
         profile,
-        Schedule(wake_at=profile.last_ts + S.session_gap_ms, last_emit=profile.last_ts),
+        Schedule(wake_at=t + S.session_gap_ms, last_emit=t, emit_due=t + 5, outcome_due=t + 7),
         CohortState(2, profile.first_ts, 1, challenger=3, challenger_since=profile.last_ts),
         ledger='[{"offer":1},1,{}]',
+        awaiting='{"d1":1}',
     )
-    packed = profile_state.pack(user)
-    again = profile_state.unpack(pickle.loads(pickle.dumps(packed)), S)  # as Flink keeps it
-    assert profile_state.pack(again) == packed
-    assert (again.schedule, again.cohort, again.ledger) == (user.schedule, user.cohort, user.ledger)
-    assert_nearly_equal(again.profile.snapshot(S).details, profile.snapshot(S).details, rel=0)
+
+
+def test_user_state_round_trips_through_a_pickle_with_every_field():
+    user = every_field_set()
+    assert fields_at_default(user) == [], "the fixture must set every field"
+    again = profile_state.unpack(pickle.loads(pickle.dumps(profile_state.pack(user))), S)
+    assert differences(user, again) == []
 
 
 def test_a_user_with_nothing_kept_unpacks_empty():

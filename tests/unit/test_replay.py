@@ -49,14 +49,22 @@ def test_unmapped_and_unconvertible_rows_are_dead_lettered_with_line_numbers(map
     assert len(mapped) == 9
 
 
-def test_replaying_the_same_file_gives_the_same_event_ids():
-    def ids():
-        mapping = LogMapping.load(MAPPING)
-        mapper = LogMapper(mapping, EventParser(now_ms=lambda: TEST_NOW_MS), SAMPLE.name)
-        rows = sorted(read_rows(SAMPLE, "csv"), key=mapper.sort_key)
-        return [r.event_id for r in mapper.map_rows(rows) if isinstance(r, Event)]
+def replayed_ids(path: Path) -> list[str]:
+    mapping = LogMapping.load(MAPPING)
+    mapper = LogMapper(mapping, EventParser(now_ms=lambda: TEST_NOW_MS), path.name)
+    rows = sorted(read_rows(path, "csv"), key=mapper.sort_key)
+    return [r.event_id for r in mapper.map_rows(rows) if isinstance(r, Event)]
 
-    assert ids() == ids()
+
+def test_replaying_the_same_file_gives_the_same_event_ids(tmp_path):
+    first = replayed_ids(SAMPLE)
+    assert len(set(first)) == 7, "one distinct id per valid line"
+    copy = tmp_path / SAMPLE.name  # the same file, replayed again from elsewhere
+    copy.write_bytes(SAMPLE.read_bytes())
+    assert replayed_ids(copy) == first
+    renamed = tmp_path / "another_log.csv"  # another source: ids of its own
+    renamed.write_bytes(SAMPLE.read_bytes())
+    assert not set(replayed_ids(renamed)) & set(first)
 
 
 def test_template_references_cast_and_literals_pass_through():

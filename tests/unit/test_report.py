@@ -5,8 +5,6 @@ import pytest
 
 from jobs.report import analyse, plot
 
-DAY = 86_400_000
-
 
 def rows(variant, users, converted, start=0):
     return [(variant, f"{variant}-{i}", start + i * 1000, i < converted) for i in range(users)]

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from conf.settings import Rfm, RfmParameters
-from udfs.rfm import DAY_MS, RfmTracker, dynamic_weights, parameters_for
+from udfs.rfm import RfmTracker, dynamic_weights, parameters_for
+from udfs.timeunits import DAY_MS
 
 T0 = 1_767_225_600_000
 HALF_LIFE = 30 * DAY_MS

@@ -73,6 +73,33 @@ def test_password_comes_from_environment_and_is_never_shown(monkeypatch):
     assert "hunter2" not in repr(loaded)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://behavior:Pa55-word@db.internal:5432",  # no database named
+        "postgresql://behavior:Pa55-word@[db.internal/behavior",  # does not parse
+        "host=db.internal password=Pa55-word port=5432",  # key=value form, no database
+        "host=db.internal password='Pa55-word' dbname",  # key=value form, does not parse
+    ],
+)
+def test_a_password_inside_the_dsn_never_reaches_a_validation_message(monkeypatch, dsn):
+    monkeypatch.setenv("POSTGRES_DSN", dsn)
+    with pytest.raises(ConfigError) as raised:
+        settings_module.load("local")
+    message = str(raised.value)
+    assert "postgres.dsn" in message  # the error still names the field
+    assert "Pa55-word" not in message
+    assert "***" in message
+
+
+def test_a_password_inside_the_dsn_is_used_but_never_shown(monkeypatch):
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://behavior:Pa55-word@db.internal:5432/b")
+    loaded = settings_module.load("local")
+    assert loaded.postgres.jdbc_options()["password"] == "Pa55-word"
+    for shown in (repr(loaded), str(loaded), loaded.postgres.redacted_dsn):
+        assert "Pa55-word" not in shown
+
+
 def test_config_files_hold_no_secrets():
     from importlib import resources
 

@@ -1,0 +1,84 @@
+"""What a job's own Flink log says happened: checkpoints triggered and completed, the snapshot a
+start restored, the offsets its Kafka source started from, restarts and failed writes. The
+recovery and outage tests assert the mechanism they claim from it, not from sleeps."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) +\w+ +\S+ +\S* *- (.*)$")
+TRIGGERED = re.compile(r"Triggering checkpoint (\d+) .* for job (\w+)\.")
+COMPLETED = re.compile(r"Completed checkpoint (\d+) for job (\w+) ")
+RESTORED = re.compile(
+    r"Restoring job \w+ from (?:Checkpoint|Savepoint) \d+ @ \d+ .* located at (\S+)\.$"
+)
+SPLIT = re.compile(r"Partition: ([^,]+)-(\d+), StartingOffset: (-?\d+)")
+RESTARTING = re.compile(r"Job .* switched from state \w+ to RESTARTING\.")
+JDBC_RETRY = re.compile(r"JDBC executeBatch error, retry times = \d+")
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    message: str
+
+
+class FlinkLog:
+    """The log of one start of a job: the folder given to it as FLINK_LOG_DIR."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def entries(self) -> list[Entry]:
+        out = []
+        for path in sorted(self.folder.glob("flink-*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if m := LINE.match(line):
+                    at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                    out.append(Entry(at, m.group(2)))
+        return out
+
+    def matching(self, pattern: re.Pattern) -> list[tuple[Entry, re.Match]]:
+        return [(e, m) for e in self.entries() if (m := pattern.search(e.message))]
+
+    def triggered(self) -> list[int]:
+        return [int(m.group(1)) for _, m in self.matching(TRIGGERED)]
+
+    def completed(self) -> list[int]:
+        return [int(m.group(1)) for _, m in self.matching(COMPLETED)]
+
+    def checkpoint_in_progress(self) -> int | None:
+        """The latest triggered checkpoint if it has not completed yet."""
+        triggered = self.triggered()
+        if triggered and triggered[-1] not in self.completed():
+            return triggered[-1]
+        return None
+
+    def checkpoint_path(self, checkpoint_dir: Path, checkpoint: int) -> Path:
+        """Where one of this start's checkpoints lies: <checkpoint dir>/<job id>/chk-<n>."""
+        _, m = self.matching(TRIGGERED)[0]
+        return checkpoint_dir / m.group(2) / f"chk-{checkpoint}"
+
+    def restored_from(self) -> Path | None:
+        found = self.matching(RESTORED)
+        return Path(found[0][1].group(1).removeprefix("file:")) if found else None
+
+    def starting_offsets(self, topic: str) -> dict[int, int]:
+        """Partition -> the offset the source's reader started from (the first assignment)."""
+        offsets: dict[int, int] = {}
+        for entry in self.entries():
+            for m in SPLIT.finditer(entry.message):
+                if m.group(1) == topic:
+                    offsets.setdefault(int(m.group(2)), int(m.group(3)))
+        return offsets
+
+    def restarts(self) -> list[datetime]:
+        return [e.at for e, _ in self.matching(RESTARTING)]
+
+    def failed_writes(self) -> list[datetime]:
+        """Batches the JDBC sinks failed to write and retried."""
+        return [e.at for e, _ in self.matching(JDBC_RETRY)]
+
+    def completed_at(self) -> list[datetime]:
+        return [e.at for e, _ in self.matching(COMPLETED)]

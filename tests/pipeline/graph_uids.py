@@ -1,0 +1,37 @@
+"""The operator uids of the profile job's production graph, built in a fresh process (the
+planner numbers the operators it generates per process, as a restore sees them).
+
+    python -m tests.pipeline.graph_uids           # print them
+    python -m tests.pipeline.graph_uids --write   # pin the current ones (a deliberate change)
+
+Savepoints map state to operators by uid: a renamed uid, or a new output that shifts the
+planner's numbering, makes the state of the operators involved unrestorable. The pipeline test
+compares the graph with the pinned list, so such a change is made on purpose or not at all."""
+
+import sys
+from pathlib import Path
+
+PINNED = Path(__file__).with_name("profile_job_uids.txt")
+
+
+def production_uids() -> list[str]:
+    """The uid of every operator of the production graph (built, never run), in graph order."""
+    from conf import settings as settings_module
+    from jobs import ingest
+    from jobs import profile as job
+
+    settings = settings_module.load("local")
+    env = ingest.create_environment(settings)
+    t_env = ingest.create_table_environment(env)
+    source = ingest.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile", keyed=True)
+    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings))
+    graph = env._generate_stream_graph(clear_transformations=False)
+    nodes = sorted(graph.getStreamNodes().toArray(), key=lambda node: node.getId())
+    return [node.getTransformationUID() for node in nodes]
+
+
+if __name__ == "__main__":
+    uids = "".join(f"{uid}\n" for uid in production_uids())
+    if sys.argv[1:] == ["--write"]:
+        PINNED.write_text(uids)
+    print(uids, end="")
