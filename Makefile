@@ -14,7 +14,7 @@ SEED ?=
 RATE ?= 0
 FILE ?=
 MAPPING ?=
-JOB ?= ingest
+JOB ?= profile
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -102,7 +102,7 @@ cluster-up: up ## start a standalone Flink cluster from the installed PyFlink (U
 cluster-down: $(STAMP) ## stop the standalone Flink cluster
 	$(PY) -m conf.stack cluster-down
 
-submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=ingest ARGS="..."
+submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=profile ARGS="..."
 	$(PY) -m conf.stack submit $(JOB) $(ARGS)
 
 clean: down ## stop services and remove the virtualenv and local state

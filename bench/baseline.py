@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 
 from bench.plain import PlainProfiler
 from conf import settings as settings_module
-from jobs.ingest import parse_offsets
+from jobs.runtime import parse_offsets
 from udfs.events import SourceRef
 
 

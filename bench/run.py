@@ -8,7 +8,9 @@ the end (start-up excluded), its memory the peak resident size of its process tr
 checkpoints (duration, size, state per user) come from its log. Latency is measured on a second,
 paced run of the job at half its measured rate: from an event's arrival at the broker to the
 score record it causes (Kafka timestamps of both). Results: `bench/results/<run>.json` and
-`.png`, with the core count and the configuration used."""
+`.png`. Every JSON has the same schema (RESULT_SCHEMA): the commit it ran (and whether the
+working tree had changes), the machine, the command-line arguments, the full configuration,
+then the figures. The folder is ignored by git: keep only the runs the docs quote."""
 
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from bench.plain import PlainProfiler
 from bench.workload import publish_workload, read_workload, workload_file
 from conf import settings as settings_module
 from conf import stack
-from conf.settings import OUTPUT_TOPICS, Settings
-from jobs import ingest
+from conf.settings import OUTPUT_TOPICS, Settings, redact_secrets
+from jobs import runtime
 from jobs.publish import iter_topic
 from udfs.events import SourceRef
 
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 BENCH_DATABASE = "behavior_bench"
+RESULT_SCHEMA = 1
 COLOURS = ["#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 
 
@@ -57,6 +60,47 @@ def bench_settings(config: Settings, tag: str) -> Settings:
     postgres = config.postgres.model_copy(update={"dsn": dsn})
     own = config.with_own_topics(f"bench-{tag}", ("events", *OUTPUT_TOPICS))
     return own.model_copy(update={"postgres": postgres})
+
+
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run_record(tag: str, args: argparse.Namespace, config: Settings) -> dict:
+    """What a result says about how it was made, before any figure: schema, commit, machine,
+    arguments and the whole configuration (secrets redacted)."""
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "schema": RESULT_SCHEMA,
+        "run": tag,
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(status) if status is not None else None,
+        "machine": machine(),
+        "args": vars(args),
+        "config": json.loads(redact_secrets(json.dumps(config.model_dump(mode="json")))),
+    }
 
 
 def fresh_database(config: Settings) -> None:
@@ -85,9 +129,9 @@ def ceiling(config: Settings, records: list[tuple[str, bytes]]) -> dict:
 
 def offset_args(start, stop) -> list[str]:
     """The profile job's command-line bounds: from `start`, to `stop` unless it is None."""
-    args = ["--start-offsets", ingest.format_offsets(start)]
+    args = ["--start-offsets", runtime.format_offsets(start)]
     if stop is not None:
-        args += ["--stop-offsets", ingest.format_offsets(stop)]
+        args += ["--stop-offsets", runtime.format_offsets(stop)]
     return args
 
 
@@ -139,9 +183,9 @@ def contenders(config: Settings, config_file: Path, start, stop, skip: set[str])
                 "--group",
                 f"{group}-baseline",
                 "--start-offsets",
-                ingest.format_offsets(start),
+                runtime.format_offsets(start),
                 "--stop-offsets",
-                ingest.format_offsets(stop),
+                runtime.format_offsets(stop),
             ],
             env,
             f"{group}-baseline",
@@ -189,7 +233,7 @@ def latency_run(config: Settings, config_file: Path, records, rate: float, work_
         batch = publish_workload(paced, records, topic.name, topic.partitions, rate=rate)
         deadline = time.monotonic() + 300
         while (
-            ingest.stop_offsets_ahead(paced, "profile", batch.end_offsets)
+            runtime.stop_offsets_ahead(paced, "profile", batch.end_offsets)
             and time.monotonic() < deadline
         ):
             time.sleep(1)
@@ -300,19 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"ceiling: the per-event logic alone over {min(args.ceiling_events, len(records)):,} events"
     )
-    result: dict = {
-        "run": tag,
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+    result = run_record(tag, args, config)
+    if result["uncommitted_changes"]:
+        say("the working tree has uncommitted changes: this run's commit does not reproduce it")
+    result |= {
         "workload": {"users": args.users, "events": len(records), "seed": args.seed},
-        "config": {
-            "flink": config.flink.model_dump(mode="json"),
-            "profile": config.profile.model_dump(mode="json"),
-        },
         "ceiling": ceiling(config, records[: args.ceiling_events]),
+        "contenders": {},
+        "ratios": {},
+        "latency": None,
     }
     say(f"ceiling: {result['ceiling']['events_per_s']:,} events/s")
     topic = config.kafka.topics.events
@@ -343,11 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name}: running over {len(records):,} events")
         run = measure(name, command, env, group, output)
         runs[name] = run
-        result[name] = run.summary()
+        result["contenders"][name] = run.summary()
         if name == "flink":
             cp = checkpoints(flink_log())
             cp["state_bytes_per_user"] = round(cp.get("size_bytes_max", 0) / args.users)
-            result[name]["checkpoints"] = cp
+            result["contenders"][name]["checkpoints"] = cp
         peak_mb = run.peak_rss_bytes / 2**20
         say(f"{name}: {run.sustained_rate():,.0f} events/s, peak {peak_mb:,.0f} MB")
 
@@ -369,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.cluster_down(scaled)
         runs[name] = run
-        result[name] = run.summary()
-        result[name]["slots"] = slots
+        result["contenders"][name] = run.summary() | {"slots": slots}
         peak_mb = run.peak_rss_bytes / 2**20
         say(f"{name}: {run.sustained_rate():,.0f} events/s, task manager peak {peak_mb:,.0f} MB")
 

@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command", choices=["up", "down", "status", "cluster-up", "cluster-down", "submit"]
     )
-    parser.add_argument("job", nargs="?", help="job name for `submit`, e.g. ingest")
+    parser.add_argument("job", nargs="?", help="job name for `submit`, e.g. profile")
     parser.add_argument("job_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     try:
@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             say(cluster_down(settings))
         elif args.command == "submit":
             if not args.job:
-                parser.error("submit needs a job name, e.g. `submit ingest`")
+                parser.error("submit needs a job name, e.g. `submit profile`")
             return submit(settings, args.job, args.job_args)
     except (StackError, settings_module.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,8 +4,8 @@
     source (raw bytes + topic/partition/offset + the JSON `user_id` as the user key)
       (event time and watermarks come from the source, per Kafka partition)
       -> key by user key           (in the JVM: no Python step before build-profiles)
-      -> build_profiles            parses each record where its user's state is (as the ingest
-                                   job does: archive rows, dead letters), then
+      -> build_profiles            parses each record where its user's state is (this job
+                                   owns the event archive and the dead letters), then
                                    udfs.profile.UserProfile per user, de-duplicated by event_id,
                                    scored with the registered ONNX models (jobs.live_models)
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
@@ -45,7 +45,7 @@ from pyflink.table.expressions import col
 
 from conf.settings import EventContract, Settings
 from conf.settings import Profile as ProfileSettings
-from jobs import ingest, sinks
+from jobs import runtime, sinks
 from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
 from udfs import profile_state
 from udfs.actions import Decision, Ledger, decide
@@ -71,7 +71,7 @@ from udfs.user_scores import (
     score_user,
 )
 
-# The job's name and consumer group suffix: its offsets are its own, apart from the ingest job's.
+# The job's name and consumer group suffix (its committed offsets are kept under it).
 SOURCE_GROUP = "profile"
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
@@ -213,7 +213,7 @@ class Output:
         if deletable and self.names[0] != "user_id":
             raise ValueError("a deletable output is keyed by its first field, user_id")
         self.raw_json, self.deletable = raw_json, deletable
-        self.columns = [*fields, ("record", ingest.BYTES)]
+        self.columns = [*fields, ("record", runtime.BYTES)]
         self.row_type = named_row(self.columns)
         self._row = Row(*self.names, "record")  # calling it builds a row with these names
 
@@ -230,6 +230,26 @@ class Output:
         return row
 
 
+# The event archive (PostgreSQL `events`, one row per valid event) and the dead letters
+# (Kafka `events.dlq`, key = the record's source coordinates): this job owns both.
+ARCHIVE_ROW = named_row(
+    [
+        ("event_id", Types.STRING()),
+        ("user_id", Types.STRING()),
+        ("session_id", Types.STRING()),
+        ("type", Types.STRING()),
+        ("ts_ms", Types.LONG()),
+        ("schema_version", Types.INT()),
+        ("properties", Types.STRING()),
+        ("source_topic", Types.STRING()),
+        ("source_partition", Types.INT()),
+        ("source_offset", Types.LONG()),
+    ]
+)
+ARCHIVE_RECORD = Row(*ARCHIVE_ROW.get_field_names())  # builds rows of ARCHIVE_ROW
+KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [runtime.BYTES, runtime.BYTES])
+KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
+DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
 PROFILE = Output(PROFILE_FIELDS, ("details",), deletable=True)
 SCORE = Output(SCORE_FIELDS, ("ranked",), deletable=True)
 LEAD = Output(LEAD_FIELDS, deletable=True)
@@ -244,7 +264,27 @@ COHORT_MOVES = OutputTag("cohort-moves", MOVE.row_type)
 LEADS = OutputTag("lead-scores", LEAD.row_type)
 ACTIONS = OutputTag("actions", ACTION.row_type)
 OUTCOMES = OutputTag("action-outcomes", OUTCOME.row_type)
-ARCHIVE = OutputTag("archive", ingest.ARCHIVE_ROW)
+ARCHIVE = OutputTag("archive", ARCHIVE_ROW)
+
+
+def dead_letter_record(letter: DeadLetter) -> Row:
+    return KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
+
+
+def archive_row(event: Event, source: SourceRef) -> Row:
+    """The ARCHIVE_ROW of a parsed event."""
+    return ARCHIVE_RECORD(
+        event.event_id,
+        event.user_id,
+        event.session_id,
+        event.type.value,
+        event.ts,
+        event.schema_version,
+        json.dumps(event.properties(), separators=(",", ":")),
+        source.topic,
+        source.partition,
+        source.offset,
+    )
 
 
 def profile_row(snapshot: ProfileSnapshot) -> Row:
@@ -390,7 +430,7 @@ class BuildProfiles(KeyedProcessFunction):
         watermark = ctx.timer_service().current_watermark()
         if event.ts < watermark - s.allowed_lateness_ms:
             self.late.inc()
-            yield ingest.DEAD_LETTERS, late_dead_letter(record, event.ts, watermark)
+            yield DEAD_LETTERS, late_dead_letter(record, event.ts, watermark)
             return
         if self.seen.contains(event.event_id):
             self.duplicates.inc()
@@ -426,9 +466,9 @@ class BuildProfiles(KeyedProcessFunction):
             detail = f"user_id {parsed.user_id!r} is not the record's user key {key!r}"
             parsed = DeadLetter(Reason.SCHEMA_VIOLATION, detail, payload, source)
         if isinstance(parsed, DeadLetter):
-            yield ingest.DEAD_LETTERS, ingest.dead_letter_record(parsed)
+            yield DEAD_LETTERS, dead_letter_record(parsed)
             return None
-        yield ARCHIVE, ingest.archive_row(parsed, source)
+        yield ARCHIVE, archive_row(parsed, source)
         return parsed
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
@@ -603,7 +643,7 @@ def late_dead_letter(record: Row, ts: int, watermark: int) -> Row:
         payload,
         SourceRef(topic, partition, offset),
     )
-    return ingest.dead_letter_record(letter)
+    return dead_letter_record(letter)
 
 
 # ------------------------------------------------------------------ pipeline
@@ -619,7 +659,7 @@ def by_user(records: DataStream) -> KeyedStream:
     j_keyed = records._j_data_stream.keyBy(
         gateway.jvm.KeyByKeySelector(), key_type.get_java_type_info()
     )
-    return KeyedStream(j_keyed, ingest.RAW_RECORD, records)
+    return KeyedStream(j_keyed, runtime.RAW_RECORD, records)
 
 
 def build_profiles(
@@ -638,7 +678,7 @@ def build_profiles(
     streams = {"profiles": profiles}
     for name, tag in (
         ("archive", ARCHIVE),
-        ("dead_letters", ingest.DEAD_LETTERS),
+        ("dead_letters", DEAD_LETTERS),
         ("sessions", SESSIONS),
         ("scores", SCORES),
         ("cohort_moves", COHORT_MOVES),
@@ -658,8 +698,8 @@ def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
 
 @dataclass
 class ProfileOutputs:
-    archive: DataStream  # ingest.ARCHIVE_ROW
-    dead_letters: DataStream  # ingest.KAFKA_RECORD_ROW: malformed and late records
+    archive: DataStream  # ARCHIVE_ROW
+    dead_letters: DataStream  # KAFKA_RECORD_ROW: malformed and late records
     profiles: DataStream  # PROFILE.row_type, a changelog (row kinds) by user
     sessions: DataStream  # SESSION_ROW
     scores: DataStream  # SCORE.row_type, a changelog by user
@@ -675,7 +715,10 @@ class ProfileSinks(Protocol):
 
 
 def build_pipeline(
-    env: StreamExecutionEnvironment, config: Settings, source: ingest.RawSource, sinks: ProfileSinks
+    env: StreamExecutionEnvironment,
+    config: Settings,
+    source: runtime.RawSource,
+    sinks: ProfileSinks,
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
@@ -704,7 +747,7 @@ SQL_TYPES = (
     (Types.INT(), DataTypes.INT()),
     (Types.DOUBLE(), DataTypes.DOUBLE()),
     (Types.BOOLEAN(), DataTypes.BOOLEAN()),
-    (ingest.BYTES, DataTypes.BYTES()),
+    (runtime.BYTES, DataTypes.BYTES()),
 )
 
 
@@ -734,9 +777,12 @@ class ProductionSinks:
     def write(self, outputs: ProfileOutputs) -> None:
         t, config = self.t_env, self.config
         statements = t.create_statement_set()
-        ingest.add_event_sinks(
-            statements, t, config, outputs.archive, outputs.dead_letters, writer="profile"
+        events = sinks.postgres_table(t, config, "events_archive", "events_archive_sink", "events")
+        statements.add_insert(events, t.from_data_stream(outputs.archive))
+        letters = sinks.kafka_bytes_table(
+            t, config, "dead_letters", config.kafka.topics.events_dlq, "profile-dlq"
         )
+        statements.add_insert(letters, t.from_data_stream(outputs.dead_letters))
         sessions = sinks.postgres_table(
             t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
         )
@@ -767,8 +813,8 @@ def submit(
     restore_from: str | None = None,
 ) -> JobClient:
     """Starts the job and returns at once; the client waits for it, cancels it or stops it."""
-    return ingest.submit(
-        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from, True
+    return runtime.submit(
+        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from
     )
 
 
@@ -779,11 +825,11 @@ def run(
     restore_from: str | None = None,
 ) -> None:
     client = submit(config, start, stop, restore_from)
-    ingest.wait_for_end(client, config, SOURCE_GROUP, stop, restored=restore_from is not None)
+    runtime.wait_for_end(client, config, SOURCE_GROUP, stop, restored=restore_from is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(*ingest.offsets_command("python -m jobs.profile", __doc__, argv))
+    run(*runtime.offsets_command("python -m jobs.profile", __doc__, argv))
     return 0
 
 

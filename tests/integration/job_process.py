@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import ingest, profile
+from jobs import profile, runtime
 from tests.integration.flink_log import FlinkLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,9 +44,9 @@ def job_process(settings, config_file: Path, start, stop, *extra: str, code: Pat
     `code`: the folder its packages are imported from (another version of them)."""
     config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     command = [sys.executable, "-m", "jobs.profile"]
-    command += ["--start-offsets", ingest.format_offsets(start), *extra]
+    command += ["--start-offsets", runtime.format_offsets(start), *extra]
     if stop is not None:
-        command += ["--stop-offsets", ingest.format_offsets(stop)]
+        command += ["--stop-offsets", runtime.format_offsets(stop)]
     starts = len(list(config_file.parent.glob(f"{config_file.stem}.flink-*")))
     log_dir = config_file.parent / f"{config_file.stem}.flink-{starts + 1}"
     log_dir.mkdir()
@@ -80,7 +80,7 @@ def exit_code(process, config_file: Path, timeout_s: float) -> int:
 
 def committed_share(settings, start: dict[int, int], stop: dict[int, int]) -> float:
     """How much of the input the job's latest checkpoint covers (0..1)."""
-    committed = ingest.committed_offsets(settings, profile.SOURCE_GROUP)
+    committed = runtime.committed_offsets(settings, profile.SOURCE_GROUP)
     done = sum((committed[p] or start[p]) - start[p] for p in stop)
     return done / sum(stop[p] - start[p] for p in stop)
 

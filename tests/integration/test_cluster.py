@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from conf import stack
-from jobs.ingest import format_offsets
+from jobs.runtime import format_offsets
 from models.generator import EventGenerator
 from tests.integration.conftest import archived, archived_ids, publish
 

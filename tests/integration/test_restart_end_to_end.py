@@ -19,7 +19,7 @@ import time
 import psycopg
 from psycopg.rows import dict_row
 
-from jobs import ingest, profile
+from jobs import profile, runtime
 from models.generator import EventGenerator
 from tests.integration.conftest import publish, topic_records
 from tests.integration.job_process import exit_code, job_process, job_settings
@@ -68,7 +68,7 @@ def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp
     config_file = tmp_path / "restarted.yaml"
     with job_process(restarted, config_file, start, None) as job:
         deadline = time.monotonic() + 300
-        while ingest.stop_offsets_ahead(restarted, profile.SOURCE_GROUP, first_stop):
+        while runtime.stop_offsets_ahead(restarted, profile.SOURCE_GROUP, first_stop):
             assert job.process.poll() is None, "the job ended before it could be stopped"
             assert time.monotonic() < deadline, "the job did not read the first half"
             time.sleep(0.5)

@@ -17,13 +17,13 @@ PINNED = Path(__file__).with_name("profile_job_uids.txt")
 def production_uids() -> list[str]:
     """The uid of every operator of the production graph (built, never run), in graph order."""
     from conf import settings as settings_module
-    from jobs import ingest
     from jobs import profile as job
+    from jobs import runtime
 
     settings = settings_module.load("local")
-    env = ingest.create_environment(settings)
-    t_env = ingest.create_table_environment(env)
-    source = ingest.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile", keyed=True)
+    env = runtime.create_environment(settings)
+    t_env = runtime.create_table_environment(env)
+    source = runtime.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile")
     job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings))
     graph = env._generate_stream_graph(clear_transformations=False)
     nodes = sorted(graph.getStreamNodes().toArray(), key=lambda node: node.getId())

@@ -17,8 +17,8 @@ from pyflink.common.types import RowKind
 from pyflink.common.watermark_strategy import TimestampAssigner
 
 from conf import settings as settings_module
-from jobs import ingest
 from jobs import profile as job
+from jobs import runtime
 from models.generator import EventGenerator
 from models.registry import Registry
 from tests.conftest import assert_nearly_equal, event_bytes
@@ -152,7 +152,7 @@ def collection_source(payloads, out_of_orderness_ms=10_000):
         strategy = WatermarkStrategy.for_bounded_out_of_orderness(
             Duration.of_millis(out_of_orderness_ms)
         ).with_timestamp_assigner(ClaimedTime())
-        records = env.from_collection(rows, type_info=ingest.KEYED_RAW_RECORD).name("test-events")
+        records = env.from_collection(rows, type_info=runtime.KEYED_RAW_RECORD).name("test-events")
         stamped = records.uid("test-events").assign_timestamps_and_watermarks(strategy)
         # PyFlink's timestamp steps have no uid of their own; the graph test wants one on each.
         strip = stamped._j_data_stream.getTransformation()
@@ -171,7 +171,7 @@ def collection_source(payloads, out_of_orderness_ms=10_000):
 
 
 def run(settings, payloads, parallelism=2):
-    env = ingest.create_environment(settings)
+    env = runtime.create_environment(settings)
     env.set_parallelism(parallelism)  # 2 catches keying bugs
     sinks = CollectingSinks()
     job.build_pipeline(env, settings, collection_source(payloads), sinks)
@@ -297,7 +297,7 @@ def operators(env):
 
 
 def test_every_operator_has_a_stable_uid_and_name(profile_settings, small_history):
-    env = ingest.create_environment(profile_settings)
+    env = runtime.create_environment(profile_settings)
     sinks = CollectingSinks()
     source = collection_source([event_bytes(small_history.events[0])])
     job.build_pipeline(env, profile_settings, source, sinks)
@@ -308,9 +308,9 @@ def test_every_operator_has_a_stable_uid_and_name(profile_settings, small_histor
 
 
 def test_the_production_graph_has_uids_on_connector_operators_too(profile_settings):
-    env = ingest.create_environment(profile_settings)
-    t_env = ingest.create_table_environment(env)
-    source = ingest.KafkaRawSource(t_env, profile_settings, {0: 0}, {0: 1}, "profile", keyed=True)
+    env = runtime.create_environment(profile_settings)
+    t_env = runtime.create_table_environment(env)
+    source = runtime.KafkaRawSource(t_env, profile_settings, {0: 0}, {0: 1}, "profile")
     job.build_pipeline(env, profile_settings, source, job.ProductionSinks(t_env, profile_settings))
     nodes = operators(env)  # built, never run: no broker or database needed
     assert [name for name, uid in nodes if not uid or not name] == []
@@ -353,7 +353,7 @@ def throttled_source(payloads, delay_s, after: int, action):
                 action()
             return row
 
-        throttled = stamped(env).map(slow, output_type=ingest.KEYED_RAW_RECORD)
+        throttled = stamped(env).map(slow, output_type=runtime.KEYED_RAW_RECORD)
         return throttled.name("test-throttle").uid("test-throttle")
 
     return source
@@ -381,7 +381,7 @@ def test_a_model_version_registered_mid_stream_takes_over_with_no_event_lost(tra
     )
     history = EventGenerator(settings.generator, users=30, days=2, seed=5).generate()
     events = [e for e in history.events if e["type"] != "consent_update"]
-    env = ingest.create_environment(settings)
+    env = runtime.create_environment(settings)
     sinks = CollectingSinks()
     source = throttled_source([event_bytes(e) for e in events], 0.01, 150, register_v2)
     job.build_pipeline(env, settings, source, sinks)

@@ -76,3 +76,27 @@ def test_checkpoint_figures_come_from_the_log(tmp_path):
         "size_bytes_last": 700,
         "size_bytes_max": 900,
     }
+
+
+def test_a_result_records_its_commit_machine_arguments_and_whole_config(settings, monkeypatch):
+    import argparse
+    import re
+
+    from bench.run import RESULT_SCHEMA, run_record
+    from conf.settings import Settings
+
+    dsn = "postgresql://bench:Pa55-word@127.0.0.1:5432/behavior_bench"
+    config = settings.model_copy(
+        update={"postgres": settings.postgres.model_copy(update={"dsn": dsn})}
+    )
+    args = argparse.Namespace(users=5000, events=40000, skip="quix")
+    record = run_record("20261130-000000", args, config)
+    assert record["schema"] == RESULT_SCHEMA
+    assert re.fullmatch(r"[0-9a-f]{40}", record["commit"])
+    assert isinstance(record["uncommitted_changes"], bool)
+    assert record["args"] == {"users": 5000, "events": 40000, "skip": "quix"}
+    assert record["machine"]["cores"] >= 1 and record["machine"]["memory_bytes"] > 2**30
+    # The whole configuration, enough to run it again, with the password left out.
+    assert "Pa55-word" not in json.dumps(record)
+    again = Settings.model_validate(record["config"])
+    assert again.model_dump(exclude={"postgres"}) == config.model_dump(exclude={"postgres"})

@@ -8,7 +8,6 @@ from pyflink.common import Row
 from pyflink.common.types import RowKind
 
 from conf import settings as settings_module
-from jobs import ingest
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, page, view
@@ -185,7 +184,7 @@ def test_an_event_beyond_the_allowed_lateness_is_dead_lettered_as_late():
     h.advance(T0 + 5 * S.allowed_lateness_ms)
     [(tag, letter)] = h.send(page(T0), offset=7)
     record = json.loads(letter.value)
-    assert tag == ingest.DEAD_LETTERS
+    assert tag == job.DEAD_LETTERS
     assert (record["reason"], record["dead_letter_id"]) == ("late", "events-0-7")
     assert [row.source_offset for row in h.archived] == [0, 7]  # archived all the same
 
@@ -216,7 +215,7 @@ def test_each_valid_event_is_archived_with_where_it_came_from():
 def test_a_record_that_is_not_a_valid_event_of_its_key_is_dead_lettered(payload, user_key, reason):
     h = Harness()
     [(tag, letter)] = h.send_raw(payload, user_key, offset=5)
-    assert tag == ingest.DEAD_LETTERS
+    assert tag == job.DEAD_LETTERS
     record = json.loads(letter.value)
     assert (record["reason"], record["dead_letter_id"]) == (reason, "events-0-5")
     assert h.archived == [] and h.state_is_empty()

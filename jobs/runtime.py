@@ -1,18 +1,12 @@
-"""Ingest job: Kafka `events` -> parse -> valid events archived to PostgreSQL `events`,
-invalid records to the `events.dlq` topic with their reason.
-
-    source (raw bytes + topic/partition/offset)
-      -> parse_events            (udfs.events.EventParser; never raises)
-           |-> archive rows      -> PostgreSQL `events` (upsert by event_id)
-           '-> dead letters      -> Kafka `events.dlq` (exactly once)
-
-Run locally with `python -m jobs.ingest` or on a cluster with `make submit JOB=ingest`.
-"""
+"""What every job shares: the events topic as a source of raw records, the execution
+environment (checkpoints, restarts, Python execution), start and stop offsets, restoring from a
+checkpoint or savepoint, draining a bounded run, stopping on a signal with a savepoint, and the
+command line. A job module builds its pipeline and calls `submit`, `wait_for_end` and
+`offsets_command` from here."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -21,58 +15,27 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from py4j.protocol import Py4JJavaError
-from pyflink.common import Configuration, JobClient, JobStatus, Row, Types
+from pyflink.common import Configuration, JobClient, JobStatus, Types
 from pyflink.datastream import (
     CheckpointingMode,
     DataStream,
-    OutputTag,
     StreamExecutionEnvironment,
 )
-from pyflink.datastream.functions import ProcessFunction, RuntimeContext
 from pyflink.java_gateway import get_gateway
-from pyflink.table import DataTypes, StatementSet, StreamTableEnvironment
+from pyflink.table import DataTypes, StreamTableEnvironment
 from pyflink.table.expressions import col, row
 
 from conf import settings as settings_module
-from conf.settings import EventContract, Settings
 from conf.settings import Flink as FlinkSettings
-from jobs import sinks
+from conf.settings import Settings
 from sql import flink_statement, with_options
-from udfs.events import DeadLetter, Event, EventParser, SourceRef
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 RAW_RECORD = Types.ROW_NAMED(
     ["payload", "topic", "partition", "offset"], [BYTES, Types.STRING(), Types.INT(), Types.LONG()]
-)
-ARCHIVE_ROW = Types.ROW_NAMED(
-    [
-        "event_id",
-        "user_id",
-        "session_id",
-        "type",
-        "ts_ms",
-        "schema_version",
-        "properties",
-        "source_topic",
-        "source_partition",
-        "source_offset",
-    ],
-    [
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.LONG(),
-        Types.INT(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.INT(),
-        Types.LONG(),
-    ],
 )
 RAW_RECORD_SQL = DataTypes.ROW(
     [
@@ -85,85 +48,9 @@ RAW_RECORD_SQL = DataTypes.ROW(
 # A raw record with the user it claims to be about (its JSON `user_id`, read in the source; ''
 # when there is none), so a job can key records by user without a Python step.
 KEYED_RAW_RECORD = Types.ROW_NAMED(["user_key", "record"], [Types.STRING(), RAW_RECORD])
-ARCHIVE_RECORD = Row(*ARCHIVE_ROW.get_field_names())  # builds rows of ARCHIVE_ROW
-KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [BYTES, BYTES])
-KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
-DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
-
-# Builds the stream of RAW_RECORD rows (KEYED_RAW_RECORD ones for the profile job, whose records
-# must also carry their event time as timestamps and come with watermarks: KafkaRawSource does
-# all three).
+# Builds the stream of KEYED_RAW_RECORD rows, stamped with their event time and followed by
+# watermarks (KafkaRawSource in production, collections in the pipeline tests).
 RawSource = Callable[[StreamExecutionEnvironment], DataStream]
-
-
-class IngestSinks(Protocol):
-    def write(self, archive: DataStream, dead_letters: DataStream) -> None: ...
-
-
-class ParseEvents(ProcessFunction):
-    """Thin adapter over EventParser: valid events out, dead letters to a side output."""
-
-    def __init__(self, contract: EventContract):
-        self.contract = contract
-        self.parser: EventParser | None = None
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        c = self.contract
-        self.parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
-
-    def process_element(self, record: Row, ctx: ProcessFunction.Context):
-        source = SourceRef(record.topic, record.partition, record.offset)
-        result = self.parser.parse(record.payload, source)
-        if isinstance(result, DeadLetter):
-            yield DEAD_LETTERS, dead_letter_record(result)
-        else:
-            yield archive_row(result, source)
-
-
-def dead_letter_record(letter: DeadLetter) -> Row:
-    return KAFKA_RECORD(letter.dead_letter_id.encode(), letter.to_json())
-
-
-def archive_row(event: Event, source: SourceRef) -> Row:
-    """The ARCHIVE_ROW of a parsed event."""
-    return ARCHIVE_RECORD(
-        event.event_id,
-        event.user_id,
-        event.session_id,
-        event.type.value,
-        event.ts,
-        event.schema_version,
-        json.dumps(event.properties(), separators=(",", ":")),
-        source.topic,
-        source.partition,
-        source.offset,
-    )
-
-
-def parse_events(raw: DataStream, contract: EventContract) -> tuple[DataStream, DataStream]:
-    """Parses in the source's own subtasks: the records of a partition stay in their order until
-    they are keyed by user (a rebalance here would interleave them from two channels)."""
-    parsed = (
-        raw.process(ParseEvents(contract), ARCHIVE_ROW)
-        .name("parse-events")
-        .uid("parse-events")
-        .set_parallelism(parallelism_of(raw))
-    )
-    return parsed, parsed.get_side_output(DEAD_LETTERS).name("dead-letters").uid("dead-letters")
-
-
-def parallelism_of(stream: DataStream) -> int:
-    return stream._j_data_stream.getParallelism()
-
-
-def build_pipeline(
-    env: StreamExecutionEnvironment, config: Settings, source: RawSource, sinks: IngestSinks
-) -> None:
-    archive, dead_letters = parse_events(source(env), config.events)
-    sinks.write(archive, dead_letters)
-
-
-# ------------------------------------------------------------------ production connectors
 
 
 def offsets_option(offsets: dict[int, int]) -> str:
@@ -171,9 +58,9 @@ def offsets_option(offsets: dict[int, int]) -> str:
 
 
 class KafkaRawSource:
-    """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata;
-    records carry their event time and the source emits watermarks per Kafka partition. Keyed,
-    each record also carries its JSON `user_id`, read in the JVM (KEYED_RAW_RECORD).
+    """The events topic as raw bytes with coordinates, via the Kafka table connector's metadata,
+    each with its JSON `user_id` read in the JVM (KEYED_RAW_RECORD); records carry their event
+    time and the source emits watermarks per Kafka partition.
 
     Unbounded from the group's committed offsets by default; bounded to [start, stop) per
     partition when both are given (used for replays and the local run).
@@ -185,15 +72,14 @@ class KafkaRawSource:
         config: Settings,
         start: dict[int, int] | None = None,
         stop: dict[int, int] | None = None,
-        group: str = "ingest",
+        group: str = "profile",
         ends_with_drain: bool = False,
-        keyed: bool = False,
     ):
-        """`keyed`: KEYED_RAW_RECORD rows instead of RAW_RECORD ones."""
         self.t_env, self.config, self.start, self.stop = t_env, config, start, stop
-        self.group, self.ends_with_drain, self.keyed = group, ends_with_drain, keyed
+        self.group, self.ends_with_drain = group, ends_with_drain
 
-    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+    def options(self) -> dict[str, str]:
+        """The Kafka table connector's options."""
         kafka = self.config.kafka
         options = {
             "connector": "kafka",
@@ -212,18 +98,22 @@ class KafkaRawSource:
         if self.stop is not None:
             options["scan.bounded.mode"] = "specific-offsets"
             options["scan.bounded.specific-offsets"] = offsets_option(self.stop)
-        profile, contract = self.config.profile, self.config.events
+        profile = self.config.profile
         # Flink drops the final watermark of a drain from a source that is idle then
         # (FLINK-40499), and timers due after the last event would never fire: a run that ends
         # with a drain keeps its source active, at the cost of event time waiting for the
         # slowest partition while it runs.
         if profile.idleness_ms and not self.ends_with_drain:
             options["scan.watermark.idle-timeout"] = f"{profile.idleness_ms} ms"
+        return options
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+        profile, contract = self.config.profile, self.config.events
         self.t_env.execute_sql(
             flink_statement(
                 "events_raw_source",
                 table=self.table,
-                options=with_options(options),
+                options=with_options(self.options()),
                 min_ts_ms=str(contract.min_ts_ms),
                 max_future_skew_ms=str(contract.max_future_skew_ms),
                 out_of_orderness_s=f"{profile.out_of_orderness_ms / 1000:.3f}",
@@ -231,49 +121,17 @@ class KafkaRawSource:
         )
         table = self.t_env.from_path(self.table)
         record = [col("payload"), col("topic"), col("partition"), col("offset")]
-        if self.keyed:
-            keyed = table.select(col("user_key"), row(*record).cast(RAW_RECORD_SQL).alias("record"))
-            stream = self.t_env.to_data_stream(keyed)
-            # The same rows, declared with the row type a keyed Python operator insists on.
-            stream._j_data_stream.getTransformation().setOutputType(
-                KEYED_RAW_RECORD.get_java_type_info()
-            )
-            return stream
-        return self.t_env.to_data_stream(table.select(*record))
+        keyed = table.select(col("user_key"), row(*record).cast(RAW_RECORD_SQL).alias("record"))
+        stream = self.t_env.to_data_stream(keyed)
+        # The same rows, declared with the row type a keyed Python operator insists on.
+        stream._j_data_stream.getTransformation().setOutputType(
+            KEYED_RAW_RECORD.get_java_type_info()
+        )
+        return stream
 
     @property
     def table(self) -> str:
         return f"events_raw_{self.group}"
-
-
-class ProductionSinks:
-    """PostgreSQL archive through the JDBC table connector; dead letters to Kafka exactly once."""
-
-    def __init__(self, t_env: StreamTableEnvironment, config: Settings):
-        self.t_env, self.config = t_env, config
-
-    def write(self, archive: DataStream, dead_letters: DataStream) -> None:
-        t, config = self.t_env, self.config
-        statements = t.create_statement_set()
-        add_event_sinks(statements, t, config, archive, dead_letters, writer="ingest")
-        statements.attach_as_datastream()
-
-
-def add_event_sinks(
-    statements: StatementSet,
-    t_env: StreamTableEnvironment,
-    config: Settings,
-    archive: DataStream,
-    dead_letters: DataStream,
-    writer: str,
-) -> None:
-    """Archive rows to PostgreSQL `events` and dead letters to `events.dlq`."""
-    events = sinks.postgres_table(t_env, config, "events_archive", "events_archive_sink", "events")
-    letters = sinks.kafka_bytes_table(
-        t_env, config, "dead_letters", config.kafka.topics.events_dlq, f"{writer}-dlq"
-    )
-    statements.add_insert(events, t_env.from_data_stream(archive))
-    statements.add_insert(letters, t_env.from_data_stream(dead_letters))
 
 
 def checkpoint_uri(flink: FlinkSettings) -> str:
@@ -508,28 +366,16 @@ def submit(
     start: dict[int, int] | None = None,
     stop: dict[int, int] | None = None,
     restore_from: str | None = None,
-    keyed: bool = False,
 ) -> JobClient:
     """Starts a job and returns at once: `build(env, config, source, sinks(t_env, config))`
     over the events topic, read by the consumer group `<group>-<name>`. `restore_from`: a
-    checkpoint or savepoint whose state and source offsets it resumes from; `keyed`: the source
-    gives KEYED_RAW_RECORD rows."""
+    checkpoint or savepoint whose state and source offsets it resumes from."""
     env = create_environment(config, restore_from)
     t_env = create_table_environment(env)
     drained = restore_from is not None and stop is not None  # see wait_for_end
-    source = KafkaRawSource(t_env, config, start, stop, name, drained, keyed)
+    source = KafkaRawSource(t_env, config, start, stop, name, drained)
     build(env, config, source, sinks(t_env, config))
     return env.execute_async(name)
-
-
-def run(
-    config: Settings,
-    start: dict[int, int] | None = None,
-    stop: dict[int, int] | None = None,
-    restore_from: str | None = None,
-) -> None:
-    client = submit("ingest", build_pipeline, ProductionSinks, config, start, stop, restore_from)
-    wait_for_end(client, config, "ingest", stop, restored=restore_from is not None)
 
 
 def offsets_command(prog: str, doc: str, argv: list[str] | None):
@@ -555,16 +401,3 @@ def offsets_command(prog: str, doc: str, argv: list[str] | None):
             parser.exit(2, f"error: no checkpoint under {config.flink.checkpoint_dir}\n")
         print(f"restoring from {restore}", file=sys.stderr)
     return config, parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets), restore
-
-
-def main(argv: list[str] | None = None) -> int:
-    run(*offsets_command("python -m jobs.ingest", __doc__, argv))
-    return 0
-
-
-if __name__ == "__main__":
-    # Run through the importable module, not __main__: functions are then pickled by reference
-    # to `jobs.ingest`, which the workers import from the shipped code.
-    from jobs import ingest as job_module
-
-    sys.exit(job_module.main())
