@@ -22,6 +22,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Every topic `make up` creates. `consent` (consent platforms' updates) and `recommendations`
+# are reserved: created so that deployments have them, written by nothing yet.
 TOPIC_NAMES = (
     "events",
     "events_dlq",

@@ -10,12 +10,12 @@ from pathlib import Path
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) +\w+ +\S+ +\S* *- (.*)$")
 TRIGGERED = re.compile(r"Triggering checkpoint (\d+) .* for job (\w+)\.")
 COMPLETED = re.compile(r"Completed checkpoint (\d+) for job (\w+) ")
-RESTORED = re.compile(
-    r"Restoring job \w+ from (?:Checkpoint|Savepoint) \d+ @ \d+ .* located at (\S+)\.$"
-)
+# A start from a checkpoint or savepoint (`--restore`); Flink's own restarts log other lines.
+STARTED_FROM = re.compile(r"Starting job \w+ from savepoint (\S+) ")
 SPLIT = re.compile(r"Partition: ([^,]+)-(\d+), StartingOffset: (-?\d+)")
 RESTARTING = re.compile(r"Job .* switched from state \w+ to RESTARTING\.")
-JDBC_RETRY = re.compile(r"JDBC executeBatch error, retry times = \d+")
+# A JDBC sink's batch that failed, or a (restarted) JDBC sink that could not connect at all.
+JDBC_FAILURE = re.compile(r"JDBC executeBatch error|unable to open JDBC writer")
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,15 @@ class FlinkLog:
         self.folder = folder
 
     def entries(self) -> list[Entry]:
-        out = []
+        """Every logged message, with the lines that follow it (an exception) as part of it."""
+        out: list[Entry] = []
         for path in sorted(self.folder.glob("flink-*.log")):
             for line in path.read_text(errors="replace").splitlines():
                 if m := LINE.match(line):
                     at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
                     out.append(Entry(at, m.group(2)))
+                elif out:
+                    out[-1] = Entry(out[-1].at, f"{out[-1].message}\n{line}")
         return out
 
     def matching(self, pattern: re.Pattern) -> list[tuple[Entry, re.Match]]:
@@ -61,7 +64,8 @@ class FlinkLog:
         return checkpoint_dir / m.group(2) / f"chk-{checkpoint}"
 
     def restored_from(self) -> Path | None:
-        found = self.matching(RESTORED)
+        """The checkpoint or savepoint this start was told to restore."""
+        found = self.matching(STARTED_FROM)
         return Path(found[0][1].group(1).removeprefix("file:")) if found else None
 
     def starting_offsets(self, topic: str) -> dict[int, int]:
@@ -77,8 +81,15 @@ class FlinkLog:
         return [e.at for e, _ in self.matching(RESTARTING)]
 
     def failed_writes(self) -> list[datetime]:
-        """Batches the JDBC sinks failed to write and retried."""
-        return [e.at for e, _ in self.matching(JDBC_RETRY)]
+        """When the JDBC sinks failed to write a batch or to connect."""
+        return [e.at for e, _ in self.matching(JDBC_FAILURE)]
 
     def completed_at(self) -> list[datetime]:
         return [e.at for e, _ in self.matching(COMPLETED)]
+
+    def checkpoint_spans(self) -> dict[int, tuple[datetime, datetime | None]]:
+        """Checkpoint -> (when it was triggered, when it completed or None)."""
+        done = {int(m.group(1)): e.at for e, m in self.matching(COMPLETED)}
+        return {
+            int(m.group(1)): (e.at, done.get(int(m.group(1)))) for e, m in self.matching(TRIGGERED)
+        }

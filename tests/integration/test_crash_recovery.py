@@ -47,7 +47,7 @@ def wait_for_checkpoint_in_progress(job, timeout_s: float = 30) -> None:
         time.sleep(0.01)
 
 
-def what_it_did(job, settings, stop) -> Start:
+def what_it_did(job, settings, stop, killed: bool = True) -> Start:
     offsets = job.log.starting_offsets(settings.kafka.topics.events.name)
     checkpoints = Path(settings.flink.checkpoint_dir)
     completed, in_progress = job.log.completed(), job.log.checkpoint_in_progress()
@@ -55,7 +55,9 @@ def what_it_did(job, settings, stop) -> Start:
         restored_from=job.log.restored_from(),
         records_to_read=sum(stop[p] - offsets[p] for p in stop),
         completed=job.log.checkpoint_path(checkpoints, completed[-1]) if completed else None,
-        in_progress=job.log.checkpoint_path(checkpoints, in_progress) if in_progress else None,
+        in_progress=(
+            job.log.checkpoint_path(checkpoints, in_progress) if killed and in_progress else None
+        ),
     )
 
 
@@ -80,7 +82,7 @@ def crash_repeatedly(settings, config_file: Path, start, stop, kills: int, rng) 
             starts.append(what_it_did(job, settings, stop))
     with job_process(settings, config_file, start, stop, "--restore", "latest") as job:
         assert exit_code(job.process, config_file, 600) == 0, "the last start did not finish"
-        starts.append(what_it_did(job, settings, stop))
+        starts.append(what_it_did(job, settings, stop, killed=False))
     return starts
 
 

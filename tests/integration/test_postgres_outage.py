@@ -51,9 +51,9 @@ def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
         stack.apply_migrations(outage)
         with job_process(outage, config_file, start, stop) as job:
             share = wait_for_share(job.process, outage, start, stop, 0.3)
+            down = datetime.now()
             stack.stop_postgres(outage)
             assert not stack.postgres_answers(outage)
-            down = datetime.now()
             time.sleep(OUTAGE_S)
             assert job.process.poll() is None, "the job gave up during the outage"
             stack.ensure_postgres(outage)
