@@ -47,6 +47,17 @@ def wait_for_checkpoint_in_progress(job, timeout_s: float = 30) -> None:
         time.sleep(0.01)
 
 
+def wait_for_own_checkpoint(job, timeout_s: float = 120) -> None:
+    """Until this start has completed a checkpoint: a kill before it would test nothing new
+    (the consumer group's committed offsets, which `wait_for_share` reads, may already be the
+    previous start's)."""
+    deadline = time.monotonic() + timeout_s
+    while not job.log.completed():
+        assert job.process.poll() is None, "the job ended before its first checkpoint"
+        assert time.monotonic() < deadline, "the job completed no checkpoint"
+        time.sleep(0.1)
+
+
 def what_it_did(job, settings, stop, killed: bool = True) -> Start:
     offsets = job.log.starting_offsets(settings.kafka.topics.events.name)
     checkpoints = Path(settings.flink.checkpoint_dir)
@@ -64,15 +75,16 @@ def what_it_did(job, settings, stop, killed: bool = True) -> Start:
 def crash_repeatedly(settings, config_file: Path, start, stop, kills: int, rng) -> list[Start]:
     """Runs the job over the input, killing it `kills` times, and lets the last start finish.
     Each kill waits for the checkpoints to cover a random share of the input (rising from kill
-    to kill); then every other kill waits for a checkpoint to begin and lands while it runs, the
-    others land a random 0-3 s later. Every start after the first restores the latest
-    checkpoint with `--restore latest`."""
+    to kill) and for the start to complete a checkpoint of its own; then every other kill waits
+    for a checkpoint to begin and lands while it runs, the others land a random 0-3 s later.
+    Every start after the first restores the latest checkpoint with `--restore latest`."""
     starts = []
     for kill in range(kills):
         restore = ("--restore", "latest") if kill else ()
         target = (kill + rng.random()) / (kills + 1)
         with job_process(settings, config_file, start, None, *restore) as job:
             wait_for_share(job.process, settings, start, stop, target)
+            wait_for_own_checkpoint(job)
             if kill % 2 == 0:
                 wait_for_checkpoint_in_progress(job)
             else:

@@ -93,8 +93,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     active = {e["user_id"] for e in events} - {REVOKING_USER}
     assert set(latest) == active | {REVOKING_USER}
     assert latest[REVOKING_USER][1] is None, "a purge is a tombstone in Kafka"
-    assert REVOKING_USER not in rows, "and a deleted row in PostgreSQL"
-    assert set(rows) == active
+    assert set(rows) == active, "every user has a row, but the purged one"
     for user in active:
         assert latest[user][1] == rows[user], user
 
@@ -151,7 +150,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     # The end of input moves event time past every window: each decision has its outcome.
     assert outcomes == outcome_rows and set(outcomes) == set(actions)
     control = [a for a in actions.values() if a["variant"] == "control"]
-    assert all(not a["delivered"] for a in control)
+    assert control and not any(a["delivered"] for a in control)
     print(
         f"\n  {len(events):,} events, {hostile:,} malformed: {len(rows)} profiles, "
         f"{len(score_rows)} scores and lead scores, {len(moves)} cohort moves in Kafka and "
