@@ -122,6 +122,7 @@ def test_outputs_are_exactly_once_across_repeated_crashes(
     for killed, restarted in zip(starts, starts[1:], strict=False):
         latest = killed.completed or latest
         assert latest is not None, "a start was killed before any checkpoint completed"
+        assert restarted.restored_from is not None, "a start after a kill restored nothing"
         assert restarted.restored_from in (latest, killed.in_progress)
         assert restarted.records_to_read < whole_input
         landed_in_checkpoint += killed.in_progress not in (None, restarted.restored_from)
