@@ -77,9 +77,10 @@ def test_the_job_rides_out_a_silent_broker_and_ignores_resent_events(
         assert job.process.poll() is None, "the job gave up during the outage"
         assert exit_code(job.process, config_file, 900) == 0, "the job did not recover"
 
-    # The mechanism, from the job's own log: no checkpoint completed while the broker was
-    # silent (the sinks' transactions could not be flushed), the one in progress waited for the
-    # broker and completed once it answered, and checkpoints went on completing after that.
+    # The mechanism, from the job's own log: the job waited for the broker rather than going
+    # on without it. No checkpoint completed while the broker was silent (its Kafka clients,
+    # and so the operators that feed them, were waiting on it), the checkpoint in progress
+    # completed once it answered, and checkpoints went on completing after that.
     completed = job.log.completed_at()
     restarts = [t for t in job.log.restarts() if t >= down]
     # (A checkpoint whose writes were all flushed before the pause may finish just after it.)
