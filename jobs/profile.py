@@ -247,7 +247,7 @@ ARCHIVE_ROW = named_row(
     ]
 )
 ARCHIVE_RECORD = Row(*ARCHIVE_ROW.get_field_names())  # builds rows of ARCHIVE_ROW
-KAFKA_RECORD_ROW = Types.ROW_NAMED(["key", "value"], [runtime.BYTES, runtime.BYTES])
+KAFKA_RECORD_ROW = named_row([("key", runtime.BYTES), ("value", runtime.BYTES)])
 KAFKA_RECORD = Row("key", "value")  # builds rows of KAFKA_RECORD_ROW (a Kafka key and value)
 DEAD_LETTERS = OutputTag("dead-letters", KAFKA_RECORD_ROW)
 PROFILE = Output(PROFILE_FIELDS, ("details",), deletable=True)

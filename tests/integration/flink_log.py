@@ -45,18 +45,14 @@ class FlinkLog:
     def matching(self, pattern: re.Pattern) -> list[tuple[Entry, re.Match]]:
         return [(e, m) for e in self.entries() if (m := pattern.search(e.message))]
 
-    def triggered(self) -> list[int]:
-        return [int(m.group(1)) for _, m in self.matching(TRIGGERED)]
-
     def completed(self) -> list[int]:
         return [int(m.group(1)) for _, m in self.matching(COMPLETED)]
 
     def checkpoint_in_progress(self) -> int | None:
         """The latest triggered checkpoint if it has not completed yet."""
-        triggered = self.triggered()
-        if triggered and triggered[-1] not in self.completed():
-            return triggered[-1]
-        return None
+        spans = self.checkpoint_spans()
+        latest = max(spans, default=None)
+        return latest if latest is not None and spans[latest][1] is None else None
 
     def checkpoint_path(self, checkpoint_dir: Path, checkpoint: int) -> Path:
         """Where one of this start's checkpoints lies: <checkpoint dir>/<job id>/chk-<n>."""

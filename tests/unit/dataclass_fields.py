@@ -8,19 +8,9 @@ import math
 def leaves(value, path: str = "") -> dict[str, object]:
     """Every leaf of a value by its path: dataclass fields, slots, named-tuple fields, dict
     entries and list items."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if (names := field_names(value)) is not None:
         out = {f"{path}:{type(value).__name__}": True}
-        for f in dataclasses.fields(value):
-            out |= leaves(getattr(value, f.name), f"{path}.{f.name}")
-        return out
-    if hasattr(type(value), "__slots__") and not isinstance(value, (tuple, str)):
-        out = {f"{path}:{type(value).__name__}": True}
-        for name in type(value).__slots__:
-            out |= leaves(getattr(value, name), f"{path}.{name}")
-        return out
-    if hasattr(value, "_fields"):  # a NamedTuple
-        out = {f"{path}:{type(value).__name__}": True}
-        for name in value._fields:
+        for name in names:
             out |= leaves(getattr(value, name), f"{path}.{name}")
         return out
     if isinstance(value, dict):
@@ -34,6 +24,17 @@ def leaves(value, path: str = "") -> dict[str, object]:
             out |= leaves(item, f"{path}[{i}]")
         return out
     return {path: value}
+
+
+def field_names(value) -> list[str] | None:
+    """The declared fields of a dataclass, a slotted class or a named tuple; None otherwise."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [f.name for f in dataclasses.fields(value)]
+    if hasattr(value, "_fields"):
+        return list(value._fields)
+    if hasattr(type(value), "__slots__") and not isinstance(value, (tuple, str)):
+        return list(type(value).__slots__)
+    return None
 
 
 def differences(expected, actual) -> list[str]:
