@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Every topic `make up` creates. `consent` (consent platforms' updates) and `recommendations`
 # are reserved: created so that deployments have them, written by nothing yet.
@@ -308,8 +308,12 @@ class Profile(Strict):
     # Events further behind the watermark than this are dead-lettered as `late`: duplicates
     # can no longer be recognised that far back.
     allowed_lateness_ms: Annotated[int, Field(ge=0)] = 7_200_000
-    # State of a user with no event for this long (event time) is dropped.
+    # Retention by layer, in event time since the user's last event. After ttl_ms the short-term
+    # layers (recent events, trends, open sessions) are dropped and the profile is dormant: its
+    # long-term layer (signature, baseline, RFM counters, cohort, action ledger) is kept, and a
+    # returning user continues from it. After long_term_ttl_ms the user is forgotten entirely.
     ttl_ms: Annotated[int, Field(ge=60_000)] = 30 * 86_400_000
+    long_term_ttl_ms: Annotated[int, Field(ge=60_000)] = 400 * 86_400_000
     # 0: a profile update per event; otherwise at most one per user per interval (event time).
     emit_interval_ms: Annotated[int, Field(ge=0)] = 0
     # Markov signature: Dirichlet prior strength spread evenly over the states, and how much
@@ -333,6 +337,12 @@ class Profile(Strict):
     intent: IntentWeights = IntentWeights()
     price: PriceWeights = PriceWeights()
     rfm: Rfm = Rfm()
+
+    @model_validator(mode="after")
+    def long_term_outlasts_short_term(self) -> Profile:
+        if self.long_term_ttl_ms < self.ttl_ms:
+            raise ValueError("profile.long_term_ttl_ms must be at least profile.ttl_ms")
+        return self
 
 
 class Models(Strict):

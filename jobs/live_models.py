@@ -19,6 +19,7 @@ from conf.policy import Policy, load_policy
 from conf.settings import Actions, ConfigError, Leads, Models
 from models.registry import Registry
 from udfs.leads import Modifier
+from udfs.rfm import RfmBreakpoints
 from udfs.scoring import ModelSet
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class LiveModels:
         self.cohort_names: dict[int, dict[int, str]] = {}
         self.next_check = 0.0
         self.swaps = 0
+
+    @property
+    def breakpoints(self) -> RfmBreakpoints | None:
+        return self.models.rfm_breakpoints if self.models is not None else None
 
     def refresh(self, force: bool = False) -> None:
         now = self.clock()

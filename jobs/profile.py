@@ -73,16 +73,21 @@ from udfs.user_scores import (
 
 # The job's name and consumer group suffix (its committed offsets are kept under it).
 SOURCE_GROUP = "profile"
-LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions"}
+LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions", "purchase_count"}
 TEXT_COLUMNS = {"user_id", "top_category", "top_propensity"}
+INT_COLUMNS = {"rfm_r", "rfm_f", "rfm_m"}
 
 
 def column_type(name: str):
-    """Flink type of a profile column: text, bigint or double."""
+    """Flink type of a profile column: text, bigint, int, boolean or double."""
     if name in TEXT_COLUMNS:
         return Types.STRING()
     if name in LONG_COLUMNS:
         return Types.LONG()
+    if name in INT_COLUMNS:
+        return Types.INT()
+    if name == "dormant":
+        return Types.BOOLEAN()
     return Types.DOUBLE()
 
 
@@ -415,6 +420,7 @@ class BuildProfiles(KeyedProcessFunction):
         self.duplicates = metrics.counter("duplicate_events")
         self.late = metrics.counter("late_events_dead_lettered")
         self.purges = metrics.counter("profiles_purged")
+        self.dormancies = metrics.counter("profiles_turned_dormant")
         self.expiries = metrics.counter("profiles_expired")
         self.decisions = metrics.counter("actions_decided")
         self.dropped_outcomes = metrics.counter("outcomes_dropped_on_purge")
@@ -494,7 +500,7 @@ class BuildProfiles(KeyedProcessFunction):
 
     def catch_up(self, user: UserState, now: int, ctx):
         """Everything due by event time `now`: session closes, a held-back update, expiry.
-        Returns whether the profile expired (the user's state is then cleared)."""
+        Returns whether the whole profile expired (the user's state is then cleared)."""
         s, profile, schedule = self.s, user.profile, user.schedule
         closed = profile.close_sessions(now, s)
         for summary in closed:
@@ -504,9 +510,23 @@ class BuildProfiles(KeyedProcessFunction):
         self.forget_seen(now - s.allowed_lateness_ms)
         held_back = schedule.emit_due is not None and schedule.emit_due <= now
         yield from self.emit(user, now, ctx, bool(closed) or held_back)
+        return (yield from self.expire(user, now, ctx))
+
+    def expire(self, user: UserState, now: int, ctx):
+        """The layers due to expire by `now`. The short-term ones: the profile turns dormant and
+        its row and record say so. The long-term one: the user is forgotten, and the profile,
+        score and lead rows are deleted (tombstones on the topics), as on a purge."""
+        s, profile = self.s, user.profile
+        if profile.dormant_since is None and profile.expires_at(s) <= now:
+            self.dormancies.inc()
+            profile.expire_short_term(now, s)
+            yield profile_row(profile.snapshot(s, self.live.breakpoints))
+            yield from self.emit(user, now, ctx, changed=False)
         if profile.expires_at(s) <= now:
             self.expiries.inc()
             self.clear(user, ctx)
+            yield PROFILE.deletion(profile.user_id)
+            yield from score_deletions(profile.user_id)
             return True
         return False
 
@@ -530,7 +550,7 @@ class BuildProfiles(KeyedProcessFunction):
         emit_interval_ms), and moves the user's single timer to the earliest time it is needed."""
         profile, schedule = user.profile, user.schedule
         if changed and schedule.should_emit(now, self.s.emit_interval_ms):
-            snapshot = profile.snapshot(self.s)
+            snapshot = profile.snapshot(self.s, self.live.breakpoints)
             yield profile_row(snapshot)
             yield from self.score(user, snapshot, event)
         stale, wake_at = schedule.reschedule(profile.timers(self.s))

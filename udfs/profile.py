@@ -5,6 +5,10 @@
     layer 3  signature    Markov transitions + baseline, refreshed on session close
     layer 4  propensities ranked probabilities of actions, recomputed on every update
 
+Retention is per layer: `profile.ttl_ms` after the last event the short-term layers (recent
+events, trends, open sessions) are dropped and the profile turns dormant, keeping its long-term
+layer (signature, baseline, decayed and exact RFM counters) until `profile.long_term_ttl_ms`.
+
 Everything is in event time and tolerant of out-of-order arrival: the same events give the same
 profile whatever order they come in, as long as none is later than its session (see
 `Sessions.add`). The Flink adapter (jobs/profile.py) only loads, stores and calls this.
@@ -21,7 +25,7 @@ from udfs import features as feature_maths
 from udfs.decay import decay
 from udfs.events import Event, PageView, ProductView, Purchase
 from udfs.history import RecentEvent, RecentEvents, tie_breaker
-from udfs.rfm import RfmTracker
+from udfs.rfm import LifetimePurchases, RfmBreakpoints, RfmTracker
 from udfs.sessions import BASELINE_METRICS, Sessions, SessionSummary
 from udfs.signature import Baseline, TransitionModel, prior_reach, reach_within
 from udfs.states import PROPENSITY_TARGETS, STATE_INDEX, STATE_OF, STATES
@@ -53,6 +57,15 @@ PROFILE_COLUMNS = (
     "propensity_checkout_start",
     "propensity_churn",
     "top_propensity",
+    "dormant",
+    "purchase_count",
+    "spend_total",
+    "spend_mean",
+    "days_since_purchase",
+    "rfm_r",
+    "rfm_f",
+    "rfm_m",
+    "rfm_standard_score",
 )
 
 
@@ -80,6 +93,29 @@ def current_session(session) -> dict[str, Any] | None:
         "checkouts": session.checkouts,
         "purchases": session.purchases,
         "cart_value": round(session.cart_value, 2),
+    }
+
+
+def standard_rfm(
+    lifetime: LifetimePurchases,
+    as_of_ts: int,
+    breakpoints: RfmBreakpoints | None,
+    weights: tuple[float, float, float],
+) -> dict[str, Any]:
+    """Standard RFM: exact lifetime purchases as of the profile time, their quintile scores and
+    those scores under the same dynamic weights as the decayed RFM (a 1-5 scale)."""
+    quintiles = breakpoints.scores(lifetime, as_of_ts) if breakpoints else None
+    return {
+        "purchase_count": lifetime.count,
+        "spend_total": lifetime.total,
+        "spend_mean": lifetime.mean(),
+        "days_since_purchase": lifetime.days_since(as_of_ts),
+        "rfm_r": quintiles[0] if quintiles else None,
+        "rfm_f": quintiles[1] if quintiles else None,
+        "rfm_m": quintiles[2] if quintiles else None,
+        "rfm_standard_score": (
+            sum(w * q for w, q in zip(weights, quintiles, strict=True)) if quintiles else None
+        ),
     }
 
 
@@ -113,6 +149,9 @@ class UserProfile:
     # has closed (the prior's table applies).
     reach: list[list[float]] | None = None
     last_session_metrics: list[float] | None = None
+    lifetime: LifetimePurchases = field(default_factory=LifetimePurchases)
+    # Set when the short-term layers expired; a new event wakes the profile up.
+    dormant_since: int | None = None
 
     @staticmethod
     def new(user_id: str, s: ProfileSettings) -> UserProfile:
@@ -127,6 +166,7 @@ class UserProfile:
         ts = event.ts
         self.version += 1
         self.events += 1
+        self.dormant_since = None
         self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         category, amount = event_amount(event)
@@ -135,6 +175,7 @@ class UserProfile:
         rfm_half_life = s.rfm.half_life_days * DAY_MS
         if isinstance(event.data, Purchase):
             self.purchases.add(ts, event.data.total, rfm_half_life)
+            self.lifetime.add(ts, event.data.total)
         value = s.rfm.engagement_values.get(event.type.value)
         if value:
             self.engagement.add(ts, value, rfm_half_life)
@@ -168,7 +209,23 @@ class UserProfile:
         return due
 
     def expires_at(self, s: ProfileSettings) -> int:
-        return (self.last_ts or 0) + s.ttl_ms
+        """When the next layer expires: the short-term ones, or for a dormant profile the rest."""
+        retention = s.long_term_ttl_ms if self.dormant_since is not None else s.ttl_ms
+        return (self.last_ts or 0) + retention
+
+    def expire_short_term(self, now: int, s: ProfileSettings) -> None:
+        """Drops the short-term layers and keeps the long-term one (the profile is dormant).
+        Open sessions were closed long before (the session gap is far below the ttl)."""
+        self.recent = RecentEvents(s.recent_events)
+        self.trends = Trends()
+        self.sessions = Sessions(
+            last_closed_end=self.sessions.last_closed_end,
+            last_closed_gap=self.sessions.last_closed_gap,
+        )
+        self.recent_starts = RfmTracker()
+        self.last_session_metrics = None
+        self.dormant_since = now
+        self.version += 1
 
     # ------------------------------------------------------------ layer 4 and features
 
@@ -228,7 +285,11 @@ class UserProfile:
     def session_recency(self, s: ProfileSettings) -> float:
         return feature_maths.session_recency(self.sessions.return_gap(), s)
 
-    def snapshot(self, s: ProfileSettings) -> ProfileSnapshot:
+    def snapshot(
+        self, s: ProfileSettings, breakpoints: RfmBreakpoints | None = None
+    ) -> ProfileSnapshot:
+        """The profile as of its last event. `breakpoints` (registered by `make train`) give the
+        standard R, F and M quintile scores; without them those columns are empty."""
         now = self.last_ts or 0
         f = feature_maths.compute(
             self.trends, self.purchases, self.engagement, self.session_recency(s), now, s
@@ -258,6 +319,8 @@ class UserProfile:
             "propensity_checkout_start": by_name["checkout_start"],
             "propensity_churn": by_name[CHURN],
             "top_propensity": ranked[0][0],
+            "dormant": self.dormant_since is not None,
+            **standard_rfm(self.lifetime, now, breakpoints, f.rfm_weights),
         }
         dwell_mean, dwell_std = mean_and_std(self.trends.dwell_s)
         scroll_mean, scroll_std = mean_and_std(self.trends.scroll)

@@ -3,7 +3,8 @@ its timer bookkeeping, its cohort, its action ledger and the decisions awaiting 
 one tuple of plain values (numbers, strings, lists, dicts). In thread mode PyFlink pickles every
 state value, whatever type it is declared with; a plain tuple pickles in C, small, where a Row
 pickles through Python code with its field names. `pack` and `unpack` are exact inverses; the
-unit tests round-trip them."""
+unit tests round-trip them. A profile stored before the exact lifetime counters existed (33
+positions) is read with them at zero and awake."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conf.settings import Profile as ProfileSettings
 from udfs.cohort_assignment import CohortState
 from udfs.history import RecentEvent, RecentEvents
 from udfs.profile import UserProfile
-from udfs.rfm import RfmTracker
+from udfs.rfm import LifetimePurchases, RfmTracker
 from udfs.schedule import Schedule
 from udfs.sessions import OpenSession, Sessions
 from udfs.signature import Baseline, TransitionModel
@@ -151,10 +152,18 @@ def to_tuple(p: UserProfile) -> tuple:
         p.baseline.var,
         reach,
         p.last_session_metrics or [],
+        (p.lifetime.count, p.lifetime.total, p.lifetime.first_ts, p.lifetime.last_ts),
+        p.dormant_since,
     )
 
 
+# The positions a profile had before the lifetime counters and the dormant mark were added.
+BEFORE_LIFETIME = 33
+
+
 def from_tuple(value: tuple, s: ProfileSettings) -> UserProfile:
+    if len(value) == BEFORE_LIFETIME:
+        value = (*value, (0, 0.0, None, None), None)
     (
         user_id,
         version,
@@ -189,6 +198,8 @@ def from_tuple(value: tuple, s: ProfileSettings) -> UserProfile:
         baseline_var,
         reach,
         last_session_metrics,
+        lifetime,
+        dormant_since,
     ) = value
     recent = RecentEvents(
         s.recent_events,
@@ -232,4 +243,6 @@ def from_tuple(value: tuple, s: ProfileSettings) -> UserProfile:
         baseline=Baseline(baseline_n, list(baseline_mean), list(baseline_var)),
         reach=[list(reach[i : i + width]) for i in range(0, len(reach), width)] if reach else None,
         last_session_metrics=list(last_session_metrics) or None,
+        lifetime=LifetimePurchases(*lifetime),
+        dormant_since=dormant_since,
     )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udfs.rfm import RfmBreakpoints
+
 NOISE = -1
 
 
@@ -89,6 +91,9 @@ class ModelSet:
 
     def __init__(self, manifest: dict, read: Callable[[dict], bytes]):
         self.version: int = manifest["version"]
+        # Population quintile edges of standard RFM, learned with this version (if it has them).
+        edges = manifest.get("rfm_breakpoints")
+        self.rfm_breakpoints = RfmBreakpoints.from_json(edges) if edges else None
         self.cohort_names: dict[int, str] = {}
         self.propensity: dict[tuple[str, int | None], tuple[str, OnnxModel]] = {}
         self.kmeans = self.dense = None

@@ -19,6 +19,15 @@ CREATE TEMPORARY TABLE ${table} (
   propensity_checkout_start DOUBLE,
   propensity_churn          DOUBLE,
   top_propensity            STRING,
+  dormant                   BOOLEAN,
+  purchase_count            BIGINT,
+  spend_total               DOUBLE,
+  spend_mean                DOUBLE,
+  days_since_purchase       DOUBLE,
+  rfm_r                     INT,
+  rfm_f                     INT,
+  rfm_m                     INT,
+  rfm_standard_score        DOUBLE,
   details                   STRING,
   PRIMARY KEY (user_id) NOT ENFORCED
 ) WITH (

@@ -25,6 +25,7 @@ from udfs import profile_state
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
 from udfs.profile import UserProfile
+from udfs.rfm import LifetimePurchases, RfmBreakpoints
 from udfs.schedule import Schedule
 from udfs.states import K
 
@@ -141,6 +142,7 @@ def every_field_set() -> profile_state.UserState:
     for i, make in enumerate([page, search, view, checkout, purchase, cart, coupon]):
         profile.apply(make(t + i * MINUTE, session="open"), NEVER, S)
     profile.session_starts.value = profile.recent_starts.value = 1.5  # kept even if unused
+    profile.dormant_since = t - DAY  # inconsistent with the events, but a value to keep
     return profile_state.UserState(
         profile,
         Schedule(wake_at=t + S.session_gap_ms, last_emit=t, emit_due=t + 5, outcome_due=t + 7),
@@ -185,3 +187,22 @@ def test_archetypes_are_visibly_different_in_the_features():
     assert mean("loyal_repeater", "rfm_purchase_score") > mean(
         "cart_abandoner", "rfm_purchase_score"
     )
+
+
+def test_a_state_stored_before_the_lifetime_counters_reads_with_them_at_zero():
+    user = every_field_set()
+    old = profile_state.to_tuple(user.profile)[: profile_state.BEFORE_LIFETIME]
+    profile = profile_state.from_tuple(old, S)
+    assert (profile.lifetime, profile.dormant_since) == (LifetimePurchases(), None)
+    assert profile.transitions == user.profile.transitions
+
+
+def test_the_standard_rfm_columns_take_the_dynamic_weights():
+    profile = UserProfile.new("u1", S)
+    profile.apply(purchase(T0, total=100.0), NEVER, S)
+    edges = RfmBreakpoints((1.0, 2.0, 3.0, 4.0), (1.0, 1.0, 2.0, 3.0), (10.0, 20.0, 30.0, 40.0))
+    c = profile.snapshot(S, edges).columns
+    weights = profile.snapshot(S).details["rfm_weights"]
+    assert (c["rfm_r"], c["rfm_f"], c["rfm_m"]) == (5, 1, 5)
+    assert c["rfm_standard_score"] == pytest.approx(5 * weights[0] + weights[1] + 5 * weights[2])
+    assert profile.snapshot(S).columns["rfm_r"] is None  # no breakpoints registered

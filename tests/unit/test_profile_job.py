@@ -10,7 +10,7 @@ from pyflink.common.types import RowKind
 from conf import settings as settings_module
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
-from tests.unit.profile_events import MINUTE, T0, page, view
+from tests.unit.profile_events import DAY, MINUTE, T0, page, purchase, view
 from udfs import profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 
@@ -259,28 +259,72 @@ def test_a_timer_due_within_the_bound_of_an_event_waits_for_the_watermark():
     assert close_at in h.ctx.timers.registered
 
 
-def test_state_and_timers_are_gone_after_the_ttl():
-    h = Harness()
-    h.send(page(T0))
-    h.send(view(T0 + MINUTE))
-    h.advance(T0 + MINUTE + S.ttl_ms)
-    assert h.state_is_empty()
-    assert h.ctx.timers.registered == set()
-    assert counters(h) == {"profiles_expired": 1}
-    [fresh] = h.send(page(T0 + 2 * S.ttl_ms, session="s2"))
-    assert fresh.version == 1
+# Long enough ago that the long-term retention has passed before now (no event from the future).
+OLD = T0 - S.long_term_ttl_ms - 30 * DAY
 
 
-def test_an_event_after_the_ttl_starts_afresh_even_before_the_watermark_expires_the_state():
+def profile_rows(out) -> list:
+    return [o for o in out if not isinstance(o, tuple)]
+
+
+def test_after_the_ttl_the_short_term_layers_go_and_the_row_says_dormant():
     h = Harness()
     h.send(page(T0))
-    out = h.send(page(T0 + S.ttl_ms + MINUTE, session="s2"))
-    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple))]
-    profiles = [o for o in out if not isinstance(o, tuple)]
-    assert [s.session_id for s in sessions] == ["s1"]  # closed before the state went
-    assert [(p.version, p.events) for p in profiles] == [(2, 1), (1, 1)]
-    assert counters(h) == {"profiles_expired": 1}
-    assert h.ctx.timers.registered == {T0 + S.ttl_ms + MINUTE + S.session_gap_ms}
+    h.send(purchase(T0 + MINUTE, total=40.0))
+    out = h.advance(T0 + MINUTE + S.ttl_ms)
+    [dormant] = profile_rows(out)[-1:]
+    profile = h.user().profile
+    assert (dormant.dormant, dormant.events, dormant.purchase_count) == (True, 2, 1)
+    assert dormant.version == profile.version
+    assert profile.recent.items == [] and profile.sessions.open == {}
+    assert (profile.events, profile.lifetime.total, profile.baseline.n) == (2, 40.0, 1)
+    assert h.ctx.timers.registered == {T0 + MINUTE + S.long_term_ttl_ms}
+    assert counters(h) == {"profiles_turned_dormant": 1}
+
+
+def test_after_the_long_term_ttl_state_timers_and_rows_are_gone():
+    h = Harness()
+    h.send(page(OLD))
+    h.advance(OLD + S.ttl_ms)
+    h.scored = {tag: [] for tag in h.scored}
+    out = h.advance(OLD + S.long_term_ttl_ms)
+    [deletion] = profile_rows(out)
+    assert (deletion.get_row_kind(), deletion.user_id) == (RowKind.DELETE, "u1")
+    scores = h.scored[job.SCORES.tag_id] + h.scored[job.LEADS.tag_id]
+    assert [(r.get_row_kind(), r.user_id) for r in scores] == [(RowKind.DELETE, "u1")] * 2
+    assert h.state_is_empty() and h.ctx.timers.registered == set()
+    assert counters(h) == {"profiles_turned_dormant": 1, "profiles_expired": 1}
+    [fresh] = h.send(page(OLD + S.long_term_ttl_ms + DAY, session="s2"))
+    assert (fresh.version, fresh.events) == (1, 1)
+
+
+def test_a_customer_returning_after_the_ttl_continues_from_the_long_term_layer():
+    h = Harness()
+    h.send(purchase(T0, total=30.0))
+    back = T0 + S.ttl_ms + 90 * DAY
+    # The watermark has not expired the state yet: the event does what the timers would.
+    out = h.send(purchase(back, total=50.0, session="s2"))
+    rows = profile_rows(out)
+    assert [(r.dormant, r.events) for r in rows] == [(False, 1), (True, 1), (False, 2)]
+    last = rows[-1]
+    assert (last.purchase_count, last.spend_total, last.spend_mean) == (2, 80.0, 40.0)
+    assert last.days_since_purchase == 0.0
+    assert counters(h) == {"profiles_turned_dormant": 1}
+    assert h.ctx.timers.registered == {back + S.session_gap_ms}
+
+
+def test_an_event_after_the_long_term_ttl_starts_afresh_before_the_watermark_expires_it():
+    h = Harness()
+    h.send(page(OLD))
+    out = h.send(page(OLD + S.long_term_ttl_ms + MINUTE, session="s2"))
+    rows = profile_rows(out)
+    assert [(r.get_row_kind(), r.version, r.events) for r in rows] == [
+        (RowKind.UPDATE_AFTER, 2, 1),  # s1 closed
+        (RowKind.UPDATE_AFTER, 3, 1),  # dormant
+        (RowKind.DELETE, None, None),  # forgotten
+        (RowKind.UPDATE_AFTER, 1, 1),  # a new profile
+    ]
+    assert counters(h) == {"profiles_turned_dormant": 1, "profiles_expired": 1}
 
 
 def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion():

@@ -3,7 +3,13 @@ import math
 import pytest
 
 from conf.settings import Rfm, RfmParameters
-from udfs.rfm import RfmTracker, dynamic_weights, parameters_for
+from udfs.rfm import (
+    LifetimePurchases,
+    RfmBreakpoints,
+    RfmTracker,
+    dynamic_weights,
+    parameters_for,
+)
 from udfs.timeunits import DAY_MS
 
 T0 = 1_767_225_600_000
@@ -59,3 +65,31 @@ def test_per_category_parameters_override_only_what_they_set():
     assert parameters_for(rfm, "books").base_r == rfm.base_r
     assert parameters_for(rfm, "toys") == parameters_for(rfm, None)
     assert parameters_for(rfm, "toys").a == 0.3
+
+
+def test_lifetime_purchases_are_exact_whatever_the_arrival_order():
+    a, b = LifetimePurchases(), LifetimePurchases()
+    purchases = [(3 * DAY_MS, 20.0), (DAY_MS, 10.0), (9 * DAY_MS, 60.0)]
+    for ts, total in purchases:
+        a.add(ts, total)
+    for ts, total in sorted(purchases):
+        b.add(ts, total)
+    assert a == b
+    assert (a.count, a.total, a.mean(), a.first_ts) == (3, 90.0, 30.0, DAY_MS)
+    assert a.days_since(12 * DAY_MS) == 3.0
+    assert LifetimePurchases().days_since(DAY_MS) is None
+
+
+def test_quintile_scores_rank_recent_frequent_big_spenders_highest():
+    edges = RfmBreakpoints.learn(
+        days=[float(d) for d in range(1, 101)],
+        counts=[1.0] * 60 + [2.0] * 20 + [5.0] * 20,
+        means=[float(m) for m in range(10, 1010, 10)],
+    )
+    assert edges.recency_days == (21.0, 41.0, 61.0, 81.0)
+    best = LifetimePurchases(6, 6 * 2000.0, 0, 100 * DAY_MS)
+    worst = LifetimePurchases(1, 5.0, 0, 0)
+    assert edges.scores(best, 100 * DAY_MS) == (5, 5, 5)
+    assert edges.scores(worst, 365 * DAY_MS) == (1, 1, 1)
+    assert edges.scores(LifetimePurchases(), DAY_MS) is None
+    assert RfmBreakpoints.from_json(edges.to_json()) == edges
