@@ -345,20 +345,38 @@ class Profile(Strict):
         return self
 
 
+class Labels(Strict):
+    """What the propensity models learn to predict (docs/models.md). Abandonment: a session with
+    a cart add ends without a purchase (sessions as the profile cuts them)."""
+
+    # Drift: the engagement of the next drift_window_days is below drift_fraction of the last
+    # drift_window_days' (engagement: dwell minutes, product views, searches, weighted as in
+    # profile.engagement).
+    drift_window_days: Annotated[float, Field(gt=0)] = 14.0
+    drift_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # Purchase: a purchase within this many days of a session's end.
+    purchase_horizon_days: Annotated[float, Field(gt=0)] = 14.0
+
+
 class Models(Strict):
     """Training (`make train`) and scoring in the profile job."""
 
     # Versioned artifacts: <directory>/<model name>/<version>/, plus registry.json.
     directory: str = "models/artifacts"
-    # Training data: generated history replayed through the profile code.
+    # Generated training history, used when the event archive is empty (or asked for).
     train_users: Annotated[int, Field(ge=10)] = 600
     train_days: Annotated[float, Field(gt=1)] = 42.0
     train_seed: int = 17
-    # Labels look this far ahead; drift means engagement falls by at least drift_drop.
-    horizon_days: Annotated[float, Field(gt=0)] = 14.0
-    drift_drop: Annotated[float, Field(gt=0, lt=1)] = 0.7
+    labels: Labels = Labels()
     # The last part of the time range is held out for evaluation.
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # Training keeps at most this many samples (and user vectors for the cohorts): a uniform
+    # sample of them beyond that, so memory stays bounded whatever the history's size.
+    max_samples: Annotated[int, Field(ge=1000)] = 250_000
+    max_cohort_users: Annotated[int, Field(ge=100)] = 20_000
+    # A new version becomes active only if no target's hold-out ROC AUC is below the active
+    # version's on the same hold-out by more than this; otherwise it is kept as rejected.
+    gate_margin: Annotated[float, Field(ge=0, le=1)] = 0.01
     # k-means: k with the best silhouette in [k_min, k_max]; DBSCAN radius in scaled units.
     k_min: Annotated[int, Field(ge=2)] = 5
     k_max: Annotated[int, Field(ge=2)] = 9

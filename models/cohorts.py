@@ -16,6 +16,7 @@ from conf.settings import Models
 from udfs.model_features import COHORT_FEATURES
 
 NOISE = -1
+SILHOUETTE_SAMPLE = 5_000
 # Trait -> (adjective, noun) when a centroid is high on it; a few also read when it is low.
 HIGH = {
     "from_browse": ("Casual", "browsers"),
@@ -62,7 +63,9 @@ def fit(X: np.ndarray, m: Models, progress=print) -> Cohorts:
         model = make_pipeline(StandardScaler(), KMeans(k, n_init=10, random_state=0))
         labels = model.fit_predict(X)
         scaled = model[0].transform(X)
-        scores[k] = float(silhouette_score(scaled, labels, random_state=0))
+        # On a sample beyond a few thousand users: the score is quadratic in the rows.
+        size = min(len(X), SILHOUETTE_SAMPLE)
+        scores[k] = float(silhouette_score(scaled, labels, sample_size=size, random_state=0))
         fitted[k] = model
         progress(f"[train] k-means k={k}: silhouette {scores[k]:.3f}")
     best = max(scores, key=lambda k: (scores[k], -k))

@@ -1,6 +1,8 @@
 """Versioned model artifacts under `models.directory` and the PostgreSQL `model_registry`.
 
-<directory>/registry.json            the current version: every model's path and metadata
+<directory>/registry.json            the active version: every model's path and metadata
+<directory>/candidates/v<N>.json     a version the gate rejected (same content, not active)
+<directory>/reports/v<N>/            its training report (models/report_files.py)
 <directory>/<name>/v<N>/model.onnx   the model
 <directory>/<name>/v<N>/metadata.json  features (in order), fill values, training window,
                                      metrics, content hash
@@ -45,11 +47,28 @@ class Registry:
             return None
         return json.loads(self.manifest_path.read_text())
 
-    def next_version(self) -> int:
-        current = self.load()
-        return (current["version"] + 1) if current else 1
+    @property
+    def candidates(self) -> Path:
+        return self.directory / "candidates"
 
-    def write(self, version: int, artifacts: list[Artifact], window: tuple[int, int]) -> dict:
+    def next_version(self) -> int:
+        """One past every version written, active or rejected."""
+        current = self.load()
+        versions = [current["version"]] if current else []
+        versions += [int(p.stem[1:]) for p in self.candidates.glob("v*.json")]
+        return max(versions, default=0) + 1
+
+    def write(
+        self,
+        version: int,
+        artifacts: list[Artifact],
+        window: tuple[int, int],
+        extras: dict | None = None,
+        active: bool = True,
+    ) -> dict:
+        """Writes the models of `version` and its manifest: as the active one, or (`active`
+        False) as a rejected candidate next to it. `extras` go into the manifest as they are
+        (e.g. the standard-RFM breakpoints)."""
         models = {}
         for a in artifacts:
             folder = self.directory / a.name / f"v{version}"
@@ -68,11 +87,15 @@ class Registry:
             }
             (folder / "metadata.json").write_text(json.dumps(metadata, indent=2))
             models[a.name] = {"path": f"{a.name}/v{version}/model.onnx", **metadata}
-        manifest = {"version": version, "models": models}
+        manifest = {"version": version, "models": models, **(extras or {})}
+        path = self.manifest_path
+        if not active:
+            self.candidates.mkdir(parents=True, exist_ok=True)
+            path = self.candidates / f"v{version}.json"
         # Written whole and renamed into place, so a reader never sees half a manifest.
-        temporary = self.manifest_path.with_suffix(".json.tmp")
+        temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(manifest, indent=2))
-        os.replace(temporary, self.manifest_path)
+        os.replace(temporary, path)
         return manifest
 
     def model_bytes(self, entry: dict) -> bytes:
@@ -82,14 +105,15 @@ class Registry:
         return data
 
 
-def register_in_postgres(settings: Settings, manifest: dict) -> None:
+def register_in_postgres(settings: Settings, manifest: dict, status: str = "active") -> None:
+    """Records the version's models; `status` says whether the gate made it active."""
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         for entry in manifest["models"].values():
             window = entry["training_window"]
             conn.execute(
                 "INSERT INTO model_registry (name, version, kind, target, cohort, path, sha256,"
-                " features, metrics, trained_from, trained_to)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " features, metrics, trained_from, trained_to, status)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (name, version) DO NOTHING",
                 (
                     entry["name"],
@@ -103,6 +127,7 @@ def register_in_postgres(settings: Settings, manifest: dict) -> None:
                     Jsonb(entry.get("metrics", {})),
                     window["from_ts_ms"],
                     window["to_ts_ms"],
+                    status,
                 ),
             )
             for profile in entry.get("cohorts", []):

@@ -59,23 +59,29 @@ class Trained:
     manifest: dict
     registry: Registry
     samples: list
+    collected: object  # models.train.Collected: the samples and cohort vectors of the run
 
 
 @pytest.fixture(scope="session")
 def trained(settings, tmp_path_factory):
-    """`make train` at its default size, registered as version 1 in a folder of its own. One
-    run (about four minutes on two cores) serves every tier but the unit one, which never
-    trains: the model tests, the scoring pipeline test and the integration tests."""
+    """`make train` at its default size on generated history, registered as version 1 in a
+    folder of its own. One run (about four minutes on two cores) serves every tier but the unit
+    one, which never trains: the model tests, the scoring pipeline test and the integration
+    tests."""
     # Imported here, not at the top: Flink's thread-mode workers import this module with the
     # test functions they run, and scikit-learn's pybind11 extensions (scipy) deadlock there.
-    from models.train import train
+    from models.history import GeneratedHistory
+    from models.train import collect, train
 
     m = settings.models
-    report, result = train(settings, m.train_users, m.train_days, m.train_seed)
+    history = GeneratedHistory(settings, m.train_users, m.train_days, m.train_seed)
+    collected = collect(history, m, settings.profile)
+    report, result = train(settings, collected)
     registry = Registry(tmp_path_factory.mktemp("models"))
-    manifest = registry.write(1, result["artifacts"], result["window"])
+    extras = {"rfm_breakpoints": result["rfm_breakpoints"].to_json()}
+    manifest = registry.write(1, result["artifacts"], result["window"], extras)
     artifacts = {a.name: a for a in result["artifacts"]}
-    return Trained(report, artifacts, manifest, registry, result["samples"])
+    return Trained(report, artifacts, manifest, registry, result["samples"], collected)
 
 
 def event_bytes(event: dict) -> bytes:

@@ -2,13 +2,15 @@
 
 import psycopg
 
+from models.history import GeneratedHistory
 from models.registry import Registry, register_in_postgres
-from models.train import train
+from models.train import collect, train
 
 
 def test_training_registers_every_model_and_cohort(local_stack, tmp_path):
     settings = local_stack
-    report, result = train(settings, users=90, days=24, seed=5)
+    history = GeneratedHistory(settings, users=90, days=24, seed=5)
+    report, result = train(settings, collect(history, settings.models, settings.profile))
     registry = Registry(tmp_path)
     manifest = registry.write(registry.next_version(), result["artifacts"], result["window"])
     register_in_postgres(settings, manifest)

@@ -3,6 +3,9 @@ for every exported model (ONNX agrees with scikit-learn, feature order recorded,
 features handled). The session's one training run (tests/conftest.py) serves every test here."""
 
 import json
+import random
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,11 +25,12 @@ def unpack(trained):
     return trained.artifacts, trained.manifest, trained.registry, trained.samples
 
 
-def holdout_rows(samples, target=None, n=400):
+def holdout_rows(samples, target=None, n=400, features=FEATURES):
+    """Hold-out rows with the columns of `features` (a model's own, FEATURES by default)."""
     target = target or "drift"
     _, test = propensity.time_split(samples, target, CONFIG.models.holdout_fraction)
     X, _ = propensity.arrays(test[:n], target)
-    return X
+    return X[:, [FEATURES.index(name) for name in features]]
 
 
 def test_holdout_meets_the_quality_bar(trained):
@@ -55,6 +59,7 @@ def test_onnx_agrees_with_scikit_learn(trained, name):
     onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
     X = holdout_rows(samples)
     if artifact.kind == "propensity":
+        X = holdout_rows(samples, features=entry["features"])
         expected = artifact.estimator.predict_proba(X)[:, 1]
         assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5
         return
@@ -75,7 +80,11 @@ def test_onnx_agrees_with_scikit_learn(trained, name):
 def test_feature_order_is_recorded_and_missing_features_are_filled(trained, name):
     _, manifest, registry, samples = unpack(trained)
     entry = manifest["models"][name]
-    expected_order = list(FEATURES if entry["kind"] == "propensity" else COHORT_FEATURES)
+    if entry["kind"] == "propensity":
+        report = trained.report["propensity"][entry["target"]]
+        expected_order = [f for f in FEATURES if f not in report["dropped_features"]]
+    else:
+        expected_order = list(COHORT_FEATURES)
     assert entry["features"] == expected_order
     onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
     row = dict(zip(FEATURES, holdout_rows(samples, n=1)[0], strict=True))
@@ -94,9 +103,9 @@ def test_per_cohort_models_agree_with_scikit_learn_too(trained):
         a for a in artifacts.values() if a.kind == "propensity" and a.cohort is not None
     ]
     assert cohort_models, "at least one cohort earned its own model"
-    X = holdout_rows(samples)
     for artifact in cohort_models:
         entry = manifest["models"][artifact.name]
+        X = holdout_rows(samples, features=entry["features"])
         onnx = OnnxModel(registry.model_bytes(entry), entry["features"], entry["fill"])
         expected = artifact.estimator.predict_proba(X)[:, 1]
         assert np.abs(onnx.positive_probability(X) - expected).max() < 1e-5, artifact.name
@@ -123,3 +132,56 @@ def test_a_tampered_artifact_is_refused(trained, tmp_path):
     path.write_bytes(trained.registry.model_bytes(entry) + b"x")
     with pytest.raises(ValueError, match="sha256"):
         copy.model_bytes(entry)
+
+
+def shuffled_labels(samples, every: int, seed: int) -> list:
+    """Every `every`-th sample, with each target's labels shuffled among them: a challenger
+    that learned nothing."""
+    rng = random.Random(seed)
+    kept = [replace(x, labels=dict(x.labels)) for x in samples[::every]]
+    for target in datasets.TARGETS:
+        labelled = [x for x in kept if target in x.labels]
+        values = [x.labels[target] for x in labelled]
+        rng.shuffle(values)
+        for x, value in zip(labelled, values, strict=True):
+            x.labels[target] = value
+    return kept
+
+
+def test_a_challenger_trained_on_shuffled_labels_is_refused_and_kept_as_rejected(
+    trained, settings, tmp_path
+):
+    from models.train import register, train
+
+    collected = replace(trained.collected, samples=shuffled_labels(trained.samples, 3, seed=1))
+    report, result = train(settings, collected, trained.manifest, trained.registry)
+    gate = report["gate"]
+    assert gate["decision"] == "rejected", gate
+    for target in datasets.TARGETS:
+        evaluation = report["propensity"][target]
+        assert evaluation["active"]["version"] == 1
+        assert evaluation["model"]["roc_auc"] < evaluation["active"]["roc_auc"] - 0.1
+    # Registered next to the active version, which stays.
+    directory = tmp_path / "models"
+    shutil.copytree(trained.registry.directory, directory)
+    models = settings.models.model_copy(update={"directory": str(directory)})
+    register(settings.model_copy(update={"models": models}), report, result, postgres=False)
+    registry = Registry(directory)
+    assert registry.load()["version"] == 1
+    assert json.loads((directory / "candidates" / "v2.json").read_text())["version"] == 2
+    assert registry.next_version() == 3
+    summary = (directory / "reports" / "v2" / "report.md").read_text()
+    assert summary.startswith("# Model version 2: rejected")
+    assert all((directory / "reports" / "v2" / f"{t}.png").stat().st_size for t in datasets.TARGETS)
+
+
+def test_the_report_sets_each_model_beside_a_baseline_on_the_same_hold_out(trained):
+    for target in datasets.TARGETS:
+        evaluation = trained.report["propensity"][target]
+        model, baseline = evaluation["model"], evaluation["baseline"]
+        assert (model["samples"], model["positives"]) == (
+            baseline["samples"],
+            baseline["positives"],
+        )
+        assert {"roc_auc", "pr_auc", "brier", "calibration"} <= set(baseline)
+        assert model["roc_auc"] > baseline["roc_auc"], target

@@ -32,8 +32,8 @@ def test_a_cart_abandoned_or_bought_labels_every_cart_moment_of_its_session():
     ]
 
 
-def test_drift_and_purchase_labels_look_one_horizon_ahead_of_a_session_end():
-    horizon = int(M.horizon_days * DAY)
+def test_drift_and_purchase_labels_look_one_window_ahead_of_a_session_end():
+    horizon = int(M.labels.purchase_horizon_days * DAY)
     busy = [page(T0 + d * DAY, dwell_ms=600_000, session=f"s{d}") for d in range(0, 14)]
     quiet_then_buy = [purchase(T0 + 20 * DAY, session="late")]
     samples = datasets.user_samples(busy + quiet_then_buy, S, M, end_ts=T0 + 60 * DAY)

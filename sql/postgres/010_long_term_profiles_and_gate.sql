@@ -12,3 +12,6 @@ ALTER TABLE user_profiles ADD COLUMN IF NOT EXISTS rfm_r integer;
 ALTER TABLE user_profiles ADD COLUMN IF NOT EXISTS rfm_f integer;
 ALTER TABLE user_profiles ADD COLUMN IF NOT EXISTS rfm_m integer;
 ALTER TABLE user_profiles ADD COLUMN IF NOT EXISTS rfm_standard_score double precision;
+-- The champion/challenger gate of `make train`: a version worse than the active one on its
+-- hold-out is recorded as rejected and never served.
+ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active';
