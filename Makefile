@@ -14,6 +14,8 @@ SEED ?=
 RATE ?= 0
 FILE ?=
 MAPPING ?=
+FROM ?=
+UNTIL ?=
 JOB ?= profile
 ARGS ?=
 
@@ -47,8 +49,8 @@ REGISTRY := models/artifacts/registry.json
 $(REGISTRY):
 	$(MAKE) train
 
-run: up $(REGISTRY) ## generate events and run the profile job (scoring with the models) locally; prints a summary
-	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED))
+run: up $(REGISTRY) ## run the profile job locally on generated events, or on your log (FILE= MAPPING=); prints a summary
+	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) $(if $(FILE),--file $(FILE)) $(if $(MAPPING),--mapping $(MAPPING))
 
 test: up ## run every test tier: unit, models, pipeline (local Flink), integration (broker, PostgreSQL, cluster)
 	$(PY) -m pytest tests
@@ -73,8 +75,8 @@ format: $(STAMP) ## fix what the linter and formatter can fix
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train: up ## train cohort and propensity models on generated history, export to ONNX, register them
-	$(PY) -m models.train
+train: up ## learn models from the event archive (FROM= UNTIL=), a log (FILE= MAPPING=) or, while the archive is empty, generated history
+	$(PY) -m models.train $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL)) $(if $(FILE),--file $(FILE)) $(if $(MAPPING),--mapping $(MAPPING))
 
 export-outcomes: up ## write labelled outcomes (decisions with their outcome) for `make train`
 	$(PY) -m models.outcomes

@@ -1,7 +1,10 @@
 """`make run`: generate a fresh batch of events, run the profile job over exactly that batch in
 the local Flink MiniCluster, and print what happened: records accounted for, cohorts against the
 hidden archetypes, the top users by each learned score and lead score, the top users by each
-model-free propensity and a few profiles."""
+model-free propensity and a few profiles.
+
+`make run FILE=... MAPPING=...`: the same over your own log (replayed as `make replay` does):
+rows accounted for, dead letters by reason, cohorts, top users and standard RFM."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
@@ -19,6 +23,7 @@ from conf.settings import Settings
 from jobs import profile
 from jobs.generate import GenerateSummary, generate
 from jobs.publish import PublishReport, iter_topic
+from jobs.replay import replay
 from udfs.events import DeadLetter
 
 PROPENSITIES = (
@@ -200,13 +205,114 @@ def print_profiles(profiles: list[dict]) -> None:
         )
 
 
+def log_rows(config: Settings, sql: str, users: set[str]) -> list[dict]:
+    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
+        return conn.execute(sql, (list(users),)).fetchall()
+
+
+def run_log(config: Settings, file: Path, mapping: Path) -> int:
+    """Replays a log, runs the profile job over exactly its records and summarises them."""
+    replayed = replay(config, file, mapping)
+    batch = replayed.published
+    start, stop = batch.bounds()
+    print(
+        f"[run] profile job over {batch.sent:,} events of {file} "
+        f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
+        file=sys.stderr,
+        flush=True,
+    )
+    began = time.monotonic()
+    profile.run(config, start, stop)
+    seconds = time.monotonic() - began
+    rows = archived_rows(config, batch, replayed.event_ids)
+    letters = read_dead_letters(config, batch.topic, batch.contains)
+    by_reason = Counter(letter.reason.value for letter in letters.values())
+    profiles = log_rows(
+        config, "SELECT * FROM user_profiles WHERE user_id = ANY(%s)", replayed.users
+    )
+    scores = log_rows(
+        config,
+        "SELECT s.*, l.score AS lead_score FROM user_scores s JOIN leads l USING (user_id)"
+        " WHERE s.user_id = ANY(%s)",
+        replayed.users,
+    )
+    dlq = config.kafka.topics.events_dlq.name
+    print()
+    print(f"run summary: {file}")
+    print(f"  rows in the log      {replayed.rows:>9,}")
+    print(f"  not events (replay)  {replayed.dead:>9,}  topic {dlq}")
+    for reason, count in sorted(replayed.dead_letters.items()):
+        print(f"      {reason:<28}{count:>7,}")
+    print(f"  events published     {batch.sent:>9,}  topic {batch.topic}")
+    print(f"  rows written (PG)    {rows:>9,}  table events")
+    print(f"  dead-lettered (job)  {len(letters):>9,}  topic {dlq}")
+    for reason, count in sorted(by_reason.items()):
+        print(f"      {reason:<28}{count:>7,}")
+    dormant = sum(1 for p in profiles if p["dormant"])
+    print(
+        f"  profiles (PG)        {len(profiles):>9,}  table user_profiles ({dormant:,} dormant: "
+        "quiet longer than profile.ttl_ms)"
+    )
+    print(f"  job time             {seconds:>8.1f}s  ({batch.sent / seconds:,.0f} events/s)")
+    ok = (
+        replayed.rows == batch.sent + replayed.dead
+        and rows + len(letters) == batch.sent
+        and len(profiles) == len(replayed.users)
+    )
+    print(f"  accounted for        {'all rows' if ok else 'MISMATCH'}")
+    print()
+    if scores:
+        cohorts = Counter(s["cohort_name"] or "-" for s in scores)
+        version = max(s["model_version"] or 0 for s in scores)
+        print(f"  cohorts (model version {version})")
+        for name, n in cohorts.most_common():
+            print(f"      {name:<32}{n:>6} users")
+        print()
+        for column in ("abandonment", "drift", "purchase", "lead_score"):
+            ranked = [s for s in scores if s[column] is not None]
+            print(f"  top users by {column.replace('_', ' ')}")
+            for s in sorted(ranked, key=lambda s: (-s[column], s["user_id"]))[:5]:
+                print(f"      {s['user_id']:<12}{s[column]:.3f}  ({s['cohort_name'] or '-'})")
+        print()
+    buyers = [p for p in profiles if p["purchase_count"]]
+    print(f"  standard RFM: {len(buyers):,} customers with a purchase; the top by R+F+M")
+    print(f"      {'user':<12}{'orders':>7}{'spend':>10}{'mean':>9}{'days':>7}  R F M  weighted")
+    top = sorted(
+        buyers,
+        key=lambda p: (-((p["rfm_r"] or 0) + (p["rfm_f"] or 0) + (p["rfm_m"] or 0)), p["user_id"]),
+    )
+    for p in top[:8]:
+        scores_text = (
+            f"{p['rfm_r']} {p['rfm_f']} {p['rfm_m']}  {p['rfm_standard_score']:.2f}"
+            if p["rfm_r"] is not None
+            else "-  (no breakpoints: run make train)"
+        )
+        print(
+            f"      {p['user_id']:<12}{p['purchase_count']:>7}{p['spend_total']:>10,.2f}"
+            f"{p['spend_mean']:>9,.2f}{p['days_since_purchase']:>7.0f}  {scores_text}"
+        )
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.local_run", description=__doc__)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--file", type=Path, help="your own log, CSV or JSONL (.gz too)")
+    parser.add_argument("--mapping", type=Path, help="its replay mapping (conf/mappings/)")
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
+    if args.file or args.mapping:
+        if not (args.file and args.mapping):
+            parser.error("a log needs both --file and --mapping")
+        if not args.file.exists():
+            parser.error(f"no such file: {args.file}")
+        try:
+            return run_log(config, args.file, args.mapping)
+        except settings_module.ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     summary = generate(config, users=args.users, days=args.days, seed=args.seed)
     batch = summary.publish
     start, stop = batch.bounds()

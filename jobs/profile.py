@@ -71,6 +71,8 @@ from udfs.user_scores import (
     score_user,
 )
 
+# The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
+END_OF_EVENT_TIME = 2**63 - 1
 # The job's name and consumer group suffix (its committed offsets are kept under it).
 SOURCE_GROUP = "profile"
 LONG_COLUMNS = {"version", "as_of_ts", "events", "sessions", "purchase_count"}
@@ -482,7 +484,10 @@ class BuildProfiles(KeyedProcessFunction):
         if user.profile is None:
             return
         user.schedule.wake_at = None  # this timer has fired
-        yield from self.catch_up(user, timestamp, ctx)
+        # At the end of the input (a bounded run, or a drain) event time jumps to its end, but no
+        # time has passed for the users: their profiles do not expire.
+        ended = ctx.timer_service().current_watermark() >= END_OF_EVENT_TIME
+        yield from self.catch_up(user, timestamp, ctx, expire=not ended)
         self.store(user)
 
     def fire_due_timers(self, user: UserState, horizon: int, ctx):
@@ -498,9 +503,10 @@ class BuildProfiles(KeyedProcessFunction):
                 return True  # expired: the user's state is gone
         return False
 
-    def catch_up(self, user: UserState, now: int, ctx):
-        """Everything due by event time `now`: session closes, a held-back update, expiry.
-        Returns whether the whole profile expired (the user's state is then cleared)."""
+    def catch_up(self, user: UserState, now: int, ctx, expire: bool = True):
+        """Everything due by event time `now`: session closes, a held-back update, expiry
+        (unless not to `expire`, when no expiry timer is set either). Returns whether the whole
+        profile expired (the user's state is then cleared)."""
         s, profile, schedule = self.s, user.profile, user.schedule
         closed = profile.close_sessions(now, s)
         for summary in closed:
@@ -509,7 +515,9 @@ class BuildProfiles(KeyedProcessFunction):
             yield from self.expire_outcomes(user, now)
         self.forget_seen(now - s.allowed_lateness_ms)
         held_back = schedule.emit_due is not None and schedule.emit_due <= now
-        yield from self.emit(user, now, ctx, bool(closed) or held_back)
+        yield from self.emit(user, now, ctx, bool(closed) or held_back, expiry_timer=expire)
+        if not expire:
+            return False
         return (yield from self.expire(user, now, ctx))
 
     def expire(self, user: UserState, now: int, ctx):
@@ -545,15 +553,20 @@ class BuildProfiles(KeyedProcessFunction):
         ctx,
         changed: bool = True,
         event: Event | None = None,
+        expiry_timer: bool = True,
     ):
         """Emits the profile and its scores if it changed (unless held back by
-        emit_interval_ms), and moves the user's single timer to the earliest time it is needed."""
+        emit_interval_ms), and moves the user's single timer to the earliest time it is needed
+        (among them the expiry, unless not `expiry_timer`)."""
         profile, schedule = user.profile, user.schedule
         if changed and schedule.should_emit(now, self.s.emit_interval_ms):
             snapshot = profile.snapshot(self.s, self.live.breakpoints)
             yield profile_row(snapshot)
             yield from self.score(user, snapshot, event)
-        stale, wake_at = schedule.reschedule(profile.timers(self.s))
+        due = profile.timers(self.s)
+        if not expiry_timer:
+            due.discard(profile.expires_at(self.s))
+        stale, wake_at = schedule.reschedule(due)
         if stale is not None:
             ctx.timer_service().delete_event_time_timer(stale)
         if wake_at is not None:

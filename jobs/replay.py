@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,7 +90,9 @@ class LogRow:
 
 
 def read_rows(path: Path, fmt: str) -> Iterator[LogRow]:
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    """The log's rows in file order; a `.gz` file is read through gzip."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         if fmt == "csv":
             reader = csv.DictReader(handle)
             for row in reader:
@@ -205,13 +209,50 @@ class LogMapper:
         return ts, row.line
 
 
-def replay(settings: Settings, file: Path, mapping_path: Path) -> tuple[PublishReport, int]:
+def check_not_too_old(first_ts: int | None, older: int, settings: Settings) -> None:
+    """Refuses a log with events before `events.min_ts_ms` (all of them would be dead-lettered
+    as invalid), saying which setting to change."""
+    floor = settings.events.min_ts_ms
+    if first_ts is None or first_ts >= floor:
+        return
+    raise settings_module.ConfigError(
+        f"{older:,} rows of the log are older than events.min_ts_ms ({floor}, "
+        f"{iso_time(floor)}): it starts at {first_ts} ({iso_time(first_ts)}). Set "
+        f"events.min_ts_ms (epoch milliseconds) at or below {first_ts} in "
+        f"conf/{settings.environment}.yaml and run again; nothing was published."
+    )
+
+
+def iso_time(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Replayed:
+    """What a replay published: the events (their batch, ids and users) and the dead letters."""
+
+    published: PublishReport
+    rows: int
+    dead_letters: Counter  # reason -> rows
+    event_ids: list[str]
+    users: set[str]
+
+    @property
+    def dead(self) -> int:
+        return self.dead_letters.total()
+
+
+def replay(settings: Settings, file: Path, mapping_path: Path) -> Replayed:
     mapping = LogMapping.load(mapping_path)
     c = settings.events
     mapper = LogMapper(
         mapping, EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms), file.name
     )
     rows = sorted(read_rows(file, mapping.format), key=mapper.sort_key)
+    # Unreadable times sort first as 0: they are dead letters, not the log's start.
+    times = [t for t, _ in map(mapper.sort_key, rows) if t > 0]
+    older = sum(1 for t in times if t < c.min_ts_ms)
+    check_not_too_old(times[0] if times else None, older, settings)
     topics = settings.kafka.topics
     events = Publisher(
         settings.kafka.bootstrap_servers,
@@ -225,13 +266,17 @@ def replay(settings: Settings, file: Path, mapping_path: Path) -> tuple[PublishR
         topics.events_dlq.partitions,
         label="replay-dlq",
     )
+    letters, event_ids, users = Counter(), [], set()
     for result in mapper.map_rows(rows):
         if isinstance(result, DeadLetter):
             dead.send(result.dead_letter_id, result.to_json())
+            letters[result.reason.value] += 1
         else:
             events.send(result.user_id, json.dumps(event_to_dict(result)).encode())
-    dead_report = dead.close()
-    return events.close(), dead_report.sent
+            event_ids.append(result.event_id)
+            users.add(result.user_id)
+    dead.close()
+    return Replayed(events.close(), len(rows), letters, event_ids, users)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,13 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_module.load()
         if not args.file.exists():
             raise settings_module.ConfigError(f"no such file: {args.file}")
-        published, dead = replay(settings, args.file, args.mapping)
+        replayed = replay(settings, args.file, args.mapping)
     except settings_module.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    published = replayed.published
     print(
         f"[replay] published {published.sent:,} events to {published.topic} in event-time order; "
-        f"{dead:,} rows dead-lettered to {settings.kafka.topics.events_dlq.name}"
+        f"{replayed.dead:,} rows dead-lettered to {settings.kafka.topics.events_dlq.name}"
     )
     return 0
 

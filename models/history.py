@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from conf.settings import ConfigError, Settings
-from jobs.replay import LogMapper, LogMapping, LogRow, read_rows
+from jobs.replay import LogMapper, LogMapping, LogRow, check_not_too_old, read_rows
 from models.generator import EventGenerator
 from udfs.events import Event, EventParser, SourceRef
 from udfs.timeunits import DAY_MS
@@ -165,7 +165,12 @@ class LogHistory:
         first, last, rows, users = db.execute(
             "SELECT min(ts), max(ts), count(*), count(DISTINCT user) FROM rows WHERE ts > 0"
         ).fetchone()
+        floor = self.config.events.min_ts_ms
+        (older,) = db.execute(
+            "SELECT count(*) FROM rows WHERE ts > 0 AND ts < ?", (floor,)
+        ).fetchone()
         db.close()
+        check_not_too_old(first, older, self.config)
         return Span(first, last, rows, users) if rows else None
 
     def users(self) -> Iterator[tuple[str, list[Event]]]:

@@ -14,8 +14,9 @@ MAPPING = ROOT / "conf" / "mappings" / "retail_clickstream.yaml"
 
 
 def test_replay_publishes_mapped_events_and_dead_letters_the_rest(local_stack):
-    published, dead = replay(local_stack, SAMPLE, MAPPING)
-    assert (published.sent, dead) == (7, 2)
+    replayed = replay(local_stack, SAMPLE, MAPPING)
+    published = replayed.published
+    assert (published.sent, replayed.dead) == (7, 2)
     consumer = KafkaConsumer(
         bootstrap_servers=local_stack.kafka.bootstrap_servers,
         enable_auto_commit=False,

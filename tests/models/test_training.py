@@ -135,15 +135,15 @@ def test_a_tampered_artifact_is_refused(trained, tmp_path):
 
 
 def shuffled_labels(samples, every: int, seed: int) -> list:
-    """Every `every`-th sample, with each target's labels shuffled among them: a challenger
-    that learned nothing."""
+    """Every `every`-th sample, with each target's training labels shuffled among them (the
+    hold-out keeps the true ones): a challenger that learned nothing, judged on the truth."""
     rng = random.Random(seed)
     kept = [replace(x, labels=dict(x.labels)) for x in samples[::every]]
     for target in datasets.TARGETS:
-        labelled = [x for x in kept if target in x.labels]
-        values = [x.labels[target] for x in labelled]
+        training, _ = propensity.time_split(kept, target, CONFIG.models.holdout_fraction)
+        values = [x.labels[target] for x in training]
         rng.shuffle(values)
-        for x, value in zip(labelled, values, strict=True):
+        for x, value in zip(training, values, strict=True):
             x.labels[target] = value
     return kept
 

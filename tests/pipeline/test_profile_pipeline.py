@@ -259,7 +259,8 @@ def test_a_session_closes_before_the_users_next_event_wherever_the_watermark_is(
 
 
 def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings):
-    settings = settings_module.load("local", {"profile.idleness_ms": 0, "profile.ttl_ms": 2 * HOUR})
+    retention = {"profile.ttl_ms": 2 * HOUR, "profile.long_term_ttl_ms": 3 * HOUR}
+    settings = settings_module.load("local", {"profile.idleness_ms": 0, **retention})
     t0 = settings.generator.start_ts_ms
 
     revoke = {"type": "consent_update", "purposes": {"analytics": False}}
@@ -270,7 +271,7 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
         event("purged", 4, t0 + 180_000),
         event("idle", 1, t0),
         event("idle", 2, t0 + 60_000),
-        event("clock", 1, t0 + 5 * HOUR),  # moves the watermark past idle's expiry
+        event("clock", 1, t0 + 5 * HOUR),  # moves the watermark past idle's two expiries
         event("idle", 3, t0 + 6 * HOUR),
     ]
     # Parallelism 1 keeps arrival order, so the revocation comes between events 2 and 4.
@@ -281,11 +282,13 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
     assert purged[2][1] is None
     assert purged[-1][1]["events"] == 1
     idle = [(version, json.loads(value)) for _, user, version, value in out if user == "idle"]
-    # The first session closes (3) and the state expires; the third event starts afresh (1),
-    # and its session closes at the end of input (2). The same whether the watermark or the
-    # event itself finds the state expired.
-    assert [v for v, _ in idle] == [1, 2, 3, 1, 2]
-    assert idle[-1][1]["events"] == 1
+    # The first session closes (3), the short-term layers expire (4: dormant), then the rest
+    # (-1: deleted); the third event starts afresh (1), and its session closes at the end of
+    # input (2), which expires nothing. The same whether the watermark or the event itself
+    # finds the state expired.
+    assert [v for v, _ in idle] == [1, 2, 3, 4, -1, 1, 2]
+    assert (idle[3][1]["dormant"], idle[3][1]["events"]) == (True, 2)
+    assert (idle[-1][1]["dormant"], idle[-1][1]["events"]) == (False, 1)
 
 
 def operators(env):

@@ -377,3 +377,16 @@ def test_output_values_are_strict_json_with_raw_fields_spliced():
     value = json.loads(row.record, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert value["abandonment"] is None  # NaN has no JSON form; PostgreSQL's jsonb refuses it
     assert value["ranked"] == [{"x": 1}] and value["drift"] == 0.25 and value["user_id"] == "u1"
+
+
+def test_the_end_of_the_input_closes_sessions_but_expires_nobody():
+    h = Harness()
+    h.send(page(OLD))
+    out = h.advance(job.END_OF_EVENT_TIME)
+    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple)) if tag == job.SESSIONS]
+    assert [s.session_id for s in sessions] == ["s1"]
+    assert [(r.get_row_kind(), r.dormant) for r in profile_rows(out)] == [
+        (RowKind.UPDATE_AFTER, False)
+    ]
+    assert h.user().profile.events == 1 and h.ctx.timers.registered == set()
+    assert counters(h) == {}

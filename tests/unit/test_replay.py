@@ -1,10 +1,13 @@
+import gzip
 from pathlib import Path
 
 import pytest
 
+from conf import settings as settings_module
 from conf.settings import ConfigError
-from jobs.replay import LogMapper, LogMapping, fill_template, read_rows
+from jobs.replay import LogMapper, LogMapping, fill_template, read_rows, replay
 from tests.conftest import TEST_NOW_MS
+from tests.data import shop_log
 from udfs.events import DeadLetter, Event, EventParser, EventType, Reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +86,25 @@ def test_invalid_mapping_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="unit"):
         LogMapping.load(bad)
+
+
+def test_a_gzipped_log_reads_like_the_plain_one(tmp_path):
+    packed = tmp_path / "sample.csv.gz"
+    with gzip.open(packed, "wb") as handle:
+        handle.write(SAMPLE.read_bytes())
+    assert list(read_rows(packed, "csv")) == list(read_rows(SAMPLE, "csv"))
+
+
+def test_a_log_older_than_min_ts_is_refused_naming_the_setting_before_publishing():
+    # An address nothing answers at: the refusal must come before any connection is tried.
+    settings = settings_module.load(
+        "local", {"events.min_ts_ms": 1_800_000_000_000, "kafka.bootstrap_servers": "127.0.0.1:1"}
+    )
+    with pytest.raises(ConfigError, match=r"9 rows .* older than events.min_ts_ms") as refused:
+        replay(settings, SAMPLE, MAPPING)
+    assert "conf/local.yaml" in str(refused.value)
+    assert "at or below 1767225600000" in str(refused.value)
+
+
+def test_the_committed_shop_log_is_what_its_writer_writes(tmp_path):
+    assert shop_log.write(tmp_path / "log.csv.gz").read_bytes() == shop_log.PATH.read_bytes()
