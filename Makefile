@@ -21,7 +21,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench
+        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench bench-train
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ $(PEER_STAMP): bench/requirements-peer.txt
 	@test -x $(PEER_VENV)/bin/python || python$(PYTHON_VERSION) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/requirements-peer.txt
 	@touch $(PEER_STAMP)
+
+bench-train: up ## time and peak memory of make train on archives of 250k and 1M generated events (ARGS="--events N ..."); writes bench/results/
+	$(PY) -m bench.training $(ARGS)
 
 bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer (ARGS="--users N --events N ..."); writes bench/results/
 	$(PY) -m bench.run $(ARGS)

@@ -412,6 +412,7 @@ class BuildProfiles(KeyedProcessFunction):
         self.parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
         self.live = LiveModels(self.scoring)
         self.live.refresh(force=True)
+        self.latest_ts: int | None = None  # the latest event time this task has seen
         self.user = runtime_context.get_state(
             ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY())
         )
@@ -443,6 +444,7 @@ class BuildProfiles(KeyedProcessFunction):
         if self.seen.contains(event.event_id):
             self.duplicates.inc()
             return
+        self.latest_ts = event.ts if self.latest_ts is None else max(self.latest_ts, event.ts)
         user = profile_state.unpack(self.user.value(), s)
         if user.profile is not None:
             horizon = event.ts - s.out_of_orderness_ms
@@ -484,11 +486,20 @@ class BuildProfiles(KeyedProcessFunction):
         if user.profile is None:
             return
         user.schedule.wake_at = None  # this timer has fired
-        # At the end of the input (a bounded run, or a drain) event time jumps to its end, but no
-        # time has passed for the users: their profiles do not expire.
+        # At the end of the input (a bounded run, or a drain) event time jumps to its end, but
+        # the users' time ends with the data: a layer expires only if a watermark as far as the
+        # latest event would have expired it. (Watermarks are periodic: the last one before the
+        # end can trail the data by any stretch of event time.)
         ended = ctx.timer_service().current_watermark() >= END_OF_EVENT_TIME
-        yield from self.catch_up(user, timestamp, ctx, expire=not ended)
+        expire = not ended or timestamp <= self.data_watermark()
+        yield from self.catch_up(user, timestamp, ctx, expire=expire)
         self.store(user)
+
+    def data_watermark(self) -> int:
+        """The watermark the latest event seen by this task allows."""
+        if self.latest_ts is None:
+            return -END_OF_EVENT_TIME
+        return self.latest_ts - self.s.out_of_orderness_ms
 
     def fire_due_timers(self, user: UserState, horizon: int, ctx):
         """Does now what the user's timers due by event time `horizon` will do, in their order.
@@ -564,8 +575,11 @@ class BuildProfiles(KeyedProcessFunction):
             yield profile_row(snapshot)
             yield from self.score(user, snapshot, event)
         due = profile.timers(self.s)
-        if not expiry_timer:
-            due.discard(profile.expires_at(self.s))
+        expiry = profile.expires_at(self.s)
+        if not expiry_timer or expiry <= now:
+            # Due now, the caller expires the layer next and sets the following expiry (a timer
+            # registered again while it fires can be lost); at the end of the input, never.
+            due.discard(expiry)
         stale, wake_at = schedule.reschedule(due)
         if stale is not None:
             ctx.timer_service().delete_event_time_timer(stale)

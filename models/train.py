@@ -54,6 +54,7 @@ BASELINE_FEATURES = (
     "session_cart_adds",
 )
 MIN_TARGET_SAMPLES = 50  # per split and class, below which a target is not trained
+MIN_COHORT_USERS_PER_K = 10
 
 
 def progress(message: str) -> None:
@@ -138,6 +139,13 @@ def train(
     the baseline and the `active` version's model (read from `registry`)."""
     m = config.models
     cohort_users = collected.cohort_train or collected.cohort_final
+    if len(cohort_users) < MIN_COHORT_USERS_PER_K * m.k_max:
+        raise ConfigError(
+            f"{collected.description} has {len(cohort_users)} users with a profile: cohorts "
+            f"need at least {MIN_COHORT_USERS_PER_K * m.k_max} (models.k_max "
+            f"{m.k_max} x {MIN_COHORT_USERS_PER_K}); train on a longer history, or on "
+            "generated history with --source generator"
+        )
     X_users = np.array(list(cohort_users.values()))
     cohorts = cohort_models.fit(X_users, m, progress)
     report = {
@@ -453,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=m.train_users, help="generated users")
     parser.add_argument("--days", type=float, default=m.train_days, help="generated days")
     parser.add_argument("--seed", type=int, default=m.train_seed, help="generator seed")
+    parser.add_argument("--directory", default=m.directory, help="where the models are kept")
     parser.add_argument("--no-postgres", action="store_true", help="only write the files")
     parser.add_argument(
         "--outcomes",
@@ -461,18 +470,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     began = time.monotonic()
-    try:
-        history = choose_history(config, args)
-        collected = collect(history, m, config.profile)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     outcomes = None
     if Path(args.outcomes).exists():
         outcomes = read_outcomes(Path(args.outcomes))
         progress(f"[train] {len(outcomes):,} labelled outcomes from {args.outcomes}")
-    registry = Registry(m.directory)
-    report, trained = train(config, collected, registry.load(), registry, outcomes)
+    if args.directory != m.directory:
+        config = config.model_copy(
+            update={"models": m.model_copy(update={"directory": args.directory})}
+        )
+    registry = Registry(args.directory)
+    try:
+        history = choose_history(config, args)
+        collected = collect(history, m, config.profile)
+        report, trained = train(config, collected, registry.load(), registry, outcomes)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     report["training"]["seconds"] = round(time.monotonic() - began, 1)
     report["training"]["peak_memory_mb"] = round(peak_memory_mb(), 1)
     register(config, report, trained, postgres=not args.no_postgres)

@@ -272,15 +272,19 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
         event("idle", 1, t0),
         event("idle", 2, t0 + 60_000),
         event("clock", 1, t0 + 5 * HOUR),  # moves the watermark past idle's two expiries
+        # Quiet for longer than the short-term retention before the data ends at 6 h:
+        # whatever watermark came last, the end of the input turns it dormant.
+        event("tail", 1, t0 + 3 * HOUR),
         event("idle", 3, t0 + 6 * HOUR),
     ]
     # Parallelism 1 keeps arrival order, so the revocation comes between events 2 and 4.
     out = [o for o in run(settings, payloads, parallelism=1) if o[0] == "profile"]
     purged = [(version, json.loads(value)) for _, user, version, value in out if user == "purged"]
-    # -1 is the deletion (a Kafka tombstone); then a fresh profile, and its session's close.
-    assert [v for v, _ in purged] == [1, 2, -1, 1, 2]
+    # -1 is the deletion (a Kafka tombstone); then a fresh profile, its session's close, and
+    # both its expiries, due well before the data ends.
+    assert [v for v, _ in purged] == [1, 2, -1, 1, 2, 3, -1]
     assert purged[2][1] is None
-    assert purged[-1][1]["events"] == 1
+    assert (purged[3][1]["events"], purged[5][1]["dormant"]) == (1, True)
     idle = [(version, json.loads(value)) for _, user, version, value in out if user == "idle"]
     # The first session closes (3), the short-term layers expire (4: dormant), then the rest
     # (-1: deleted); the third event starts afresh (1), and its session closes at the end of
@@ -289,6 +293,10 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
     assert [v for v, _ in idle] == [1, 2, 3, 4, -1, 1, 2]
     assert (idle[3][1]["dormant"], idle[3][1]["events"]) == (True, 2)
     assert (idle[-1][1]["dormant"], idle[-1][1]["events"]) == (False, 1)
+    tail = [(version, json.loads(value)) for _, user, version, value in out if user == "tail"]
+    # Its session closes (2) and its short-term layers expire (3) at the end of the input; its
+    # long-term ones (due at 6 h) do not: the data ends 10 s of lateness bound before.
+    assert [(v, p["dormant"]) for v, p in tail] == [(1, False), (2, False), (3, True)]
 
 
 def operators(env):

@@ -71,3 +71,22 @@ def test_a_customer_back_after_months_keeps_every_purchase_in_training(by_user):
         replayed = datasets.replay_user(users[user], s, m, span.last_ts)
         assert replayed.lifetime.count == len(purchases)
         assert replayed.lifetime.total == pytest.approx(sum(e.data.total for e in purchases))
+
+
+def test_training_on_a_history_too_small_for_cohorts_says_what_to_do(tmp_path, capsys):
+    from models import train
+
+    sample = ROOT / "tests" / "data" / "retail_clickstream_sample.csv"
+    argv = ["--file", str(sample), "--mapping", str(MAPPING), "--directory", str(tmp_path)]
+    assert train.main([*argv, "--no-postgres"]) == 1
+    error = capsys.readouterr().err
+    assert "has 2 users with a profile: cohorts need at least 90" in error
+    assert "--source generator" in error
+    assert list(tmp_path.iterdir()) == []  # nothing registered
+
+
+def test_a_log_needs_its_mapping_to_train(capsys):
+    from models import train
+
+    assert train.main(["--file", str(shop_log.PATH), "--no-postgres"]) == 1
+    assert "a log needs both FILE= and MAPPING=" in capsys.readouterr().err
