@@ -19,6 +19,9 @@
            '-> dead letters        -> Kafka `events.dlq`: malformed records, records whose
                                       `user_id` is not their key, and events too late (`late`)
 
+A user quiet for `profile.ttl_ms` keeps only the long-term layer (a `dormant` profile update);
+after `profile.long_term_ttl_ms` the user is forgotten (deletes and tombstones, as on a purge).
+
 build-profiles is the job's only Python operator and runs apart from the sinks (no chaining):
 its thread does the Python work and nothing else.
 

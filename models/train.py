@@ -271,7 +271,7 @@ def propensity_models(target, samples, cohorts, m):
     champion = max(results, key=lambda a: results[a]["roc_auc"] or 0)
     global_model = fitted[champion]
     p = global_model.predict_proba(Xt)[:, 1]
-    baseline_columns = [FEATURES.index(n) for n in BASELINE_FEATURES if n in features]
+    baseline_columns = [FEATURES.index(n) for n in BASELINE_FEATURES]
     baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     baseline.fit(X_all[:, baseline_columns], y)
     p_baseline = baseline.predict_proba(Xt_all[:, baseline_columns])[:, 1]
@@ -363,6 +363,9 @@ def gate(evaluations: dict, margin: float, active: dict | None) -> dict:
         return {"decision": "active", "reasons": ["no active version to compare with"]}
     refused, reasons = False, []
     for target, evaluation in evaluations.items():
+        if "skipped" in evaluation:
+            reasons.append(f"{target}: {evaluation['skipped']}; the job will not score it")
+            continue
         if "active" not in evaluation:
             reasons.append(f"{target}: no model of the active version to compare with")
             continue
