@@ -43,6 +43,14 @@ def archive_config(config: Settings, events: int) -> Settings:
     return config.model_copy(update={"postgres": config.postgres.model_copy(update={"dsn": dsn})})
 
 
+def archived_count(config: Settings) -> int | None:
+    try:
+        with psycopg.connect(config.postgres.conninfo()) as conn:
+            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    except psycopg.OperationalError:
+        return None  # no such database yet
+
+
 def fill_archive(config: Settings, events: int, days: float, seed: int) -> dict:
     """Generated events into the archive of a fresh database until it holds `events`."""
     admin = config.postgres.conninfo(config.postgres.admin_database)
@@ -102,21 +110,14 @@ def fill_archive(config: Settings, events: int, days: float, seed: int) -> dict:
     return {"events": written, "users": users, "days": days}
 
 
-def measure_training(config: Settings, log: Path) -> dict:
+def measure_training(config: Settings, log: Path, max_samples: int) -> dict:
     """`make train` from the archive in its own process; wall time and peak tree memory."""
     folder = tempfile.mkdtemp(prefix="bench-train-")
     env = {**os.environ, "POSTGRES_DSN": config.postgres.dsn}
     command = [
-        sys.executable,
-        "-m",
-        "models.train",
-        "--source",
-        "archive",
-        "--no-postgres",
-        "--directory",
-        folder,
-        "--outcomes",
-        "/nonexistent",
+        *(sys.executable, "-m", "models.train", "--source", "archive", "--no-postgres"),
+        *("--directory", folder, "--outcomes", "/nonexistent"),
+        *("--max-samples", str(max_samples)),
     ]
     began = time.monotonic()
     with log.open("w") as out:
@@ -142,7 +143,8 @@ def measure_training(config: Settings, log: Path) -> dict:
         "seconds": round(time.monotonic() - began, 1),
         "peak_tree_rss_mb": round(peak[0] / 2**20, 1),
         "peak_main_rss_mb": report["training"]["peak_memory_mb"],
-        "samples_seen": report["training"]["samples"],
+        "samples_seen": report["training"]["samples_seen"],
+        "samples_kept": report["training"]["samples"],
         "users": report["training"]["users"],
         "roc_auc": {t: e.get("model", {}).get("roc_auc") for t, e in report["propensity"].items()},
     }
@@ -153,17 +155,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, nargs="+", default=[250_000, 1_000_000])
     parser.add_argument("--days", type=float, default=42.0)
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument(
+        "--max-samples", type=int, help="samples training keeps (default: models.max_samples)"
+    )
+    parser.add_argument(
+        "--reuse-archive", action="store_true", help="keep an archive of that size already made"
+    )
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
+    max_samples = args.max_samples or config.models.max_samples
     stack.up(config)
     run = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     sizes = []
     for events in args.events:
         own = archive_config(config, events)
-        archive = fill_archive(own, events, args.days, args.seed)
+        if args.reuse_archive and archived_count(own) == events:
+            archive = {"events": events, "reused": True}
+        else:
+            archive = fill_archive(own, events, args.days, args.seed)
         print(f"[bench-train] training on {events:,} archived events", file=sys.stderr)
-        result = measure_training(own, RESULTS / f"train-{run}-{events}.log")
+        log = RESULTS / f"train-{run}-{events}.log"
+        result = measure_training(own, log, max_samples)
         sizes.append({"archive": archive, **result})
         print(f"[bench-train] {events:,} events: {json.dumps(result)}", file=sys.stderr)
     output = {**run_record(run, args, config), "schema": "bench-train/1", "sizes": sizes}

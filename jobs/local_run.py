@@ -210,6 +210,21 @@ def log_rows(config: Settings, sql: str, users: set[str]) -> list[dict]:
         return conn.execute(sql, (list(users),)).fetchall()
 
 
+def forgotten_users(config: Settings, event_ids: list[str]) -> set[str]:
+    """Users of these events quiet for the long-term retention before the latest of them (less
+    the watermark's bound): the job forgot them, so they have no profile row."""
+    p = config.profile
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        rows = conn.execute(
+            "WITH batch AS (SELECT user_id, ts_ms FROM events WHERE event_id = ANY(%s)"
+            "  AND type <> 'consent_update')"
+            " SELECT user_id FROM batch GROUP BY user_id"
+            " HAVING max(ts_ms) + %s <= (SELECT max(ts_ms) FROM batch) - %s",
+            (event_ids, p.long_term_ttl_ms, p.out_of_orderness_ms),
+        ).fetchall()
+    return {user for (user,) in rows}
+
+
 def run_log(config: Settings, file: Path, mapping: Path) -> int:
     """Replays a log, runs the profile job over exactly its records and summarises them."""
     replayed = replay(config, file, mapping)
@@ -249,15 +264,21 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
     for reason, count in sorted(by_reason.items()):
         print(f"      {reason:<28}{count:>7,}")
     dormant = sum(1 for p in profiles if p["dormant"])
+    forgotten = forgotten_users(config, replayed.event_ids)
+    active = active_users(config, replayed.event_ids)
     print(
         f"  profiles (PG)        {len(profiles):>9,}  table user_profiles ({dormant:,} dormant: "
         "quiet longer than profile.ttl_ms)"
+    )
+    print(
+        f"  users forgotten      {len(forgotten):>9,}  quiet longer than "
+        "profile.long_term_ttl_ms before the log ended"
     )
     print(f"  job time             {seconds:>8.1f}s  ({batch.sent / seconds:,.0f} events/s)")
     ok = (
         replayed.rows == batch.sent + replayed.dead
         and rows + len(letters) == batch.sent
-        and len(profiles) == len(replayed.users)
+        and {p["user_id"] for p in profiles} == active - forgotten
     )
     print(f"  accounted for        {'all rows' if ok else 'MISMATCH'}")
     print()

@@ -31,7 +31,7 @@ def summary(version: int, report: dict) -> str:
         "",
         f"History: {t['history']}; event time {t['from_ts_ms']} to {t['to_ts_ms']}, hold-out "
         f"from {t['holdout_from_ts_ms']}. {t['events']:,} events of {t['users']:,} users, "
-        f"{t['samples']:,} samples.",
+        f"{t['samples_seen']:,} samples, {t['samples']:,} kept.",
     ]
     if t.get("skipped_records"):
         skipped = ", ".join(f"{n:,} {reason}" for reason, n in t["skipped_records"].items())

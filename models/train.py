@@ -70,6 +70,7 @@ class Collected:
     split_ts: int  # hold-out start
     events: int
     users: int
+    samples_seen: int  # samples the history gave; `samples` keeps a uniform sample of them
     samples: list[datasets.Sample]
     cohort_train: dict[str, np.ndarray]  # user -> cohort features before the hold-out
     cohort_final: dict[str, np.ndarray]  # user -> cohort features at the end
@@ -115,6 +116,7 @@ def collect(history, m: Models, s, report=progress) -> Collected:
         split_ts,
         span.events,
         span.users,
+        samples.seen,
         kept,
         {u: np.asarray(before) for u, before, _ in users.items if before is not None},
         {u: np.asarray(final) for u, _, final in users.items},
@@ -156,6 +158,7 @@ def train(
             "holdout_from_ts_ms": collected.split_ts,
             "events": collected.events,
             "users": collected.users,
+            "samples_seen": collected.samples_seen,
             "samples": len(collected.samples),
             "skipped_records": collected.skipped,
         },
@@ -465,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=m.train_days, help="generated days")
     parser.add_argument("--seed", type=int, default=m.train_seed, help="generator seed")
     parser.add_argument("--directory", default=m.directory, help="where the models are kept")
+    parser.add_argument(
+        "--max-samples", type=int, default=m.max_samples, help="samples kept (models.max_samples)"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="only write the files")
     parser.add_argument(
         "--outcomes",
@@ -477,10 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     if Path(args.outcomes).exists():
         outcomes = read_outcomes(Path(args.outcomes))
         progress(f"[train] {len(outcomes):,} labelled outcomes from {args.outcomes}")
-    if args.directory != m.directory:
-        config = config.model_copy(
-            update={"models": m.model_copy(update={"directory": args.directory})}
-        )
+    m = m.model_copy(update={"directory": args.directory, "max_samples": args.max_samples})
+    config = config.model_copy(update={"models": m})
     registry = Registry(args.directory)
     try:
         history = choose_history(config, args)
