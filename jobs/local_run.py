@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -225,13 +226,23 @@ def forgotten_users(config: Settings, event_ids: list[str]) -> set[str]:
     return {user for (user,) in rows}
 
 
-def run_log(config: Settings, file: Path, mapping: Path) -> int:
-    """Replays a log, runs the profile job over exactly its records and summarises them."""
-    replayed = replay(config, file, mapping)
-    batch = replayed.published
+@dataclass
+class JobRun:
+    """The profile job run over exactly one published batch, and what it archived and
+    dead-lettered of it."""
+
+    seconds: float
+    archived: int
+    dead_letters: dict[str, DeadLetter]
+
+    def by_reason(self) -> Counter:
+        return Counter(letter.reason.value for letter in self.dead_letters.values())
+
+
+def run_job(config: Settings, batch: PublishReport, event_ids: list[str], what: str) -> JobRun:
     start, stop = batch.bounds()
     print(
-        f"[run] profile job over {batch.sent:,} events of {file} "
+        f"[run] profile job over {batch.sent:,} {what} "
         f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
         file=sys.stderr,
         flush=True,
@@ -239,9 +250,20 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
     began = time.monotonic()
     profile.run(config, start, stop)
     seconds = time.monotonic() - began
-    rows = archived_rows(config, batch, replayed.event_ids)
-    letters = read_dead_letters(config, batch.topic, batch.contains)
-    by_reason = Counter(letter.reason.value for letter in letters.values())
+    return JobRun(
+        seconds,
+        archived_rows(config, batch, event_ids),
+        read_dead_letters(config, batch.topic, batch.contains),
+    )
+
+
+def run_log(config: Settings, file: Path, mapping: Path) -> int:
+    """Replays a log, runs the profile job over exactly its records and summarises them."""
+    replayed = replay(config, file, mapping)
+    batch = replayed.published
+    run = run_job(config, batch, replayed.event_ids, f"events of {file}")
+    rows, letters, seconds = run.archived, run.dead_letters, run.seconds
+    by_reason = run.by_reason()
     profiles = log_rows(
         config, "SELECT * FROM user_profiles WHERE user_id = ANY(%s)", replayed.users
     )
@@ -336,19 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     summary = generate(config, users=args.users, days=args.days, seed=args.seed)
     batch = summary.publish
-    start, stop = batch.bounds()
-    print(
-        f"[run] profile job over {batch.sent:,} records of {batch.topic} "
-        f"(parallelism {config.flink.parallelism}, {config.flink.execution_mode} mode)",
-        file=sys.stderr,
-        flush=True,
-    )
-    began = time.monotonic()
-    profile.run(config, start, stop)
-    seconds = time.monotonic() - began
-    rows = archived_rows(config, batch, summary.event_ids)
-    letters = read_dead_letters(config, batch.topic, batch.contains)
-    by_reason = Counter(letter.reason.value for letter in letters.values())
+    run = run_job(config, batch, summary.event_ids, f"records of {batch.topic}")
+    rows, letters, seconds = run.archived, run.dead_letters, run.seconds
+    by_reason = run.by_reason()
     active = active_users(config, summary.event_ids)
     # Only users with events in this batch: a user without any keeps an older run's row.
     profiles = [p for p in batch_profiles(config, summary) if p["user_id"] in active]
