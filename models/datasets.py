@@ -122,14 +122,16 @@ def replay_user(
     carts: list[tuple[Sample, str]] = []  # waiting for their session's outcome
     purchased_at: dict[str, int] = {}  # session -> first purchase time
     open_carts: set[str] = set()
-    cohort_before = None
+    cohort_before, split_passed = None, split_ts is None
 
     def sample(ts: int, kind: str) -> Sample:
         return Sample(replay.user_id, kind, ts, array("d", vector(replay.profile.snapshot(s))))
 
     replay = Replay(events[0].user_id, s, lambda ts: ends.append(sample(ts, "session_end")))
     for event in events:
-        if split_ts is not None and cohort_before is None and event.ts >= split_ts:
+        if not split_passed and event.ts >= split_ts:
+            # The user as of the hold-out start (None if they had not come yet).
+            split_passed = True
             replay.advance(split_ts)
             if replay.profile is not None:
                 cohort_before = cohort_vector(replay.profile, s)
@@ -142,7 +144,7 @@ def replay_user(
             open_carts.add(session)
         if session in open_carts:
             carts.append((sample(event.ts, "cart"), session))
-    if split_ts is not None and cohort_before is None:
+    if not split_passed:
         replay.advance(split_ts)
         cohort_before = cohort_vector(replay.profile, s) if replay.profile else None
     replay.advance(end_ts)

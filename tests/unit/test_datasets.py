@@ -76,3 +76,12 @@ def test_no_leakage_future_events_do_not_change_past_features():
     before = features_before_cutoff(original)
     assert len(before) > 50
     assert features_before_cutoff(altered) == before
+
+
+def test_a_user_first_seen_after_the_split_has_no_cohort_vector_before_it():
+    late = [page(T0 + 10 * DAY, session="a"), view(T0 + 10 * DAY + MINUTE, session="a")]
+    early = [page(T0, session="a"), page(T0 + 10 * DAY, session="b")]
+    split = T0 + 5 * DAY
+    assert datasets.replay_user(late, S, M, T0 + 20 * DAY, split).cohort_before is None
+    replayed = datasets.replay_user(early, S, M, T0 + 20 * DAY, split)
+    assert replayed.cohort_before is not None and replayed.cohort_at_end is not None
