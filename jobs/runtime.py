@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from py4j.protocol import Py4JJavaError
 from pyflink.common import Configuration, JobClient, JobStatus, Types
 from pyflink.datastream import (
@@ -293,7 +294,12 @@ def drain_when_read(
     read_since = None
     while not job_ended(client):
         now = time.monotonic()
-        if behind := stop_offsets_ahead(config, group, stop):
+        try:
+            behind = stop_offsets_ahead(config, group, stop)
+        except KafkaError as exc:
+            # The broker does not answer: the job waits for it, and so does this.
+            behind, read_since = {"broker": f"not answering ({type(exc).__name__})"}, None
+        if behind:
             if now - reported > 60:
                 print(f"waiting for partitions {behind}", file=sys.stderr)
                 reported = now
