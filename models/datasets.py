@@ -99,12 +99,11 @@ class Replay:
         for session in closed:
             self.on_close(session.end_ts + self.s.session_gap_ms)
 
-    def apply(self, event: Event) -> UserProfile:
+    def apply(self, event: Event) -> None:
         self.advance(event.ts)
         if self.profile is None:
             self.profile = UserProfile.new(self.user_id, self.s)
         self.profile.apply(event, event.ts, self.s)
-        return self.profile
 
 
 def replay_user(

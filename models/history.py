@@ -193,7 +193,7 @@ class GeneratedHistory:
     """The synthetic generator's history (in memory: it is generated whole)."""
 
     def __init__(self, config: Settings, users: int, days: float, seed: int):
-        self.config, self.days = config, days
+        self.config = config
         self.generated = EventGenerator(config.generator, users=users, days=days, seed=seed)
         self.skipped = Skipped()
         self.description = f"generated history: {users} users over {days:g} days (seed {seed})"
