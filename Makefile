@@ -21,7 +21,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench bench-train
+        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench bench-train bench-stages
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -123,3 +123,6 @@ bench-train: up ## time and peak memory of make train on archives of 250k and 1M
 
 bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer (ARGS="--users N --events N ..."); writes bench/results/
 	$(PY) -m bench.run $(ARGS)
+
+bench-stages: $(REGISTRY) ## per-stage cost of the profile job's Python work per event, without Flink (ARGS="--measured N ..."); writes bench/results/
+	$(PY) -m bench.stages $(ARGS)
