@@ -19,7 +19,6 @@ import json
 import pickle
 import time
 from collections import Counter
-from pathlib import Path
 
 from bench.run import RESULTS, run_record, say
 from bench.workload import read_workload, workload_file
