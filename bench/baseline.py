@@ -1,7 +1,8 @@
-"""The benchmark's baseline: a plain kafka-python loop doing the profile job's per-event work
-(bench.plain: the same udfs functions and ONNX models, state in dicts) from the input topic to an
-output topic, committing its offsets after each batch. At-least-once, one process, no
-checkpoints: what a user would write by hand instead of a Flink job."""
+"""The benchmark's baseline: a plain kafka-python loop doing the profile job's work (the same
+per-user pipeline, bench.in_memory: state in dicts) from the input topic to an output topic
+(every record the job writes to Kafka, on one topic), committing its offsets after each batch.
+At-least-once, one process, no checkpoints: what a user would write by hand instead of a Flink
+job."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-from bench.plain import PlainProfiler
+from bench.in_memory import InMemoryPipeline, kafka_records
 from conf import settings as settings_module
 from jobs.runtime import parse_offsets
 from udfs.events import SourceRef
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
     start, stop = parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets)
-    profiler = PlainProfiler(config)
+    pipeline = InMemoryPipeline(config)
     bootstrap = config.kafka.bootstrap_servers
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 if record.offset >= stop[tp.partition]:
                     break
                 source = SourceRef(tp.topic, tp.partition, record.offset)
-                for key, value in profiler.process(record.value, source):
+                out = pipeline.process(record.value, source, record.key.decode())
+                for key, value in kafka_records(out):
                     producer.send(args.output, key=key, value=value)
                 position[tp.partition] = record.offset + 1
         if batches:

@@ -1,4 +1,4 @@
-"""The benchmark's second peer: the same per-event work (bench.plain) as a Quix Streams
+"""The benchmark's second peer: the same per-user pipeline (bench.in_memory) as a Quix Streams
 application, the Python stream processor a user would most likely pick instead of PyFlink. It
 runs in its own environment (`.venv-bench`, bench/requirements-peer.txt): Quix Streams needs
 versions the project does not use. At-least-once, state in the process, as the baseline.
@@ -16,7 +16,7 @@ from quixstreams import Application, message_context
 from quixstreams.models.serializers import Serializer
 from quixstreams.models.topics import TopicConfig
 
-from bench.plain import PlainProfiler
+from bench.in_memory import InMemoryPipeline, kafka_records
 from conf import settings as settings_module
 from udfs.events import SourceRef
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-stop-s", type=float, default=15.0)
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    profiler = PlainProfiler(config)
+    pipeline = InMemoryPipeline(config)
     app = Application(
         broker_address=config.kafka.bootstrap_servers,
         consumer_group=args.group,
@@ -61,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         config=TopicConfig(args.partitions, 1, kept),
     )
 
-    def process(raw: bytes) -> list[tuple[bytes, bytes]]:
+    def process(raw: bytes, key: str, timestamp: int, headers) -> list[tuple[bytes, bytes]]:
         ctx = message_context()
-        return profiler.process(raw, SourceRef(args.topic, ctx.partition, ctx.offset))
+        source = SourceRef(args.topic, ctx.partition, ctx.offset)
+        return kafka_records(pipeline.process(raw, source, key))
 
-    sdf = app.dataframe(source).apply(process, expand=True)
+    sdf = app.dataframe(source).apply(process, expand=True, metadata=True)
     # Outputs carry their input's timestamp by default; the benchmark reads processing time
     # from output timestamps, as the other contenders' producers set them.
     sdf = sdf.set_timestamp(lambda value, key, timestamp, headers: time.time_ns() // 1_000_000)

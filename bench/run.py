@@ -31,8 +31,8 @@ import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
+from bench.in_memory import InMemoryPipeline
 from bench.measure import Run, checkpoints, run_measured, task_managers
-from bench.plain import PlainProfiler
 from bench.workload import publish_workload, read_workload, workload_file
 from conf import settings as settings_module
 from conf import stack
@@ -112,12 +112,12 @@ def fresh_database(config: Settings) -> None:
 
 
 def ceiling(config: Settings, records: list[tuple[str, bytes]]) -> dict:
-    """The per-event logic alone, one core, no Kafka, no Flink."""
-    profiler = PlainProfiler(config)
+    """The per-user pipeline alone, one core, no Kafka, no Flink."""
+    pipeline = InMemoryPipeline(config)
     started = time.perf_counter()
     outputs = 0
-    for offset, (_, raw) in enumerate(records):
-        outputs += len(profiler.process(raw, SourceRef("ceiling", 0, offset)))
+    for offset, (key, raw) in enumerate(records):
+        outputs += len(pipeline.process(raw, SourceRef("ceiling", 0, offset), key))
     seconds = time.perf_counter() - started
     return {
         "events": len(records),

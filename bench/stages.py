@@ -36,23 +36,21 @@ STAGES = {
     ],
     "derivation": ["udfs.profile:UserProfile.snapshot"],
     "scoring (ONNX)": ["udfs.scoring:OnnxModel.run"],
-    "scoring (Python)": ["jobs.profile:score_user"],
+    "scoring (Python)": ["udfs.user_pipeline:score_user"],
     "decisions and attribution": [
-        "jobs.profile:decide",
-        "jobs.profile:BuildProfiles.attribution",
-        "jobs.profile:BuildProfiles.store_attribution",
+        "udfs.user_pipeline:decide",
+        "udfs.user_pipeline:UserPipeline.attribution",
+        "udfs.user_pipeline:UserPipeline.store_attribution",
     ],
     "output encoding": [
-        "jobs.profile:Output.row",
-        "jobs.profile:Output.deletion",
-        "jobs.profile:archive_row",
-        "jobs.profile:dead_letter_record",
-        "jobs.profile:session_row",
-        "jobs.profile:profile_row",
-        "jobs.profile:score_rows",
-        "jobs.profile:action_row",
-        "jobs.profile:outcome_row",
+        "udfs.outputs:Output.record",
+        "udfs.outputs:Output.deletion",
+        "udfs.outputs:archived",
+        "udfs.outputs:dead_letter",
+        "udfs.outputs:profile",
+        "udfs.outputs:compact",
     ],
+    "output rows (Flink)": ["jobs.profile:FlinkOutput.row"],
 }
 
 
@@ -210,8 +208,10 @@ def run_job_function(config, records: list[tuple[str, bytes]], watermark_every: 
 
     from jobs import profile as job
     from jobs.live_models import scoring_settings
+    from udfs.user_pipeline import PipelineSettings
 
-    function = job.BuildProfiles(config.events, config.profile, scoring_settings(config))
+    settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
+    function = job.BuildProfiles(settings)
     rt = Runtime()
     function.open(rt)
     outputs = 0

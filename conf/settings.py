@@ -308,6 +308,9 @@ class Profile(Strict):
     # Events further behind the watermark than this are dead-lettered as `late`: duplicates
     # can no longer be recognised that far back.
     allowed_lateness_ms: Annotated[int, Field(ge=0)] = 7_200_000
+    # Event ids kept per user for de-duplication (those within the allowed lateness); beyond
+    # this many the oldest go, which only a user with more events in that span would notice.
+    max_seen_ids: Annotated[int, Field(ge=1)] = 1000
     # Retention by layer, in event time since the user's last event. After ttl_ms the short-term
     # layers (recent events, trends, open sessions) are dropped and the profile is dormant: its
     # long-term layer (signature, baseline, RFM counters, cohort, action ledger) is kept, and a

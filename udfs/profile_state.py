@@ -49,11 +49,27 @@ class UserState:
     cohort: CohortState | None = None
     ledger: str | None = None  # udfs.actions.Ledger as JSON
     awaiting: str | None = None  # udfs.attribution.Attribution as JSON, None when empty
+    # Event ids seen within the allowed lateness, with their event time: a copy of one is a
+    # duplicate. Kept in the one state value (a separate map state cost two JVM calls an event).
+    seen: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forgets everything (a purge or expiry)."""
         self.profile, self.schedule, self.cohort = None, Schedule(), None
         self.ledger = self.awaiting = None
+        self.seen = {}
+
+    def remember(self, event_id: str, ts: int, limit: int) -> None:
+        """Keeps the event id; beyond `limit` ids the oldest goes (a copy of it would count
+        again: only a user with more than `limit` events within the allowed lateness)."""
+        self.seen[event_id] = ts
+        if len(self.seen) > limit:
+            del self.seen[min(self.seen, key=self.seen.__getitem__)]
+
+    def forget_seen(self, before_ts: int) -> None:
+        """Event ids older than the lateness horizon: any copy of them is refused as late."""
+        if any(ts < before_ts for ts in self.seen.values()):
+            self.seen = {e: ts for e, ts in self.seen.items() if ts >= before_ts}
 
 
 def pack(state: UserState) -> tuple:
@@ -74,19 +90,27 @@ def pack(state: UserState) -> tuple:
         ),
         state.ledger,
         state.awaiting,
+        state.seen,
     )
+
+
+def holds_seen_ids(value: tuple) -> bool:
+    """Whether a stored value has the user's seen event ids (those stored before do not)."""
+    return len(value) > 5
 
 
 def unpack(value: tuple | None, s: ProfileSettings) -> UserState:
     if value is None:
         return UserState()
-    profile, schedule, cohort, ledger, awaiting = value
+    profile, schedule, cohort, ledger, awaiting, *seen = value
     return UserState(
         from_tuple(profile, s) if profile is not None else None,
         Schedule(*schedule),
         CohortState(*cohort) if cohort is not None else None,
         ledger,
         awaiting,
+        # Stored before the ids moved in (they were in a map state of their own): none.
+        seen[0] if seen else {},
     )
 
 

@@ -101,9 +101,9 @@ def test_a_newly_registered_version_is_used_by_the_running_function(trained, tmp
     [profile] = h.send(view(T0 + 3 * MINUTE))
     versions = [s.model_version for s in h.scored["scores"]]
     assert versions == [1, 1, 1, 2]
-    reasons = [m.reason for m in h.scored["cohort-moves"]]
+    reasons = [m.reason for m in h.scored["cohort_moves"]]
     assert reasons == ["first", "model"]
-    swap = h.scored["cohort-moves"][1]
+    swap = h.scored["cohort_moves"][1]
     assert (
         swap.model_version,
         swap.from_cohort_name is not None,

@@ -1,48 +1,59 @@
-"""The benchmark's pieces that decide its figures: the per-event work outside Flink, the
-sustained rate and the checkpoint figures read from Flink's log."""
+"""The benchmark's pieces that decide its figures: the job's per-user pipeline outside Flink
+(what the ceiling and both peers run), the sustained rate and the checkpoint figures read from
+Flink's log."""
 
 import dataclasses
 import json
 
+from bench.in_memory import InMemoryPipeline, kafka_records
 from bench.measure import Run, checkpoints
-from bench.plain import PlainProfiler
 from jobs.live_models import scoring_settings
 from tests.conftest import TEST_NOW_MS
-from udfs.events import DeadLetter, SourceRef
+from udfs import outputs
+from udfs.events import DeadLetter, EventParser, SourceRef
 
 
-def profiler(settings):
+def in_memory(settings):
     # Model-free and without a database: the unit tier has neither.
     scoring = dataclasses.replace(scoring_settings(settings), registry_dir=None, conninfo=None)
-    return PlainProfiler(settings, scoring, now_ms=lambda: TEST_NOW_MS)
+    c = settings.events
+    parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms, now_ms=lambda: TEST_NOW_MS)
+    return InMemoryPipeline(settings, scoring, parser)
 
 
-def test_plain_profiler_emits_per_user_and_dead_letters_bad_records(settings, small_history):
-    plain = profiler(settings)
+def send(pipeline, event: dict, offset: int):
+    return pipeline.process(json.dumps(event).encode(), SourceRef("t", 0, offset), event["user_id"])
+
+
+def test_the_in_memory_pipeline_runs_the_jobs_work_with_timers(settings, small_history):
+    pipeline = in_memory(settings)
     events = small_history.events
-    outputs = []
-    for offset, event in enumerate(events):
-        raw = json.dumps(event).encode()
-        outputs += plain.process(raw, SourceRef("t", 0, offset))
-    by_user = {}
-    for key, value in outputs:
-        by_user.setdefault(key.decode(), []).append(json.loads(value))
-    assert set(by_user) == {e["user_id"] for e in events}
-    ids = {e["event_id"]: e["user_id"] for e in events}
-    assert all(ids[r["event_id"]] == user for user, rs in by_user.items() for r in rs)
-    assert len(plain.profiles) == len(by_user)
+    out = [o for offset, e in enumerate(events) for o in send(pipeline, e, offset)]
+    by_output = {}
+    for emitted in out:
+        by_output.setdefault(emitted.output.name, []).append(emitted)
+    assert len(by_output["archive"]) == len(events)
+    assert {e.values[0] for e in by_output["profiles"]} == {e["user_id"] for e in events}
+    # Sessions closed by the watermark as it moved, each once.
+    closed = [(e.values[0], e.values[1]) for e in by_output["sessions"]]
+    assert closed and len(closed) == len(set(closed))
+    records = kafka_records(out)
+    assert {k for k, _ in records} == {e["user_id"].encode() for e in events}
 
-    again = plain.process(json.dumps(events[0]).encode(), SourceRef("t", 0, len(events)))
-    assert again == [], "a repeated event id is processed once"
-    [(key, value)] = plain.process(b'{"event_id": "x", "user_', SourceRef("t", 0, 10**6))
-    letter = DeadLetter.from_json(value)
-    assert letter.reason == "invalid_json" and key == letter.dead_letter_id.encode()
+    again = send(pipeline, events[-1], len(events))
+    assert [e.output for e in again] == [outputs.ARCHIVE], "a repeat is archived, nothing else"
+    assert pipeline.counts()["duplicate_events"] == 1
+    [letter] = kafka_records(
+        pipeline.process(b'{"event_id": "x", "user_', SourceRef("t", 0, 9), "?")
+    )
+    assert DeadLetter.from_json(letter[1]).reason == "invalid_json"
+    assert letter[0] == b"t-0-9"
 
 
-def test_a_revocation_drops_the_users_state(settings, small_history):
-    plain = profiler(settings)
+def test_a_revocation_drops_the_users_state_and_tombstones_their_records(settings, small_history):
+    pipeline = in_memory(settings)
     first = small_history.events[0]
-    plain.process(json.dumps(first).encode(), SourceRef("t", 0, 0))
+    send(pipeline, first, 0)
     revoke = {
         **{k: first[k] for k in ("user_id", "session_id", "schema_version")},
         "event_id": "revoke-1",
@@ -50,9 +61,10 @@ def test_a_revocation_drops_the_users_state(settings, small_history):
         "ts": first["ts"] + 1,
         "purposes": {"analytics": False},
     }
-    out = plain.process(json.dumps(revoke).encode(), SourceRef("t", 0, 1))
-    assert out == [(first["user_id"].encode(), b"")]
-    assert first["user_id"] not in plain.profiles
+    out = send(pipeline, revoke, 1)
+    assert [e.output for e in out if e.delete] == [outputs.PROFILES, outputs.SCORES, outputs.LEADS]
+    assert kafka_records(out) == [(first["user_id"].encode(), None)] * 3
+    assert first["user_id"] not in pipeline.users
 
 
 def test_sustained_rate_spans_the_first_to_the_last_output():

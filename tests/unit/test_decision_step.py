@@ -38,7 +38,7 @@ def test_a_purchase_in_the_window_converts_the_decision(tmp_path):
     h.send(page(T0 + 10 * MINUTE))  # inside the cooldown: no second decision
     assert len(h.scored["actions"]) == 1
     h.send(purchase(T0 + 20 * MINUTE, total=80.0))
-    [outcome] = h.scored["action-outcomes"]
+    [outcome] = h.scored["outcomes"]
     assert (outcome.decision_id, outcome.converted, outcome.revenue) == (
         decision.decision_id,
         True,
@@ -50,10 +50,10 @@ def test_the_end_of_the_window_is_a_non_conversion_fired_by_the_timer(tmp_path):
     h = harness(tmp_path)
     h.send(page(T0))
     h.advance(T0 + WINDOW)
-    [outcome] = h.scored["action-outcomes"]
+    [outcome] = h.scored["outcomes"]
     assert (outcome.converted, outcome.outcome_ts) == (False, T0 + WINDOW)
     h.send(purchase(T0 + WINDOW + MINUTE, session="s2"))  # too late for it
-    assert len(h.scored["action-outcomes"]) == 1
+    assert len(h.scored["outcomes"]) == 1
 
 
 def test_a_purge_drops_what_awaits_an_outcome_and_counts_it(tmp_path):
@@ -63,7 +63,7 @@ def test_a_purge_drops_what_awaits_an_outcome_and_counts_it(tmp_path):
     assert counters(h)["outcomes_dropped_on_purge"] == 1
     assert h.state_is_empty()
     h.advance(T0 + 2 * WINDOW)
-    assert h.scored["action-outcomes"] == []
+    assert h.scored["outcomes"] == []
 
 
 def test_a_changed_policy_file_takes_effect_in_the_running_function(tmp_path):

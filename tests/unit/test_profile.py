@@ -149,6 +149,7 @@ def every_field_set() -> profile_state.UserState:
         CohortState(2, profile.first_ts, 1, challenger=3, challenger_since=profile.last_ts),
         ledger='[{"offer":1},1,{}]',
         awaiting='{"d1":1}',
+        seen={"e-last": t},
     )
 
 
@@ -195,6 +196,23 @@ def test_a_state_stored_before_the_lifetime_counters_reads_with_them_at_zero():
     profile = profile_state.from_tuple(old, S)
     assert (profile.lifetime, profile.dormant_since) == (LifetimePurchases(), None)
     assert profile.transitions == user.profile.transitions
+
+
+def test_seen_event_ids_are_bounded_oldest_first_and_forgotten_past_the_horizon():
+    user = profile_state.UserState()
+    for ts in (5, 3, 9, 7):
+        user.remember(f"e{ts}", ts, limit=3)
+    assert user.seen == {"e5": 5, "e9": 9, "e7": 7}  # e3, the oldest, went
+    user.forget_seen(before_ts=7)
+    assert user.seen == {"e9": 9, "e7": 7}
+
+
+def test_a_state_stored_before_the_seen_ids_moved_in_reads_with_none():
+    user = every_field_set()
+    old = profile_state.pack(user)[:5]
+    assert not profile_state.holds_seen_ids(old)
+    assert profile_state.unpack(old, S).seen == {}
+    assert profile_state.holds_seen_ids(profile_state.pack(user))
 
 
 def test_the_standard_rfm_columns_take_the_dynamic_weights():

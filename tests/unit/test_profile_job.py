@@ -11,8 +11,10 @@ from conf import settings as settings_module
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import DAY, MINUTE, T0, page, purchase, view
-from udfs import profile_state
+from udfs import outputs, profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
+from udfs.profile import PROFILE_COLUMNS
+from udfs.user_pipeline import PipelineSettings
 
 CONFIG = settings_module.load("local")
 S = CONFIG.profile
@@ -101,7 +103,17 @@ class FakeContext:
         return self.key
 
 
-SCORE_TAGS = (job.SCORES, job.LEADS, job.COHORT_MOVES, job.ACTIONS, job.OUTCOMES)
+TAG = {output: job.FLINK_OUTPUTS[output].tag for output in outputs.ALL}
+SCORE_TAGS = tuple(
+    TAG[o]
+    for o in (
+        outputs.SCORES,
+        outputs.LEADS,
+        outputs.COHORT_MOVES,
+        outputs.ACTIONS,
+        outputs.OUTCOMES,
+    )
+)
 NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None, conninfo=None)
 
 
@@ -111,17 +123,17 @@ class Harness:
 
     def __init__(self, settings=S, scoring=NO_MODELS):
         self.runtime, self.ctx = FakeRuntime(), FakeContext()
-        self.function = job.BuildProfiles(CONFIG.events, settings, scoring)
+        self.function = job.BuildProfiles(PipelineSettings(CONFIG.events, settings, scoring))
         self.function.open(self.runtime)
         self.scored = {tag.tag_id: [] for tag in SCORE_TAGS}
         self.archived = []
 
-    def keep(self, outputs) -> list:
+    def keep(self, out_records) -> list:
         rest = []
-        for out in outputs:
+        for out in out_records:
             if isinstance(out, tuple) and out[0] in SCORE_TAGS:
                 self.scored[out[0].tag_id].append(out[1])
-            elif isinstance(out, tuple) and out[0] == job.ARCHIVE:
+            elif isinstance(out, tuple) and out[0] == TAG[outputs.ARCHIVE]:
                 self.archived.append(out[1])
             else:
                 rest.append(out)
@@ -149,7 +161,7 @@ class Harness:
 
     def user(self) -> profile_state.UserState:
         """What the keyed state holds for the user now."""
-        return profile_state.unpack(self.function.user.value(), self.function.s)
+        return profile_state.unpack(self.function.user.value(), self.function.settings.profile)
 
     def state_is_empty(self) -> bool:
         values = all(v.value() is None for v in self.runtime.values.values())
@@ -184,13 +196,26 @@ def test_a_duplicate_event_id_is_ignored_and_counted():
     assert counters(h) == {"duplicate_events": 1}
 
 
+def test_event_ids_of_the_map_state_they_were_kept_in_before_are_moved_into_the_value():
+    h = Harness()
+    e = page(T0)
+    h.send(e)
+    stored = h.function.user.value()
+    h.function.user.update(stored[:5])  # as stored before the ids moved in
+    old = h.runtime.maps.setdefault("seen-event-ids", FakeMapState())
+    old.put(e.event_id, e.ts)
+    assert h.send(e, offset=1) == []
+    assert counters(h) == {"duplicate_events": 1}
+    assert not old and h.user().seen == {e.event_id: e.ts}
+
+
 def test_an_event_beyond_the_allowed_lateness_is_dead_lettered_as_late():
     h = Harness()
     h.send(page(T0 + 10 * S.allowed_lateness_ms))
     h.advance(T0 + 5 * S.allowed_lateness_ms)
     [(tag, letter)] = h.send(page(T0), offset=7)
     record = json.loads(letter.value)
-    assert tag == job.DEAD_LETTERS
+    assert tag == TAG[outputs.DEAD_LETTERS]
     assert (record["reason"], record["dead_letter_id"]) == ("late", "events-0-7")
     assert [row.source_offset for row in h.archived] == [0, 7]  # archived all the same
 
@@ -221,7 +246,7 @@ def test_each_valid_event_is_archived_with_where_it_came_from():
 def test_a_record_that_is_not_a_valid_event_of_its_key_is_dead_lettered(payload, user_key, reason):
     h = Harness()
     [(tag, letter)] = h.send_raw(payload, user_key, offset=5)
-    assert tag == job.DEAD_LETTERS
+    assert tag == TAG[outputs.DEAD_LETTERS]
     record = json.loads(letter.value)
     assert (record["reason"], record["dead_letter_id"]) == (reason, "events-0-5")
     assert h.archived == [] and h.state_is_empty()
@@ -296,7 +321,7 @@ def test_after_the_long_term_ttl_state_timers_and_rows_are_gone():
     out = h.advance(OLD + S.long_term_ttl_ms)
     [deletion] = profile_rows(out)
     assert (deletion.get_row_kind(), deletion.user_id) == (RowKind.DELETE, "u1")
-    scores = h.scored[job.SCORES.tag_id] + h.scored[job.LEADS.tag_id]
+    scores = h.scored["scores"] + h.scored["leads"]
     assert [(r.get_row_kind(), r.user_id) for r in scores] == [(RowKind.DELETE, "u1")] * 2
     assert h.state_is_empty() and h.ctx.timers.registered == set()
     assert counters(h) == {"profiles_turned_dormant": 1, "profiles_expired": 1}
@@ -358,17 +383,17 @@ def test_profile_rows_carry_every_column_and_json_details(kind):
     h = Harness()
     [row] = h.send(page(T0) if kind == "page" else view(T0))
     assert row.get_row_kind() is RowKind.UPDATE_AFTER  # an upsert of the user's profile
-    assert len(row) == len(job.PROFILE_COLUMNS) + 2
+    assert len(row) == len(PROFILE_COLUMNS) + 2
     assert json.loads(row.details)["recent"][0]["ts"] == T0
     value = json.loads(row.record)  # the Kafka value: every column, details spliced in as JSON
-    assert value == {**{n: row[n] for n in job.PROFILE_COLUMNS}, "details": json.loads(row.details)}
+    assert value == {**{n: row[n] for n in PROFILE_COLUMNS}, "details": json.loads(row.details)}
 
 
 def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     h = Harness()
     h.send(page(T0))
     h.send(revocation(T0 + MINUTE))
-    score, lead = h.scored["scores"][-1], h.scored["lead-scores"][-1]
+    score, lead = h.scored["scores"][-1], h.scored["leads"][-1]
     assert [r.get_row_kind() for r in (score, lead)] == [RowKind.DELETE, RowKind.DELETE]
     assert (score.user_id, score.record, lead.user_id, lead.record) == ("u1", None, "u1", None)
     first = h.scored["scores"][0]
@@ -376,20 +401,13 @@ def test_a_purge_also_deletes_the_users_scores_and_lead_score():
     assert json.loads(first.record)["ranked"] == json.loads(first.ranked)  # spliced as JSON
 
 
-def test_output_values_are_strict_json_with_raw_fields_spliced():
-    row = job.SCORE.row(
-        "u1", T0, "e1", 3, 1, 2, "c2", 2, float("nan"), 0.25, None, "purchase", '[{"x":1}]'
-    )
-    value = json.loads(row.record, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
-    assert value["abandonment"] is None  # NaN has no JSON form; PostgreSQL's jsonb refuses it
-    assert value["ranked"] == [{"x": 1}] and value["drift"] == 0.25 and value["user_id"] == "u1"
-
-
 def test_the_end_of_the_input_closes_sessions_but_expires_nobody():
     h = Harness()
     h.send(page(OLD))
     out = h.advance(job.END_OF_EVENT_TIME)
-    sessions = [row for tag, row in (o for o in out if isinstance(o, tuple)) if tag == job.SESSIONS]
+    sessions = [
+        row for tag, row in (o for o in out if isinstance(o, tuple)) if tag == TAG[outputs.SESSIONS]
+    ]
     assert [s.session_id for s in sessions] == ["s1"]
     assert [(r.get_row_kind(), r.dormant) for r in profile_rows(out)] == [
         (RowKind.UPDATE_AFTER, False)

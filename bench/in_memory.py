@@ -1,0 +1,102 @@
+"""The profile job's per-user pipeline (udfs.user_pipeline) without Flink: each user's state in a
+dict, event-time timers in a heap, the watermark trailing the latest event time by the
+out-of-orderness, as the job's source sets it. The benchmark's ceiling, baseline and Quix
+Streams peer all run this, so every ratio compares the same work. It imports no PyFlink: the
+peer's own environment needs only the project's pure modules."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+from conf.settings import Settings
+from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
+from udfs import outputs
+from udfs.events import EventParser, SourceRef
+from udfs.outputs import Emitted
+from udfs.profile_state import UserState
+from udfs.user_pipeline import PipelineSettings, UserPipeline
+
+
+class Tally:
+    """A metric counter."""
+
+    def __init__(self):
+        self.count = 0
+
+    def inc(self) -> None:
+        self.count += 1
+
+
+class InMemoryPipeline:
+    def __init__(
+        self,
+        config: Settings,
+        scoring: ScoringSettings | None = None,
+        parser: EventParser | None = None,
+    ):
+        """`scoring`: what to score with (default: the configured models, modifiers and policy);
+        `parser`: instead of the contract's (a pinned clock in tests)."""
+        scoring = scoring or scoring_settings(config)
+        self.live = LiveModels(scoring)
+        self.live.refresh(force=True)
+        self.counters: dict[str, Tally] = {}
+        settings = PipelineSettings(config.events, config.profile, scoring)
+        self.pipeline = UserPipeline(settings, self.live, self.counter, parser)
+        self.out_of_orderness_ms = config.profile.out_of_orderness_ms
+        self.users: dict[str, UserState] = {}
+        self.timers: list[tuple[int, str]] = []  # (time, user); stale entries are skipped
+        self.watermark = -(2**63)
+
+    def counter(self, name: str) -> Tally:
+        return self.counters.setdefault(name, Tally())
+
+    def process(self, payload: bytes, source: SourceRef, key: str) -> list[Emitted]:
+        """One record of user `key` in; what it causes out, the timers it makes due included."""
+        event, out = self.pipeline.on_record(payload, source, key, self.watermark)
+        if event is not None:
+            user = self.users.get(key) or UserState()
+            registered = user.schedule.wake_at
+            out += self.pipeline.on_event(user, event, self.watermark)
+            self.keep(key, user, registered)
+            self.advance(event.ts - self.out_of_orderness_ms, out)
+        return out
+
+    def keep(self, key: str, user: UserState, registered: int | None) -> None:
+        if user.profile is None:
+            self.users.pop(key, None)
+            return
+        self.users[key] = user
+        wake_at = user.schedule.wake_at
+        if wake_at is not None and wake_at != registered:
+            heapq.heappush(self.timers, (wake_at, key))
+
+    def advance(self, watermark: int, out: list[Emitted]) -> None:
+        """Moves the watermark forward and fires the timers it passes, earliest first."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        while self.timers and self.timers[0][0] <= watermark:
+            time, key = heapq.heappop(self.timers)
+            user = self.users.get(key)
+            if user is None or user.schedule.wake_at != time:
+                continue  # moved or cleared since
+            out += self.pipeline.on_timer(user, time, end_of_input=False)
+            self.keep(key, user, None)
+
+    def counts(self) -> Counter:
+        return Counter({name: t.count for name, t in self.counters.items() if t.count})
+
+
+def kafka_records(out: list[Emitted]) -> list[tuple[bytes, bytes | None]]:
+    """The (key, value) records of the outputs bound for Kafka, as the job writes them: keyed by
+    user, a deletion as a tombstone; dead letters keyed by their source coordinates."""
+    records = []
+    for emitted in out:
+        output = emitted.output
+        if output.kafka:
+            user_id = emitted.values[output.names.index("user_id")]
+            records.append((user_id.encode(), emitted.value))
+        elif output is outputs.DEAD_LETTERS:
+            records.append(emitted.values)
+    return records

@@ -1,0 +1,323 @@
+"""The profile job's per-user work, as one pure object: records in, the user's state updated in
+place, output records (udfs.outputs.Emitted) out. The Flink function (jobs/profile.py) only
+loads and stores the state, keeps the user's timer where `state.schedule.wake_at` says and
+forwards the outputs; the benchmark's ceiling, baseline and Quix Streams peer call this same
+code with state in a dict.
+
+    on_record(payload, source, key, watermark)  parse, archive or dead-letter, lateness
+    on_event(state, event, watermark)           de-duplication, what is due before the event,
+                                                expiry, consent purge, the profile update,
+                                                attribution, emission: profile, scores, decision
+    on_timer(state, time, end_of_input)         session closes, held-back emission, outcome
+                                                windows, expiry
+
+Event time only: `watermark` is the caller's, and the end of the input is told, not guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from conf.policy import Policy
+from conf.settings import EventContract
+from conf.settings import Profile as ProfileSettings
+from udfs import outputs
+from udfs.actions import Ledger, decide
+from udfs.attribution import Attribution, Pending
+from udfs.events import (
+    DeadLetter,
+    Event,
+    EventParser,
+    EventType,
+    Reason,
+    SourceRef,
+    revokes_profiling,
+)
+from udfs.leads import Modifier
+from udfs.outputs import Emitted
+from udfs.profile import ProfileSnapshot, UserProfile
+from udfs.profile_state import UserState
+from udfs.rfm import RfmBreakpoints
+from udfs.scoring import ModelSet
+from udfs.user_scores import UserScores, decision_context, is_competitor_view, score_user
+
+if TYPE_CHECKING:
+    from jobs.live_models import ScoringSettings
+
+# The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
+END_OF_EVENT_TIME = 2**63 - 1
+
+
+class Live(Protocol):
+    """What the pipeline scores and decides with, as of now (jobs.live_models.LiveModels)."""
+
+    models: ModelSet | None
+    modifiers: list[Modifier]
+    policy: Policy | None
+    cohort_names: dict[int, dict[int, str]]
+
+    @property
+    def breakpoints(self) -> RfmBreakpoints | None: ...
+
+
+class Counter(Protocol):
+    def inc(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything the per-user pipeline is configured with."""
+
+    contract: EventContract
+    profile: ProfileSettings
+    scoring: ScoringSettings  # the models, lead scores and actions, and where they are kept
+
+
+class UserPipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        live: Live,
+        counter: Callable[[str], Counter],
+        parser: EventParser | None = None,
+    ):
+        """`counter(name)`: a metric counter (Flink's in the job); `parser`: instead of the
+        contract's (a pinned clock in tests)."""
+        c = settings.contract
+        self.s, self.scoring, self.live = settings.profile, settings.scoring, live
+        self.parser = parser or EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
+        self.latest_ts: int | None = None  # the latest event time this pipeline has seen
+        self.duplicates = counter("duplicate_events")
+        self.late = counter("late_events_dead_lettered")
+        self.purges = counter("profiles_purged")
+        self.dormancies = counter("profiles_turned_dormant")
+        self.expiries = counter("profiles_expired")
+        self.decisions = counter("actions_decided")
+        self.dropped_outcomes = counter("outcomes_dropped_on_purge")
+
+    # ------------------------------------------------------------ records and events
+
+    def on_record(
+        self, payload: bytes, source: SourceRef, key: str, watermark: int
+    ) -> tuple[Event | None, list[Emitted]]:
+        """The record's event (None when it is dead-lettered) and its archive row or dead
+        letter. An event later than the allowed lateness is archived and dead-lettered."""
+        parsed = self.parser.parse(payload, source)
+        if isinstance(parsed, Event) and parsed.user_id != key:
+            # The source's JSON path read the user id otherwise: this is another user's state.
+            detail = f"user_id {parsed.user_id!r} is not the record's user key {key!r}"
+            parsed = DeadLetter(Reason.SCHEMA_VIOLATION, detail, payload, source)
+        if isinstance(parsed, DeadLetter):
+            return None, [outputs.dead_letter(parsed)]
+        out = [outputs.archived(parsed, source)]
+        if parsed.ts < watermark - self.s.allowed_lateness_ms:
+            self.late.inc()
+            detail = (
+                f"event time {parsed.ts} is more than the allowed lateness behind watermark"
+                f" {watermark}"
+            )
+            out.append(outputs.dead_letter(DeadLetter(Reason.LATE, detail, payload, source)))
+            return None, out
+        return parsed, out
+
+    def on_event(self, user: UserState, event: Event, watermark: int) -> list[Emitted]:
+        s, out = self.s, []
+        if event.event_id in user.seen:
+            self.duplicates.inc()
+            return out
+        self.latest_ts = event.ts if self.latest_ts is None else max(self.latest_ts, event.ts)
+        if user.profile is not None:
+            expired = self.fire_due_timers(user, event.ts - s.out_of_orderness_ms, out)
+            if not expired and user.profile.expires_at(s) <= event.ts:
+                # Expired, though the watermark has not yet fired its timer: do what it would do.
+                self.catch_up(user, event.ts, out)
+        user.remember(event.event_id, event.ts, s.max_seen_ids)
+        if event.type is EventType.CONSENT_UPDATE:
+            if revokes_profiling(event):
+                self.purge(user)
+                out += outputs.user_deletions(event.user_id)
+            return out
+        user.profile = user.profile or UserProfile.new(event.user_id, s)
+        user.profile.apply(event, watermark, s)
+        self.attribute(user, event, out)
+        self.emit(user, event.ts, out, event=event)
+        return out
+
+    def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
+        """The user's timer at event time `time` has fired (`end_of_input`: the watermark
+        jumped to the end of event time)."""
+        out: list[Emitted] = []
+        user.schedule.wake_at = None  # this timer has fired
+        if user.profile is None:
+            return out
+        # At the end of the input (a bounded run, or a drain) event time jumps to its end, but
+        # the users' time ends with the data: a layer expires only if a watermark as far as the
+        # latest event would have expired it. (Watermarks are periodic: the last one before the
+        # end can trail the data by any stretch of event time.)
+        expire = not end_of_input or time <= self.data_watermark()
+        self.catch_up(user, time, out, expire=expire)
+        return out
+
+    def data_watermark(self) -> int:
+        """The watermark the latest event seen by this pipeline allows."""
+        if self.latest_ts is None:
+            return -END_OF_EVENT_TIME
+        return self.latest_ts - self.s.out_of_orderness_ms
+
+    # ------------------------------------------------------------ what is due
+
+    def fire_due_timers(self, user: UserState, horizon: int, out: list) -> bool:
+        """Does now what the user's timers due by event time `horizon` will do, in their order.
+        An event at `ts` means no watermark has passed `ts - out_of_orderness` yet, so a timer
+        due by then has not fired; firing it before the event, instead of whenever the watermark
+        gets there, makes the order of a user's updates the same in every run, restarts
+        included (watermarks are not checkpointed, so timers fire later after a restore).
+        Returns whether the user expired (the state is then cleared)."""
+        while (due := user.schedule.wake_at) is not None and due <= horizon:
+            user.schedule.wake_at = None
+            if self.catch_up(user, due, out):
+                return True
+        return False
+
+    def catch_up(self, user: UserState, now: int, out: list, expire: bool = True) -> bool:
+        """Everything due by event time `now`: session closes, a held-back update, expiry
+        (unless not to `expire`, when no expiry timer is set either). Returns whether the whole
+        profile expired (the user's state is then cleared)."""
+        s, profile, schedule = self.s, user.profile, user.schedule
+        closed = profile.close_sessions(now, s)
+        out += [outputs.session(summary) for summary in closed]
+        if schedule.outcome_due is not None and schedule.outcome_due <= now:
+            self.expire_outcomes(user, now, out)
+        user.forget_seen(now - s.allowed_lateness_ms)
+        held_back = schedule.emit_due is not None and schedule.emit_due <= now
+        self.emit(user, now, out, bool(closed) or held_back, expiry_timer=expire)
+        return expire and self.expire(user, now, out)
+
+    def expire(self, user: UserState, now: int, out: list) -> bool:
+        """The layers due to expire by `now`. The short-term ones: the profile turns dormant and
+        its row and record say so. The long-term one: the user is forgotten, and the profile,
+        score and lead rows are deleted (tombstones on the topics), as on a purge."""
+        s, profile = self.s, user.profile
+        if profile.dormant_since is None and profile.expires_at(s) <= now:
+            self.dormancies.inc()
+            profile.expire_short_term(now, s)
+            out.append(outputs.profile(profile.snapshot(s, self.live.breakpoints)))
+            self.emit(user, now, out, changed=False)
+        if profile.expires_at(s) <= now:
+            self.expiries.inc()
+            user.reset()
+            out += outputs.user_deletions(profile.user_id)
+            return True
+        return False
+
+    # ------------------------------------------------------------ emission and scoring
+
+    def emit(
+        self,
+        user: UserState,
+        now: int,
+        out: list,
+        changed: bool = True,
+        event: Event | None = None,
+        expiry_timer: bool = True,
+    ) -> None:
+        """Emits the profile and its scores if it changed (unless held back by
+        emit_interval_ms), and moves the user's single timer to the earliest time it is needed
+        (among them the expiry, unless not `expiry_timer`)."""
+        s, profile, schedule = self.s, user.profile, user.schedule
+        if changed and schedule.should_emit(now, s.emit_interval_ms):
+            snapshot = profile.snapshot(s, self.live.breakpoints)
+            out.append(outputs.profile(snapshot))
+            self.score(user, snapshot, event, out)
+        due = profile.timers(s)
+        expiry = profile.expires_at(s)
+        if not expiry_timer or expiry <= now:
+            # Due now, the caller expires the layer next and sets the following expiry (a timer
+            # registered again while it fires can be lost); at the end of the input, never.
+            due.discard(expiry)
+        schedule.reschedule(due)
+
+    def score(
+        self, user: UserState, snapshot: ProfileSnapshot, event: Event | None, out: list
+    ) -> None:
+        live, sc = self.live, self.scoring
+        scored = score_user(
+            snapshot,
+            live.models,
+            user.cohort,
+            event.event_id if event is not None else None,
+            is_competitor_view(event, sc.leads.competitor_brands),
+            sc.models,
+            sc.leads,
+            live.modifiers,
+        )
+        if scored.cohort_state is not None:
+            user.cohort = scored.cohort_state
+        out += outputs.scores(scored, snapshot.columns["version"], live.cohort_names)
+        if live.policy is not None:
+            self.decide(user, scored.scores, snapshot, out)
+
+    # ------------------------------------------------------------ actions and outcomes
+
+    def decide(self, user: UserState, sc: UserScores, snapshot: ProfileSnapshot, out: list) -> None:
+        ledger = Ledger.from_json(user.ledger)
+        decision = decide(self.live.policy, decision_context(sc, snapshot), ledger)
+        if decision is None:
+            return
+        self.decisions.inc()
+        user.ledger = ledger.to_json()
+        attribution = self.attribution(user)
+        attribution.decided(
+            Pending(
+                decision.decision_id,
+                decision.action,
+                decision.ts,
+                decision.experiment,
+                decision.variant,
+                decision.delivered,
+            )
+        )
+        self.store_attribution(user, attribution)
+        out.append(outputs.action(decision))
+
+    def attribute(self, user: UserState, event: Event, out: list) -> None:
+        """A purchase converts the decisions awaiting it; a response is kept with its own."""
+        if user.schedule.outcome_due is None:
+            return  # nothing awaits an outcome
+        if event.type is EventType.PURCHASE:
+            attribution = self.attribution(user)
+            converted = attribution.purchased(event.ts, event.data.total)
+        elif event.type is EventType.OFFER_RESPONSE:
+            attribution = self.attribution(user)
+            attribution.responded(event.data.action_id, event.data.response)
+            converted = []
+        else:
+            return
+        self.store_attribution(user, attribution)
+        out += [outputs.outcome(o) for o in converted]
+
+    def expire_outcomes(self, user: UserState, now: int, out: list) -> None:
+        attribution = self.attribution(user)
+        expired = attribution.expire(now)
+        self.store_attribution(user, attribution)
+        out += [outputs.outcome(o) for o in expired]
+
+    def attribution(self, user: UserState) -> Attribution:
+        window = self.scoring.actions.attribution_window_ms
+        return Attribution.from_json(user.profile.user_id, window, user.awaiting)
+
+    @staticmethod
+    def store_attribution(user: UserState, attribution: Attribution) -> None:
+        user.awaiting = attribution.to_json()
+        user.schedule.outcome_due = attribution.next_deadline()
+
+    def purge(self, user: UserState) -> None:
+        """Consent to analytics is gone: decisions awaiting an outcome are not measured."""
+        self.purges.inc()
+        if user.awaiting:
+            for _ in json.loads(user.awaiting):
+                self.dropped_outcomes.inc()
+        user.reset()
