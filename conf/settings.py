@@ -317,8 +317,10 @@ class Profile(Strict):
     # returning user continues from it. After long_term_ttl_ms the user is forgotten entirely.
     ttl_ms: Annotated[int, Field(ge=60_000)] = 30 * 86_400_000
     long_term_ttl_ms: Annotated[int, Field(ge=60_000)] = 400 * 86_400_000
-    # 0: a profile update per event; otherwise at most one per user per interval (event time).
-    emit_interval_ms: Annotated[int, Field(ge=0)] = 0
+    # Scores go out on every update. Profile records go out on significant changes (a cart
+    # add, a checkout, a purchase, a session close, dormancy) and otherwise at most once per
+    # user per interval of event time, the latest state when it ends (0: one per update).
+    emit_interval_ms: Annotated[int, Field(ge=0)] = 60_000
     # Markov signature: Dirichlet prior strength spread evenly over the states, and how much
     # of the past counts is kept at each session close (1 = never forget).
     prior_strength: Annotated[float, Field(gt=0)] = 2.0

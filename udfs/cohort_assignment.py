@@ -19,6 +19,25 @@ class CohortState:
     model_version: int
     challenger: int | None = None  # the nearest other cohort, while it stays the nearest
     challenger_since: int | None = None
+    # What the last assessment saw: the profile's long-term changes (closed sessions and
+    # dormancies: the cohort features, its signature, change with nothing else) and the dense
+    # (DBSCAN) cohort it found.
+    assessed_changes: int | None = None
+    dense: int | None = None
+
+
+def due(
+    state: CohortState | None, model_version: int, long_term_changes: int, ts: int, dwell_ms: int
+) -> bool:
+    """Whether the cohorts must be assessed again: never assessed, a new model version, a new
+    signature, or a challenger whose dwell time is up. Otherwise an assessment would find what
+    the last one found (the cohort models see the signature only)."""
+    return (
+        state is None
+        or state.model_version != model_version
+        or state.assessed_changes != long_term_changes
+        or (state.challenger is not None and ts - state.challenger_since >= dwell_ms)
+    )
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ def pack(state: UserState) -> tuple:
                 cohort.model_version,
                 cohort.challenger,
                 cohort.challenger_since,
+                cohort.assessed_changes,
+                cohort.dense,
             )
             if cohort is not None
             else None

@@ -1,4 +1,4 @@
-"""When a user's profile is emitted and when its operator must be called back.
+"""When a user's profile record is emitted and when its operator must be called back.
 
 A user has at most one pending event-time timer: the earliest moment anything is due (a session
 close, expiry, a held-back emission, the end of an attribution window). Moving later needs no
@@ -13,13 +13,19 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class Schedule:
     wake_at: int | None = None  # the registered timer, if any
-    last_emit: int | None = None  # event time of the last emitted profile
-    emit_due: int | None = None  # a held-back update goes out at this time
+    last_emit: int | None = None  # event time of the last profile record
+    emit_due: int | None = None  # a held-back profile record goes out at this time
     outcome_due: int | None = None  # the earliest end of an action's attribution window
 
-    def should_emit(self, now: int, interval_ms: int) -> bool:
-        """Emit now, or hold back until last_emit + interval (at most one per interval)."""
-        if interval_ms == 0 or self.last_emit is None or now >= self.last_emit + interval_ms:
+    def should_emit(self, now: int, interval_ms: int, significant: bool = False) -> bool:
+        """Emit now (a `significant` change always is), or hold back until last_emit + interval
+        (at most one per interval otherwise)."""
+        if (
+            significant
+            or interval_ms == 0
+            or self.last_emit is None
+            or now >= self.last_emit + interval_ms
+        ):
             self.last_emit, self.emit_due = now, None
             return True
         if self.emit_due is None:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 # The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
 END_OF_EVENT_TIME = 2**63 - 1
+# Events whose profile record goes out at once, whatever profile.emit_interval_ms says.
+SIGNIFICANT = frozenset({EventType.ADD_TO_CART, EventType.CHECKOUT_START, EventType.PURCHASE})
 
 
 class Live(Protocol):
@@ -143,7 +145,7 @@ class UserPipeline:
         user.profile = user.profile or UserProfile.new(event.user_id, s)
         user.profile.apply(event, watermark, s)
         self.attribute(user, event, out)
-        self.emit(user, event.ts, out, event=event)
+        self.emit(user, event.ts, out, True, event.type in SIGNIFICANT, event)
         return out
 
     def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
@@ -192,8 +194,7 @@ class UserPipeline:
         if schedule.outcome_due is not None and schedule.outcome_due <= now:
             self.expire_outcomes(user, now, out)
         user.forget_seen(now - s.allowed_lateness_ms)
-        held_back = schedule.emit_due is not None and schedule.emit_due <= now
-        self.emit(user, now, out, bool(closed) or held_back, expiry_timer=expire)
+        self.emit(user, now, out, bool(closed), bool(closed), expiry_timer=expire)
         return expire and self.expire(user, now, out)
 
     def expire(self, user: UserState, now: int, out: list) -> bool:
@@ -205,7 +206,8 @@ class UserPipeline:
             self.dormancies.inc()
             profile.expire_short_term(now, s)
             out.append(outputs.profile(profile.snapshot(s, self.live.breakpoints)))
-            self.emit(user, now, out, changed=False)
+            user.schedule.last_emit, user.schedule.emit_due = now, None
+            self.emit(user, now, out, scores=False, significant=False)
         if profile.expires_at(s) <= now:
             self.expiries.inc()
             user.reset()
@@ -220,18 +222,25 @@ class UserPipeline:
         user: UserState,
         now: int,
         out: list,
-        changed: bool = True,
+        scores: bool,
+        significant: bool,
         event: Event | None = None,
         expiry_timer: bool = True,
     ) -> None:
-        """Emits the profile and its scores if it changed (unless held back by
-        emit_interval_ms), and moves the user's single timer to the earliest time it is needed
-        (among them the expiry, unless not `expiry_timer`)."""
+        """Scores the profile if asked to (every update that can change them), emits its record
+        if the change is `significant` or emit_interval_ms has passed since the last one (else
+        one goes out when it has), and moves the user's single timer to the earliest time it
+        is needed (among them the expiry, unless not `expiry_timer`)."""
         s, profile, schedule = self.s, user.profile, user.schedule
-        if changed and schedule.should_emit(now, s.emit_interval_ms):
+        record = (scores or schedule.emit_due is not None) and schedule.should_emit(
+            now, s.emit_interval_ms, significant
+        )
+        if scores or record:
             snapshot = profile.snapshot(s, self.live.breakpoints)
-            out.append(outputs.profile(snapshot))
-            self.score(user, snapshot, event, out)
+            if record:
+                out.append(outputs.profile(snapshot))
+            if scores:
+                self.score(user, snapshot, event, out)
         due = profile.timers(s)
         expiry = profile.expires_at(s)
         if not expiry_timer or expiry <= now:

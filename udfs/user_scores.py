@@ -42,6 +42,12 @@ class Scored:
     move: CohortMove | None
 
 
+def long_term_changes(snapshot: ProfileSnapshot) -> int:
+    """How many times the long-term layer changed: updates other than events (closed sessions,
+    dormancy)."""
+    return snapshot.columns["version"] - snapshot.columns["events"]
+
+
 def has_open_cart(snapshot: ProfileSnapshot) -> bool:
     """The current session has a cart and no purchase yet: when abandonment was learned, and
     when cart actions are eligible."""
@@ -77,16 +83,19 @@ def score_user(
     if models is not None:
         features = feature_map(snapshot)
         version = models.version
-        state, move = cohort_assignment.decide(
-            state,
-            models.cohort_distances(features),
-            ts,
-            version,
-            m.cohort_margin,
-            m.cohort_dwell_ms,
-        )
+        changes = long_term_changes(snapshot)
+        if cohort_assignment.due(state, version, changes, ts, m.cohort_dwell_ms):
+            state, move = cohort_assignment.decide(
+                state,
+                models.cohort_distances(features),
+                ts,
+                version,
+                m.cohort_margin,
+                m.cohort_dwell_ms,
+            )
+            state.assessed_changes, state.dense = changes, models.dense_cohort(features)
         cohort, cohort_name = state.cohort, models.cohort_names.get(state.cohort)
-        dense = models.dense_cohort(features)
+        dense = state.dense
         open_cart = has_open_cart(snapshot)
         targets = [t for t in models.targets if t != "abandonment" or open_cart]
         learned = {p.target: p for p in models.propensities(features, cohort, targets)}

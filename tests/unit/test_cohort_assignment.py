@@ -1,8 +1,8 @@
 """Online cohort assignment: hysteresis keeps a user on a border from flapping; a clear margin
 or a long enough dwell moves them; a new model version re-assigns at once."""
 
-from udfs.cohort_assignment import DWELL, FIRST, MARGIN, MODEL, decide
-from udfs.timeunits import HOUR_MS
+from udfs.cohort_assignment import DWELL, FIRST, MARGIN, MODEL, decide, due
+from udfs.timeunits import DAY_MS, HOUR_MS
 from udfs.timeunits import MINUTE_MS as MINUTE
 
 MARGIN_FRACTION = 0.15
@@ -69,3 +69,15 @@ def test_a_new_model_version_reassigns_without_waiting():
     assert (move.from_cohort, move.to_cohort, move.reason) == (0, 2, MODEL)
     assert (move.from_model_version, move.model_version) == (1, 2)
     assert state.model_version == 2
+
+
+def test_cohorts_are_assessed_again_only_when_what_they_see_changed_or_a_dwell_is_up():
+    state, _ = decide(None, [1.0, 5.0], T0, 1, MARGIN_FRACTION, DWELL_MS)
+    state.assessed_changes = 2
+    assert not due(state, 1, long_term_changes=2, ts=T0 + DAY_MS, dwell_ms=DWELL_MS)
+    assert due(None, 1, 2, T0, DWELL_MS)  # never assessed
+    assert due(state, 2, 2, T0, DWELL_MS)  # a new model version
+    assert due(state, 1, 3, T0, DWELL_MS)  # a session closed: a new signature
+    state.challenger, state.challenger_since = 1, T0
+    assert not due(state, 1, 2, T0 + DWELL_MS - 1, DWELL_MS)
+    assert due(state, 1, 2, T0 + DWELL_MS, DWELL_MS)  # the challenger may take the user now

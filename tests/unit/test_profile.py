@@ -146,7 +146,7 @@ def every_field_set() -> profile_state.UserState:
     return profile_state.UserState(
         profile,
         Schedule(wake_at=t + S.session_gap_ms, last_emit=t, emit_due=t + 5, outcome_due=t + 7),
-        CohortState(2, profile.first_ts, 1, challenger=3, challenger_since=profile.last_ts),
+        CohortState(2, profile.first_ts, 1, 3, profile.last_ts, assessed_changes=4, dense=1),
         ledger='[{"offer":1},1,{}]',
         awaiting='{"d1":1}',
         seen={"e-last": t},

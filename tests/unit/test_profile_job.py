@@ -10,7 +10,7 @@ from pyflink.common.types import RowKind
 from conf import settings as settings_module
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
-from tests.unit.profile_events import DAY, MINUTE, T0, page, purchase, view
+from tests.unit.profile_events import DAY, MINUTE, T0, cart, page, purchase, view
 from udfs import outputs, profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 from udfs.profile import PROFILE_COLUMNS
@@ -270,11 +270,17 @@ def test_a_timer_due_before_an_event_fires_first_though_the_watermark_lags():
     h.send(view(T0 + MINUTE))
     close_at = T0 + MINUTE + S.session_gap_ms
     # The watermark has not moved; the next event is later than the close by the bound.
-    out = h.send(page(close_at + S.out_of_orderness_ms, session="s2"))
+    new = page(close_at + S.out_of_orderness_ms, session="s2")
+    out = h.send(new)
     profiles = [o for o in out if not isinstance(o, tuple)]
     sessions = [row for tag, row in (o for o in out if isinstance(o, tuple))]
     assert [s.session_id for s in sessions] == ["s1"]
-    assert [(p.version, p.events, p.sessions) for p in profiles] == [(3, 2, 1), (4, 3, 1)]
+    # The close's record; the event's is held back (within emit_interval_ms), its scores not.
+    assert [(p.version, p.events, p.sessions) for p in profiles] == [(3, 2, 1)]
+    assert [(r.event_id, r.profile_version) for r in h.scored["scores"][-2:]] == [
+        (None, 3),
+        (new.event_id, 4),
+    ]
     assert close_at not in h.ctx.timers.registered
     assert h.advance(close_at) == [], "the timer it replaced does nothing"
 
@@ -376,6 +382,16 @@ def test_updates_are_held_back_to_one_per_interval_when_configured():
     assert h.send(view(T0 + 2 * MINUTE)) == []
     [late_update] = h.advance(T0 + 10 * MINUTE)
     assert (late_update.version, late_update.events) == (3, 3)
+
+
+def test_a_significant_event_emits_its_profile_record_at_once_within_the_interval():
+    h = Harness()
+    assert len(h.send(page(T0))) == 1
+    assert h.send(view(T0 + 1000)) == []  # held back: within emit_interval_ms
+    [record] = h.send(cart(T0 + 2000))
+    assert (record.version, record.events) == (3, 3)
+    assert h.user().schedule.emit_due is None  # the cart's record carried the view's update
+    assert [r.profile_version for r in h.scored["scores"]] == [1, 2, 3]  # scores: every one
 
 
 @pytest.mark.parametrize("kind", ["page", "view"])
