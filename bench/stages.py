@@ -28,7 +28,10 @@ from conf import settings as settings_module
 STAGES = {
     "parse": ["udfs.events:EventParser.parse"],
     "state (pickle)": ["pickle:dumps", "pickle:loads"],
-    "state (pack/unpack)": ["udfs.profile_state:pack", "udfs.profile_state:unpack"],
+    "state (pack/unpack)": [
+        "udfs.profile_state:StateCodec.pack",
+        "udfs.profile_state:StateCodec.unpack",
+    ],
     "update": [
         "udfs.profile:UserProfile.apply",
         "udfs.profile:UserProfile.close_sessions",

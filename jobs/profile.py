@@ -113,8 +113,9 @@ class BuildProfiles(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.pipeline = UserPipeline(self.settings, self.live, metrics.counter)
         self.user = runtime_context.get_state(state_descriptor("user"))
+        self.states = profile_state.StateCodec(self.settings.profile)
         # Where event ids were kept before they moved into the user's value: read once, then
-        # cleared (udfs.profile_state.unpack gives a value of that layout no ids).
+        # cleared (a value of that layout reads with no ids).
         self.old_seen = runtime_context.get_map_state(
             MapStateDescriptor("seen-event-ids", Types.STRING(), Types.LONG())
         )
@@ -143,8 +144,8 @@ class BuildProfiles(KeyedProcessFunction):
     def load(self) -> tuple[UserState, int | None]:
         """The user's state and the timer registered for it."""
         stored = self.user.value()
-        user = profile_state.unpack(stored, self.settings.profile)
-        if stored is not None and not profile_state.holds_seen_ids(stored):
+        user = self.states.unpack(stored)
+        if stored is not None and not self.states.holds_seen_ids(stored):
             user.seen = dict(self.old_seen.items())
             self.old_seen.clear()
         return user, user.schedule.wake_at
@@ -154,7 +155,7 @@ class BuildProfiles(KeyedProcessFunction):
         if user.profile is None:
             self.user.clear()  # purged or expired: nothing is kept
         else:
-            self.user.update(profile_state.pack(user))
+            self.user.update(self.states.pack(user))
         wanted = user.schedule.wake_at
         if wanted != registered:
             if registered is not None:

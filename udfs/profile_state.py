@@ -1,42 +1,25 @@
 """How a user's state is kept in Flink keyed state: one value per user (UserState: the profile,
-its timer bookkeeping, its cohort, its action ledger and the decisions awaiting an outcome) as
-one tuple of plain values (numbers, strings, lists, dicts). In thread mode PyFlink pickles every
-state value, whatever type it is declared with; a plain tuple pickles in C, small, where a Row
-pickles through Python code with its field names. `pack` and `unpack` are exact inverses; the
-unit tests round-trip them. A profile stored before the exact lifetime counters existed (33
-positions) is read with them at zero and awake."""
+its timer bookkeeping, its cohort, its action ledger, the decisions awaiting an outcome and the
+recent event ids), stored by a versioned codec derived from the dataclasses
+(udfs/state_codec.py): (schema version, plain tuples). In thread mode PyFlink pickles every
+state value, whatever type it is declared with; plain tuples pickle in C, small, where objects
+pickle through Python code with their field names.
+
+A value of an older schema version reads field by field by name; a value stored before the
+state had versions reads through udfs/state_legacy.py. Either is stored in the current form
+the next time the user is written."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from conf.settings import Profile as ProfileSettings
+from udfs import state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.history import RecentEvent, RecentEvents
 from udfs.profile import UserProfile
-from udfs.rfm import LifetimePurchases, RfmTracker
 from udfs.schedule import Schedule
-from udfs.sessions import OpenSession, Sessions
-from udfs.signature import Baseline, TransitionModel
-from udfs.trends import Trends
-
-# An open session's scalar fields, in their tuple order (its steps follow as three lists).
-SESSION_FIELDS = (
-    "session_id",
-    "start",
-    "end",
-    "events",
-    "page_views",
-    "product_views",
-    "searches",
-    "cart_adds",
-    "checkouts",
-    "purchases",
-    "revenue",
-    "dwell_ms",
-    "max_scroll",
-    "cart_value",
-)
+from udfs.state_codec import Codec, Custom
 
 
 @dataclass(slots=True)
@@ -72,203 +55,39 @@ class UserState:
             self.seen = {e: ts for e, ts in self.seen.items() if ts >= before_ts}
 
 
-def pack(state: UserState) -> tuple:
-    sc, cohort = state.schedule, state.cohort
-    return (
-        to_tuple(state.profile) if state.profile is not None else None,
-        (sc.wake_at, sc.last_emit, sc.emit_due, sc.outcome_due),
-        (
-            (
-                cohort.cohort,
-                cohort.since_ts,
-                cohort.model_version,
-                cohort.challenger,
-                cohort.challenger_since,
-                cohort.assessed_changes,
-                cohort.dense,
-            )
-            if cohort is not None
-            else None
-        ),
-        state.ledger,
-        state.awaiting,
-        state.seen,
-    )
+def custom_types(s: ProfileSettings | None) -> dict[type, Custom]:
+    """The recent events are stored as parallel lists (smaller than a tuple per event); their
+    capacity is configuration, not state."""
+    capacity = s.recent_events if s is not None else 0
+
+    def encode(recent: RecentEvents) -> tuple:
+        items = recent.items
+        return tuple([[r[i] for r in items] for i in range(len(RecentEvent._fields))])
+
+    def decode(value: tuple) -> RecentEvents:
+        return RecentEvents(capacity, [RecentEvent(*r) for r in zip(*value, strict=True)])
+
+    return {RecentEvents: Custom(encode, decode)}
 
 
-def holds_seen_ids(value: tuple) -> bool:
-    """Whether a stored value has the user's seen event ids (those stored before do not)."""
-    return len(value) > 5
+class StateCodec:
+    """Stores and reads UserState values."""
 
+    def __init__(self, s: ProfileSettings):
+        self.s = s
+        self.codec = Codec(UserState, custom_types(s))
 
-def unpack(value: tuple | None, s: ProfileSettings) -> UserState:
-    if value is None:
-        return UserState()
-    profile, schedule, cohort, ledger, awaiting, *seen = value
-    return UserState(
-        from_tuple(profile, s) if profile is not None else None,
-        Schedule(*schedule),
-        CohortState(*cohort) if cohort is not None else None,
-        ledger,
-        awaiting,
-        # Stored before the ids moved in (they were in a map state of their own): none.
-        seen[0] if seen else {},
-    )
+    def pack(self, user: UserState) -> tuple:
+        return self.codec.encode(user)
 
+    def unpack(self, value: tuple | None) -> UserState:
+        if value is None:
+            return UserState()
+        if isinstance(value[0], int):
+            return self.codec.decode(value)
+        return UserState(*state_legacy.unpack(value, self.s))
 
-def _tracker_tuple(t: RfmTracker) -> tuple:
-    return (t.last_ts, t.ref_ts, t.count, t.value)
-
-
-def _tracker(value: tuple) -> RfmTracker:
-    return RfmTracker(*value)
-
-
-def _session_tuple(s: OpenSession) -> tuple:
-    return (
-        *(getattr(s, name) for name in SESSION_FIELDS),
-        [t for t, _, _ in s.steps],
-        [o for _, o, _ in s.steps],
-        [x for _, _, x in s.steps],
-    )
-
-
-def _session(value: tuple) -> OpenSession:
-    *scalars, step_ts, step_order, step_state = value
-    steps = list(zip(step_ts, step_order, step_state, strict=True))
-    return OpenSession(*scalars, steps=steps)
-
-
-def to_tuple(p: UserProfile) -> tuple:
-    """The profile's fields in a fixed order; layer 1 (the recent events) as parallel lists."""
-    items = p.recent.items
-    t = p.trends
-    reach = [x for row in p.reach for x in row] if p.reach else []  # flattened rows
-    return (
-        p.user_id,
-        p.version,
-        p.first_ts,
-        p.last_ts,
-        p.events,
-        p.late_events,
-        [r.ts for r in items],
-        [r.order for r in items],
-        [r.state for r in items],
-        [r.category for r in items],
-        [r.amount for r in items],
-        t.ref_ts,
-        t.counts,
-        t.dwell_s,
-        t.scroll,
-        t.price_log_ratio,
-        t.discounts,
-        t.attention,
-        _tracker_tuple(p.purchases),
-        _tracker_tuple(p.engagement),
-        _tracker_tuple(p.session_starts),
-        _tracker_tuple(p.recent_starts),
-        _tracker_tuple(p.carts),
-        [_session_tuple(s) for s in p.sessions.open.values()],
-        p.sessions.closed,
-        p.sessions.last_closed_end,
-        p.sessions.last_closed_gap,
-        p.transitions.counts,
-        p.baseline.n,
-        p.baseline.mean,
-        p.baseline.var,
-        reach,
-        p.last_session_metrics or [],
-        (p.lifetime.count, p.lifetime.total, p.lifetime.first_ts, p.lifetime.last_ts),
-        p.dormant_since,
-    )
-
-
-# The positions a profile had before the lifetime counters and the dormant mark were added.
-BEFORE_LIFETIME = 33
-
-
-def from_tuple(value: tuple, s: ProfileSettings) -> UserProfile:
-    if len(value) == BEFORE_LIFETIME:
-        value = (*value, (0, 0.0, None, None), None)
-    (
-        user_id,
-        version,
-        first_ts,
-        last_ts,
-        events,
-        late_events,
-        recent_ts,
-        recent_order,
-        recent_state,
-        recent_category,
-        recent_amount,
-        trends_ref_ts,
-        counts,
-        dwell_s,
-        scroll,
-        price_log_ratio,
-        discounts,
-        attention,
-        purchases,
-        engagement,
-        session_starts,
-        recent_starts,
-        carts,
-        open_sessions,
-        closed_sessions,
-        last_closed_end,
-        last_closed_gap,
-        transitions,
-        baseline_n,
-        baseline_mean,
-        baseline_var,
-        reach,
-        last_session_metrics,
-        lifetime,
-        dormant_since,
-    ) = value
-    recent = RecentEvents(
-        s.recent_events,
-        [
-            RecentEvent(*fields)
-            for fields in zip(
-                recent_ts, recent_order, recent_state, recent_category, recent_amount, strict=True
-            )
-        ],
-    )
-    width = len(reach) // 12 if reach else 0
-    return UserProfile(
-        user_id=user_id,
-        recent=recent,
-        version=version,
-        first_ts=first_ts,
-        last_ts=last_ts,
-        events=events,
-        late_events=late_events,
-        trends=Trends(
-            trends_ref_ts,
-            list(counts),
-            list(dwell_s),
-            list(scroll),
-            list(price_log_ratio),
-            discounts,
-            dict(attention),
-        ),
-        purchases=_tracker(purchases),
-        engagement=_tracker(engagement),
-        session_starts=_tracker(session_starts),
-        recent_starts=_tracker(recent_starts),
-        carts=_tracker(carts),
-        sessions=Sessions(
-            {session[0]: _session(session) for session in open_sessions},
-            dict(closed_sessions),
-            last_closed_end,
-            last_closed_gap,
-        ),
-        transitions=TransitionModel(dict(transitions)),
-        baseline=Baseline(baseline_n, list(baseline_mean), list(baseline_var)),
-        reach=[list(reach[i : i + width]) for i in range(0, len(reach), width)] if reach else None,
-        last_session_metrics=list(last_session_metrics) or None,
-        lifetime=LifetimePurchases(*lifetime),
-        dormant_since=dormant_since,
-    )
+    @staticmethod
+    def holds_seen_ids(value: tuple) -> bool:
+        """Whether a stored value has the user's seen event ids: all but the oldest layouts."""
+        return isinstance(value[0], int) or state_legacy.holds_seen_ids(value)

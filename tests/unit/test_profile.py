@@ -1,6 +1,7 @@
 import math
 import pickle
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ from tests.unit.profile_events import (
     search,
     view,
 )
-from udfs import profile_state
+from udfs import profile_state, state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
 from udfs.profile import UserProfile
@@ -30,6 +31,7 @@ from udfs.schedule import Schedule
 from udfs.states import K
 
 S = settings_module.load("local").profile
+DATA = Path(__file__).resolve().parents[1] / "data"
 NEVER = -(2**62)  # a watermark before everything
 
 
@@ -156,12 +158,13 @@ def every_field_set() -> profile_state.UserState:
 def test_user_state_round_trips_through_a_pickle_with_every_field():
     user = every_field_set()
     assert fields_at_default(user) == [], "the fixture must set every field"
-    again = profile_state.unpack(pickle.loads(pickle.dumps(profile_state.pack(user))), S)
+    states = profile_state.StateCodec(S)
+    again = states.unpack(pickle.loads(pickle.dumps(states.pack(user))))
     assert differences(user, again) == []
 
 
 def test_a_user_with_nothing_kept_unpacks_empty():
-    assert profile_state.unpack(None, S) == profile_state.UserState()
+    assert profile_state.StateCodec(S).unpack(None) == profile_state.UserState()
 
 
 def test_archetypes_are_visibly_different_in_the_features():
@@ -190,12 +193,31 @@ def test_archetypes_are_visibly_different_in_the_features():
     )
 
 
+def stored_states() -> dict:
+    """One every_field_set() user as the job stored it before the state had schema versions
+    (`before_versions`) and in schema version 1 (`version_1`), written once by the code of
+    each."""
+    return pickle.loads((DATA / "user_states.pickle").read_bytes())
+
+
+def legacy_value() -> tuple:
+    return stored_states()["before_versions"]
+
+
+def test_states_stored_by_older_code_read_whole():
+    states = profile_state.StateCodec(S)
+    stored = stored_states()
+    first_version = states.unpack(stored["version_1"])
+    assert fields_at_default(first_version) == []
+    assert differences(first_version, states.unpack(stored["before_versions"])) == []
+
+
 def test_a_state_stored_before_the_lifetime_counters_reads_with_them_at_zero():
-    user = every_field_set()
-    old = profile_state.to_tuple(user.profile)[: profile_state.BEFORE_LIFETIME]
-    profile = profile_state.from_tuple(old, S)
-    assert (profile.lifetime, profile.dormant_since) == (LifetimePurchases(), None)
-    assert profile.transitions == user.profile.transitions
+    profile, *rest = legacy_value()
+    old = (profile[: state_legacy.BEFORE_LIFETIME], *rest)
+    again = profile_state.StateCodec(S).unpack(old).profile
+    assert (again.lifetime, again.dormant_since) == (LifetimePurchases(), None)
+    assert again.transitions.counts and again.baseline.n > 0
 
 
 def test_seen_event_ids_are_bounded_oldest_first_and_forgotten_past_the_horizon():
@@ -208,11 +230,11 @@ def test_seen_event_ids_are_bounded_oldest_first_and_forgotten_past_the_horizon(
 
 
 def test_a_state_stored_before_the_seen_ids_moved_in_reads_with_none():
-    user = every_field_set()
-    old = profile_state.pack(user)[:5]
-    assert not profile_state.holds_seen_ids(old)
-    assert profile_state.unpack(old, S).seen == {}
-    assert profile_state.holds_seen_ids(profile_state.pack(user))
+    states = profile_state.StateCodec(S)
+    old = legacy_value()[:5]
+    assert not states.holds_seen_ids(old) and states.unpack(old).seen == {}
+    assert states.holds_seen_ids(legacy_value())
+    assert states.holds_seen_ids(states.pack(every_field_set()))
 
 
 def test_the_standard_rfm_columns_take_the_dynamic_weights():

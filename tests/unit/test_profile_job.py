@@ -11,6 +11,7 @@ from conf import settings as settings_module
 from jobs import profile as job
 from jobs.live_models import ScoringSettings
 from tests.unit.profile_events import DAY, MINUTE, T0, cart, page, purchase, view
+from tests.unit.test_profile import legacy_value
 from udfs import outputs, profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 from udfs.profile import PROFILE_COLUMNS
@@ -161,7 +162,7 @@ class Harness:
 
     def user(self) -> profile_state.UserState:
         """What the keyed state holds for the user now."""
-        return profile_state.unpack(self.function.user.value(), self.function.settings.profile)
+        return self.function.states.unpack(self.function.user.value())
 
     def state_is_empty(self) -> bool:
         values = all(v.value() is None for v in self.runtime.values.values())
@@ -200,8 +201,7 @@ def test_event_ids_of_the_map_state_they_were_kept_in_before_are_moved_into_the_
     h = Harness()
     e = page(T0)
     h.send(e)
-    stored = h.function.user.value()
-    h.function.user.update(stored[:5])  # as stored before the ids moved in
+    h.function.user.update(legacy_value()[:5])  # as stored before the ids moved in
     old = h.runtime.maps.setdefault("seen-event-ids", FakeMapState())
     old.put(e.event_id, e.ts)
     assert h.send(e, offset=1) == []
