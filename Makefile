@@ -121,7 +121,7 @@ $(PEER_STAMP): bench/requirements-peer.txt
 bench-train: up ## time and peak memory of make train on archives of 250k and 1M generated events (ARGS="--events N ..."); writes bench/results/
 	$(PY) -m bench.training $(ARGS)
 
-bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer (ARGS="--users N --events N ..."); writes bench/results/
+bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer on two workloads, returning users and mostly new ones (ARGS="--users N --events N --workloads ..."); writes bench/results/
 	$(PY) -m bench.run $(ARGS)
 
 bench-stages: $(REGISTRY) ## per-stage cost of the profile job's Python work per event, without Flink (ARGS="--measured N ..."); writes bench/results/

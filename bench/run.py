@@ -33,7 +33,7 @@ from kafka.admin import NewTopic
 
 from bench.in_memory import InMemoryPipeline
 from bench.measure import Run, checkpoints, run_measured, task_managers
-from bench.workload import publish_workload, read_workload, workload_file
+from bench.workload import WORKLOADS, publish_workload, read_workload, workload_file
 from conf import settings as settings_module
 from conf import stack
 from conf.settings import OUTPUT_TOPICS, Settings, redact_secrets
@@ -321,12 +321,27 @@ def main(argv: list[str] | None = None) -> int:
         help="slot counts of the scaling runs on a standalone cluster (process mode); '': none",
     )
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="per contender")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma list of workloads, each run in full: default (returning users), new-users"
+        " (most users with 1-3 events); the scaling run is on the first",
+    )
     args = parser.parse_args(argv)
-    skip = {s for s in args.skip.split(",") if s}
-
+    kinds = [k for k in args.workloads.split(",") if k]
+    if unknown := set(kinds) - set(WORKLOADS):
+        raise SystemExit(f"unknown workloads {sorted(unknown)}: choose from {WORKLOADS}")
     base = settings_module.load_or_exit()
     stack.up(base)
-    tag = time.strftime("%Y%m%d-%H%M%S")
+    started = time.strftime("%Y%m%d-%H%M%S")
+    for i, kind in enumerate(kinds):
+        run_workload(base, args, kind, f"{started}-{kind}", scaling=i == 0)
+    return 0
+
+
+def run_workload(base: Settings, args, kind: str, tag: str, scaling: bool) -> None:
+    """Every contender over one workload; results in bench/results/<tag>.json and .png."""
+    skip = {s for s in args.skip.split(",") if s}
     config = bench_settings(base, tag)
     work_dir = Path(base.local.state_dir).resolve() / "bench" / tag
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     admin.create_topics([NewTopic(name, scores.partitions, 1) for name in peer_outputs])
     admin.close()
 
-    records = read_workload(workload_file(base, args.users, args.events, args.seed))
+    say(f"workload {kind}")
+    records = read_workload(workload_file(base, args.users, args.events, args.seed, kind))
     say(
         f"ceiling: the per-event logic alone over {min(args.ceiling_events, len(records)):,} events"
     )
@@ -348,7 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     if result["uncommitted_changes"]:
         say("the working tree has uncommitted changes: this run's commit does not reproduce it")
     result |= {
-        "workload": {"users": args.users, "events": len(records), "seed": args.seed},
+        "workload": {
+            "kind": kind,
+            "users": len({key for key, _ in records}),
+            "events": len(records),
+            "seed": args.seed,
+        },
         "ceiling": ceiling(config, records[: args.ceiling_events]),
         "contenders": {},
         "ratios": {},
@@ -386,12 +407,13 @@ def main(argv: list[str] | None = None) -> int:
         result["contenders"][name] = run.summary()
         if name == "flink":
             cp = checkpoints(flink_log())
-            cp["state_bytes_per_user"] = round(cp.get("size_bytes_max", 0) / args.users)
+            users = result["workload"]["users"]
+            cp["state_bytes_per_user"] = round(cp.get("size_bytes_max", 0) / users)
             result["contenders"][name]["checkpoints"] = cp
         peak_mb = run.peak_rss_bytes / 2**20
         say(f"{name}: {run.sustained_rate():,.0f} events/s, peak {peak_mb:,.0f} MB")
 
-    slot_counts = [int(n) for n in args.cluster_slots.split(",") if n]
+    slot_counts = [int(n) for n in args.cluster_slots.split(",") if n] if scaling else []
     if slot_counts and stack.cluster_answers(base):
         say("scaling runs skipped: a Flink cluster already runs here (`make cluster-down` first)")
         slot_counts = []
@@ -441,7 +463,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in ratios.items():
         say(f"{name}: {value}")
     say(f"results: {json_path} and {json_path.with_suffix('.png')}")
-    return 0
 
 
 if __name__ == "__main__":

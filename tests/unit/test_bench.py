@@ -7,6 +7,7 @@ import json
 
 from bench.in_memory import InMemoryPipeline, kafka_records
 from bench.measure import Run, checkpoints
+from bench.workload import first_events_only
 from jobs.live_models import scoring_settings
 from tests.conftest import TEST_NOW_MS
 from udfs import outputs
@@ -112,3 +113,17 @@ def test_a_result_records_its_commit_machine_arguments_and_whole_config(settings
     assert "Pa55-word" not in json.dumps(record)
     again = Settings.model_validate(record["config"])
     assert again.model_dump(exclude={"postgres"}) == config.model_dump(exclude={"postgres"})
+
+
+def test_the_new_users_workload_keeps_each_users_first_few_events_in_order(small_history):
+    events = small_history.events
+    kept = first_events_only(events, seed=3)
+    assert kept == first_events_only(events, seed=3)  # the same workload every run
+    by_user: dict[str, list[dict]] = {}
+    for e in kept:
+        by_user.setdefault(e["user_id"], []).append(e)
+    for user, theirs in by_user.items():
+        all_theirs = [e for e in events if e["user_id"] == user]
+        assert theirs == all_theirs[: len(theirs)]
+        assert len(theirs) in (1, 2, 3, 20) or theirs == all_theirs
+    assert sum(len(t) <= 3 for t in by_user.values()) > 0.8 * len(by_user)
