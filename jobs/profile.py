@@ -284,31 +284,29 @@ class ProductionSinks:
     def write(self, streams: ProfileOutputs) -> None:
         t, config = self.t_env, self.config
         statements = t.create_statement_set()
-        events = sinks.postgres_table(t, config, "events_archive", "events_archive_sink", "events")
+        events = sinks.postgres_table(t, config, "events_archive", outputs.ARCHIVE)
         statements.add_insert(events, t.from_data_stream(streams.archive))
         letters = sinks.kafka_bytes_table(
             t, config, "dead_letters", config.kafka.topics.events_dlq, "profile-dlq"
         )
         statements.add_insert(letters, t.from_data_stream(streams.dead_letters))
-        sessions = sinks.postgres_table(
-            t, config, "user_sessions_out", "user_sessions_sink", "user_sessions"
-        )
+        sessions = sinks.postgres_table(t, config, "user_sessions_out", outputs.SESSIONS)
         statements.add_insert(sessions, t.from_data_stream(streams.sessions))
         topics = config.kafka.topics
-        for stream, output, topic, pg_table in (
-            (streams.profiles, outputs.PROFILES, topics.profiles, "user_profiles"),
-            (streams.scores, outputs.SCORES, topics.scores, "user_scores"),
-            (streams.cohort_moves, outputs.COHORT_MOVES, topics.cohort_moves, "cohort_moves"),
-            (streams.leads, outputs.LEADS, topics.lead_scores, "leads"),
-            (streams.actions, outputs.ACTIONS, topics.actions, "actions"),
-            (streams.outcomes, outputs.OUTCOMES, topics.action_outcomes, "action_outcomes"),
+        for stream, output, topic in (
+            (streams.profiles, outputs.PROFILES, topics.profiles),
+            (streams.scores, outputs.SCORES, topics.scores),
+            (streams.cohort_moves, outputs.COHORT_MOVES, topics.cohort_moves),
+            (streams.leads, outputs.LEADS, topics.lead_scores),
+            (streams.actions, outputs.ACTIONS, topics.actions),
+            (streams.outcomes, outputs.OUTCOMES, topics.action_outcomes),
         ):
             table = output_table(t, stream, FLINK_OUTPUTS[output])
             kafka_table = sinks.user_records_table(
-                t, config, f"{pg_table}_topic", topic, f"profile-{topic.name}", output.deletable
+                t, config, f"{output.table}_topic", topic, f"profile-{topic.name}", output.deletable
             )
             statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
-            pg = sinks.postgres_table(t, config, f"{pg_table}_out", f"{pg_table}_sink", pg_table)
+            pg = sinks.postgres_table(t, config, f"{output.table}_out", output)
             statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
         statements.attach_as_datastream()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pyflink.table import StreamTableEnvironment
 
 from conf.settings import Settings, Topic
-from sql import flink_statement, with_options
+from sql import flink_statement, flink_table, with_options
+from udfs import outputs
 
 
 def kafka_options(config: Settings, topic: Topic, writer: str) -> dict[str, str]:
@@ -60,16 +61,18 @@ def user_records_table(
 
 
 def postgres_table(
-    t_env: StreamTableEnvironment, config: Settings, table: str, ddl: str, pg_table: str
+    t_env: StreamTableEnvironment, config: Settings, table: str, output: outputs.Output
 ) -> str:
-    """Registers `table` from `sql/flink/<ddl>.sql` writing to PostgreSQL `pg_table`."""
+    """Registers `table`, writing `output` to its PostgreSQL table (upserts by its key); the
+    DDL comes from the output's declaration."""
     options = {
         "connector": "jdbc",
-        "table-name": pg_table,
+        "table-name": output.table,
         **config.postgres.jdbc_options(),
         "sink.buffer-flush.max-rows": "2000",
         "sink.buffer-flush.interval": "1s",
         "sink.max-retries": "5",
     }
-    t_env.execute_sql(flink_statement(ddl, table=table, options=with_options(options)))
+    columns = [(name, outputs.FLINK_SQL_TYPES[t]) for name, t in output.columns]
+    t_env.execute_sql(flink_table(table, columns, output.key, with_options(options)))
     return table

@@ -17,3 +17,12 @@ def with_options(options: dict[str, str]) -> str:
     return ",\n  ".join(
         f"'{key}' = '{str(value).replace(chr(39), chr(39) * 2)}'" for key, value in options.items()
     )
+
+
+def flink_table(table: str, columns: list[tuple[str, str]], key: tuple[str, ...], options: str):
+    """A temporary table of `columns` (name, Flink SQL type) with primary key `key`."""
+    lines = [f"  `{name}` {sql_type}" for name, sql_type in columns]
+    if key:
+        lines.append(f"  PRIMARY KEY ({', '.join(f'`{k}`' for k in key)}) NOT ENFORCED")
+    body = ",\n".join(lines)
+    return f"CREATE TEMPORARY TABLE {table} (\n{body}\n) WITH (\n  {options}\n)"

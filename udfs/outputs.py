@@ -41,14 +41,22 @@ def compact(value) -> str:
 
 class Output:
     """One kind of record. `kafka`: it has a Kafka value (JSON of its columns, the `json` ones
-    spliced in as they are); `deletable`: a purge deletes its rows (a changelog keyed by its
-    first column, user_id: upserts, and deletes that become PostgreSQL deletes and Kafka
+    spliced in as they are); `table` and `key`: the PostgreSQL table it is upserted into, by
+    those columns (None: Kafka only); `deletable`: a purge deletes its rows (a changelog keyed
+    by its first column, user_id: upserts, and deletes that become PostgreSQL deletes and Kafka
     tombstones)."""
 
     def __init__(
-        self, name: str, columns: list[tuple[str, str]], kafka: bool, deletable: bool = False
+        self,
+        name: str,
+        columns: list[tuple[str, str]],
+        kafka: bool,
+        table: str | None,
+        key: tuple[str, ...] = (),
+        deletable: bool = False,
     ):
         self.name, self.columns, self.kafka, self.deletable = name, columns, kafka, deletable
+        self.table, self.key = table, key
         self.names = [n for n, _ in columns]
         if deletable and self.names[0] != "user_id":
             raise ValueError("a deletable output is keyed by its first column, user_id")
@@ -95,13 +103,19 @@ ARCHIVE = Output(
         ("source_offset", "bigint"),
     ],
     kafka=False,
+    table="events",
+    key=("event_id",),
 )
 # Kafka `events.dlq`: the key is the record's source coordinates, the value the letter's JSON.
-DEAD_LETTERS = Output("dead_letters", [("key", "bytes"), ("value", "bytes")], kafka=False)
+DEAD_LETTERS = Output(
+    "dead_letters", [("key", "bytes"), ("value", "bytes")], kafka=False, table=None
+)
 PROFILES = Output(
     "profiles",
     [*((n, PROFILE_TYPES.get(n, "double")) for n in PROFILE_COLUMNS), ("details", "json")],
     kafka=True,
+    table="user_profiles",
+    key=("user_id",),
     deletable=True,
 )
 SESSIONS = Output(
@@ -119,6 +133,8 @@ SESSIONS = Output(
         ("abandoned", "boolean"),
     ],
     kafka=False,
+    table="user_sessions",
+    key=("user_id", "session_id"),
 )
 SCORES = Output(
     "scores",
@@ -138,6 +154,8 @@ SCORES = Output(
         ("ranked", "json"),
     ],
     kafka=True,
+    table="user_scores",
+    key=("user_id",),
     deletable=True,
 )
 COHORT_MOVES = Output(
@@ -154,6 +172,8 @@ COHORT_MOVES = Output(
         ("model_version", "int"),
     ],
     kafka=True,
+    table="cohort_moves",
+    key=("move_id",),
 )
 LEADS = Output(
     "leads",
@@ -171,6 +191,8 @@ LEADS = Output(
         ("modifiers", "text"),
     ],
     kafka=True,
+    table="leads",
+    key=("user_id",),
     deletable=True,
 )
 ACTIONS = Output(
@@ -192,6 +214,8 @@ ACTIONS = Output(
         ("scores", "json"),
     ],
     kafka=True,
+    table="actions",
+    key=("decision_id",),
 )
 OUTCOMES = Output(
     "outcomes",
@@ -209,8 +233,28 @@ OUTCOMES = Output(
         ("response", "text"),
     ],
     kafka=True,
+    table="action_outcomes",
+    key=("decision_id",),
 )
 ALL = (ARCHIVE, DEAD_LETTERS, PROFILES, SESSIONS, SCORES, COHORT_MOVES, LEADS, ACTIONS, OUTCOMES)
+# Column types in Flink SQL and in PostgreSQL (the migrations must agree: a test checks).
+FLINK_SQL_TYPES = {
+    "text": "STRING",
+    "json": "STRING",
+    "bigint": "BIGINT",
+    "int": "INT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "bytes": "BYTES",
+}
+POSTGRES_TYPES = {
+    "text": "text",
+    "json": "jsonb",
+    "bigint": "bigint",
+    "int": "integer",
+    "double": "double precision",
+    "boolean": "boolean",
+}
 
 
 # ------------------------------------------------------------------ records
