@@ -409,6 +409,9 @@ class Leads(Strict):
 
     monetary_weight: Annotated[float, Field(ge=0, le=1)] = 0.6
     competitor_brands: tuple[str, ...] = ("globex", "umbrella")
+    # A user's lead record goes out when the score moved by at least this much since their
+    # last one, or their cohort or modifiers changed (0: on every update).
+    min_change: Annotated[float, Field(ge=0, le=1)] = 0.01
 
 
 class Actions(Strict):

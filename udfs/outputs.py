@@ -21,7 +21,7 @@ from udfs.cohort_assignment import CohortMove
 from udfs.events import DeadLetter, Event, SourceRef
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot
 from udfs.sessions import SessionSummary
-from udfs.user_scores import Scored
+from udfs.user_scores import Scored, UserScores
 
 # Compact JSON, as json.dumps(separators=(",", ":")) writes it, in a fraction of the time:
 # encoding the outputs was a fifth of the per-event work. NaN and infinities become null.
@@ -290,9 +290,9 @@ def session(s: SessionSummary) -> Emitted:
 
 
 def scores(scored: Scored, version: int, names: dict[int, dict[int, str]]) -> list[Emitted]:
-    """The scores, lead score and cohort move (if any) of profile update `version`; `names`:
-    cohort names by model version, then cohort."""
-    sc, lead = scored.scores, scored.scores.lead
+    """The scores and cohort move (if any) of profile update `version`; `names`: cohort names
+    by model version, then cohort."""
+    sc = scored.scores
     learned = {t: p.p for t, p in sc.learned.items()}
     out = [
         SCORES.record(
@@ -309,24 +309,29 @@ def scores(scored: Scored, version: int, names: dict[int, dict[int, str]]) -> li
             learned.get("purchase"),
             sc.ranked[0]["score"],
             compact(sc.ranked),
-        ),
-        LEADS.record(
-            sc.user_id,
-            sc.ts,
-            version,
-            sc.model_version,
-            sc.cohort_name,
-            lead.intent,
-            lead.capacity,
-            lead.score,
-            lead.base_intent,
-            lead.base_capacity,
-            ",".join(str(i) for i in lead.modifiers),
-        ),
+        )
     ]
     if scored.move is not None:
         out.append(cohort_move(sc.user_id, scored.move, names))
     return out
+
+
+def lead(sc: UserScores, version: int) -> Emitted:
+    """The lead score of profile update `version`."""
+    lead = sc.lead
+    return LEADS.record(
+        sc.user_id,
+        sc.ts,
+        version,
+        sc.model_version,
+        sc.cohort_name,
+        lead.intent,
+        lead.capacity,
+        lead.score,
+        lead.base_intent,
+        lead.base_capacity,
+        ",".join(str(i) for i in lead.modifiers),
+    )
 
 
 def cohort_move(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Emitted:

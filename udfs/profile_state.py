@@ -35,11 +35,13 @@ class UserState:
     # Event ids seen within the allowed lateness, with their event time: a copy of one is a
     # duplicate. Kept in the one state value (a separate map state cost two JVM calls an event).
     seen: dict[str, int] = field(default_factory=dict)
+    # The last lead record emitted: (score, cohort name, modifier ids).
+    last_lead: tuple | None = None
 
     def reset(self) -> None:
         """Forgets everything (a purge or expiry)."""
         self.profile, self.schedule, self.cohort = None, Schedule(), None
-        self.ledger = self.awaiting = None
+        self.ledger = self.awaiting = self.last_lead = None
         self.seen = {}
 
     def remember(self, event_id: str, ts: int, limit: int) -> None:

@@ -78,6 +78,14 @@ class PipelineSettings:
     scoring: ScoringSettings  # the models, lead scores and actions, and where they are kept
 
 
+def lead_moved(last: tuple | None, current: tuple, min_change: float) -> bool:
+    """Whether a lead record goes out: the first, a score moved by at least `min_change`, or
+    another cohort or other modifiers ((score, cohort name, modifier ids) each)."""
+    if last is None or min_change == 0 or last[1:] != current[1:]:
+        return True
+    return abs(current[0] - last[0]) >= min_change
+
+
 class UserPipeline:
     def __init__(
         self,
@@ -265,7 +273,13 @@ class UserPipeline:
         )
         if scored.cohort_state is not None:
             user.cohort = scored.cohort_state
-        out += outputs.scores(scored, snapshot.columns["version"], live.cohort_names)
+        version = snapshot.columns["version"]
+        out += outputs.scores(scored, version, live.cohort_names)
+        lead = scored.scores.lead
+        current = (lead.score, scored.scores.cohort_name, lead.modifiers)
+        if lead_moved(user.last_lead, current, sc.leads.min_change):
+            user.last_lead = current
+            out.append(outputs.lead(scored.scores, version))
         if live.policy is not None:
             self.decide(user, scored.scores, snapshot, out)
 

@@ -152,6 +152,7 @@ def every_field_set() -> profile_state.UserState:
         ledger='[{"offer":1},1,{}]',
         awaiting='{"d1":1}',
         seen={"e-last": t},
+        last_lead=(0.25, "Cohort", (1, 2)),
     )
 
 
@@ -208,7 +209,7 @@ def test_states_stored_by_older_code_read_whole():
     states = profile_state.StateCodec(S)
     stored = stored_states()
     first_version = states.unpack(stored["version_1"])
-    assert fields_at_default(first_version) == []
+    assert fields_at_default(first_version) == [".last_lead"]  # new since: its default
     assert differences(first_version, states.unpack(stored["before_versions"])) == []
 
 

@@ -1,6 +1,7 @@
 """The profile job's keyed function over in-memory stand-ins for Flink's state and timers: what
 it keeps for a user, and that a purge or expiry leaves nothing behind (no JVM needed)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from tests.unit.test_profile import legacy_value
 from udfs import outputs, profile_state
 from udfs.events import ENVELOPE_FIELDS, ConsentUpdate, Event, EventType, event_to_dict
 from udfs.profile import PROFILE_COLUMNS
-from udfs.user_pipeline import PipelineSettings
+from udfs.user_pipeline import PipelineSettings, lead_moved
 
 CONFIG = settings_module.load("local")
 S = CONFIG.profile
@@ -382,6 +383,28 @@ def test_updates_are_held_back_to_one_per_interval_when_configured():
     assert h.send(view(T0 + 2 * MINUTE)) == []
     [late_update] = h.advance(T0 + 10 * MINUTE)
     assert (late_update.version, late_update.events) == (3, 3)
+
+
+@pytest.mark.parametrize(("min_change", "leads"), [(0.0, 3), (1.0, 1)])
+def test_lead_records_go_out_when_the_score_moves_by_the_configured_step(min_change, leads):
+    scoring = dataclasses.replace(
+        NO_MODELS, leads=NO_MODELS.leads.model_copy(update={"min_change": min_change})
+    )
+    h = Harness(scoring=scoring)
+    for i, make in enumerate([page, view, view]):
+        h.send(make(T0 + i * MINUTE))
+    assert len(h.scored["scores"]) == 3  # scores on every update
+    assert len(h.scored["leads"]) == leads
+    assert h.user().last_lead[0] == h.scored["leads"][-1].score
+
+
+def test_lead_moved_compares_score_cohort_and_modifiers():
+    last = (0.50, "Browsers", ())
+    assert lead_moved(None, last, 0.01)
+    assert not lead_moved(last, (0.505, "Browsers", ()), 0.01)
+    assert lead_moved(last, (0.51, "Browsers", ()), 0.01)
+    assert lead_moved(last, (0.50, "Buyers", ()), 0.01)
+    assert lead_moved(last, (0.50, "Browsers", (3,)), 0.01)
 
 
 def test_a_significant_event_emits_its_profile_record_at_once_within_the_interval():
