@@ -1,7 +1,7 @@
 """When a user's profile record is emitted and when its operator must be called back.
 
 A user has at most one pending event-time timer: the earliest moment anything is due (a session
-close, expiry, a held-back emission, the end of an attribution window). Moving later needs no
+close, expiry, the end of an attribution window). Moving later needs no
 timer call: the early timer fires, finds little to do and the next one is set then. That keeps
 timer calls off the per-event path and makes clean-up a single delete."""
 
@@ -14,28 +14,27 @@ from dataclasses import dataclass
 class Schedule:
     wake_at: int | None = None  # the registered timer, if any
     last_emit: int | None = None  # event time of the last profile record
-    emit_due: int | None = None  # a held-back profile record goes out at this time
     outcome_due: int | None = None  # the earliest end of an action's attribution window
 
     def should_emit(self, now: int, interval_ms: int, significant: bool = False) -> bool:
-        """Emit now (a `significant` change always is), or hold back until last_emit + interval
-        (at most one per interval otherwise)."""
+        """Emit now (a `significant` change always is), or hold back until an update at
+        last_emit + interval or later. Held back is coalesced, not lost: a later update, at the
+        latest the session's close (significant), carries it. No timer waits for it: a record
+        sent when a watermark passed would depend on when other users' events moved it."""
         if (
             significant
             or interval_ms == 0
             or self.last_emit is None
             or now >= self.last_emit + interval_ms
         ):
-            self.last_emit, self.emit_due = now, None
+            self.last_emit = now
             return True
-        if self.emit_due is None:
-            self.emit_due = self.last_emit + interval_ms
         return False
 
     def reschedule(self, wanted: set[int]) -> tuple[int | None, int | None]:
         """(timer to delete, timer to register) so that the single timer is no later than the
         earliest wanted time; (None, None) when the current one already is."""
-        wanted = wanted | {t for t in (self.emit_due, self.outcome_due) if t is not None}
+        wanted = wanted | ({self.outcome_due} if self.outcome_due is not None else set())
         earliest = min(wanted, default=None)
         if earliest is None or (self.wake_at is not None and self.wake_at <= earliest):
             return None, None

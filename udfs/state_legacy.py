@@ -2,7 +2,8 @@
 one tuple of plain values in a fixed order (udfs.profile_state reads these, then stores the
 user in the versioned form). Its layouts over time: a profile of 33 positions (before the
 exact lifetime counters and the dormant mark) or 35; a cohort of 5 positions (before the
-assessment record) or 7; the user's value of 5 positions (before the seen event ids moved in,
+assessment record) or 7; a schedule of 4 (with a held-back emission time, no longer kept);
+the user's value of 5 positions (before the seen event ids moved in,
 which were then in a map state of their own) or 6."""
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def unpack(value: tuple, s: ProfileSettings):
     profile, schedule, cohort, ledger, awaiting, *seen = value
     return (
         from_tuple(profile, s) if profile is not None else None,
-        Schedule(*schedule),
+        Schedule(schedule[0], schedule[1], schedule[3]),  # wake_at, last_emit, outcome_due
         CohortState(*cohort) if cohort is not None else None,
         ledger,
         awaiting,

@@ -8,8 +8,7 @@ code with state in a dict.
     on_event(state, event, watermark)           de-duplication, what is due before the event,
                                                 expiry, consent purge, the profile update,
                                                 attribution, emission: profile, scores, decision
-    on_timer(state, time, end_of_input)         session closes, held-back emission, outcome
-                                                windows, expiry
+    on_timer(state, time, end_of_input)         session closes, outcome windows, expiry
 
 Event time only: `watermark` is the caller's, and the end of the input is told, not guessed.
 """
@@ -193,7 +192,7 @@ class UserPipeline:
         return False
 
     def catch_up(self, user: UserState, now: int, out: list, expire: bool = True) -> bool:
-        """Everything due by event time `now`: session closes, a held-back update, expiry
+        """Everything due by event time `now`: session closes, outcome windows, expiry
         (unless not to `expire`, when no expiry timer is set either). Returns whether the whole
         profile expired (the user's state is then cleared)."""
         s, profile, schedule = self.s, user.profile, user.schedule
@@ -214,7 +213,7 @@ class UserPipeline:
             self.dormancies.inc()
             profile.expire_short_term(now, s)
             out.append(outputs.profile(profile.snapshot(s, self.live.breakpoints)))
-            user.schedule.last_emit, user.schedule.emit_due = now, None
+            user.schedule.last_emit = now
             self.emit(user, now, out, scores=False, significant=False)
         if profile.expires_at(s) <= now:
             self.expiries.inc()
@@ -235,20 +234,16 @@ class UserPipeline:
         event: Event | None = None,
         expiry_timer: bool = True,
     ) -> None:
-        """Scores the profile if asked to (every update that can change them), emits its record
-        if the change is `significant` or emit_interval_ms has passed since the last one (else
-        one goes out when it has), and moves the user's single timer to the earliest time it
-        is needed (among them the expiry, unless not `expiry_timer`)."""
+        """Scores the profile if asked to (every update that can change them) and emits its
+        record if the change is `significant` or emit_interval_ms has passed since the last one
+        (Schedule.should_emit), and moves the user's single timer to the earliest time it is
+        needed (among them the expiry, unless not `expiry_timer`)."""
         s, profile, schedule = self.s, user.profile, user.schedule
-        record = (scores or schedule.emit_due is not None) and schedule.should_emit(
-            now, s.emit_interval_ms, significant
-        )
-        if scores or record:
+        if scores:
             snapshot = profile.snapshot(s, self.live.breakpoints)
-            if record:
+            if schedule.should_emit(now, s.emit_interval_ms, significant):
                 out.append(outputs.profile(snapshot))
-            if scores:
-                self.score(user, snapshot, event, out)
+            self.score(user, snapshot, event, out)
         due = profile.timers(s)
         expiry = profile.expires_at(s)
         if not expiry_timer or expiry <= now:

@@ -147,7 +147,7 @@ def every_field_set() -> profile_state.UserState:
     profile.dormant_since = t - DAY  # inconsistent with the events, but a value to keep
     return profile_state.UserState(
         profile,
-        Schedule(wake_at=t + S.session_gap_ms, last_emit=t, emit_due=t + 5, outcome_due=t + 7),
+        Schedule(wake_at=t + S.session_gap_ms, last_emit=t, outcome_due=t + 7),
         CohortState(2, profile.first_ts, 1, 3, profile.last_ts, assessed_changes=4, dense=1),
         ledger='[{"offer":1},1,{}]',
         awaiting='{"d1":1}',

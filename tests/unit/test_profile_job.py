@@ -376,13 +376,14 @@ def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion
     assert h.advance(2**62) == []  # nothing left to fire or emit
 
 
-def test_updates_are_held_back_to_one_per_interval_when_configured():
+def test_updates_are_held_back_to_one_per_interval_and_the_session_close_carries_them():
     h = Harness(S.model_copy(update={"emit_interval_ms": 10 * MINUTE}))
     assert len(h.send(page(T0))) == 1
     assert h.send(view(T0 + MINUTE)) == []
     assert h.send(view(T0 + 2 * MINUTE)) == []
-    [late_update] = h.advance(T0 + 10 * MINUTE)
-    assert (late_update.version, late_update.events) == (3, 3)
+    assert h.advance(T0 + 10 * MINUTE) == []  # no timer waits for a held-back record
+    [closed] = profile_rows(h.advance(T0 + 2 * MINUTE + S.session_gap_ms))
+    assert (closed.version, closed.events, closed.sessions) == (4, 3, 1)
 
 
 @pytest.mark.parametrize(("min_change", "leads"), [(0.0, 3), (1.0, 1)])
@@ -413,7 +414,6 @@ def test_a_significant_event_emits_its_profile_record_at_once_within_the_interva
     assert h.send(view(T0 + 1000)) == []  # held back: within emit_interval_ms
     [record] = h.send(cart(T0 + 2000))
     assert (record.version, record.events) == (3, 3)
-    assert h.user().schedule.emit_due is None  # the cart's record carried the view's update
     assert [r.profile_version for r in h.scored["scores"]] == [1, 2, 3]  # scores: every one
 
 
