@@ -98,7 +98,7 @@ def feature_map(snapshot: ProfileSnapshot) -> dict[str, float]:
     z = d["deviation_z"]
     for metric, name in zip(BASELINE_METRICS, DEVIATION_FEATURES, strict=True):
         values[name] = z.get(metric, 0.0)
-    current = d["recent"][-1]["state"] if d["recent"] else None
+    current = d["current_state"]
     for name in CURRENT_FEATURES:
         values[name] = 1.0 if name == f"now_{current}" else 0.0
     for name in SESSION_FEATURES:

@@ -286,10 +286,12 @@ class UserProfile:
         return feature_maths.session_recency(self.sessions.return_gap(), s)
 
     def snapshot(
-        self, s: ProfileSettings, breakpoints: RfmBreakpoints | None = None
+        self, s: ProfileSettings, breakpoints: RfmBreakpoints | None = None, full: bool = True
     ) -> ProfileSnapshot:
         """The profile as of its last event. `breakpoints` (registered by `make train`) give the
-        standard R, F and M quintile scores; without them those columns are empty."""
+        standard R, F and M quintile scores; without them those columns are empty. Unless
+        `full`, the details only the profile record shows (segment, RFM weights, category
+        shares, bigrams, the recent events) are left out: scoring does not read them."""
         now = self.last_ts or 0
         f = feature_maths.compute(
             self.trends, self.purchases, self.engagement, self.session_recency(s), now, s
@@ -324,27 +326,37 @@ class UserProfile:
         }
         dwell_mean, dwell_std = mean_and_std(self.trends.dwell_s)
         scroll_mean, scroll_std = mean_and_std(self.trends.scroll)
+        latest = self.recent.latest()
         details = {
             "propensities": [{"action": name, "p": p} for name, p in ranked],
-            "segment": list(f.segment),
-            "rfm_weights": list(f.rfm_weights),
             "rfm_purchase": list(f.rfm_purchase),
             "rfm_engagement": list(f.rfm_engagement),
-            "category_shares": self.trends.category_shares(),
             "trend_counts": {STATES[i]: c for i, c in enumerate(self.trends.counts) if c > 0},
             "dwell_s": {"mean": dwell_mean, "std": dwell_std},
             "scroll": {"mean": scroll_mean, "std": scroll_std},
-            "bigrams": [{"pair": pair, "count": n} for pair, n in self.recent.bigrams()],
             "deviation_z": dict(zip(BASELINE_METRICS, z, strict=False)),
-            "recent": [
-                {"ts": r.ts, "state": STATES[r.state], "category": r.category, "amount": r.amount}
-                for r in self.recent.items
-            ],
-            "open_sessions": len(self.sessions.open),
+            "current_state": STATES[latest.state] if latest else None,
             "session": current_session(self.sessions.current()),
-            "late_events": self.late_events,
             "abandon_rate": self.abandon_rate(),
             "signature": self.transitions.summary(s.prior_strength),
             "session_trend": self.session_trend(s),
         }
+        if full:
+            details |= {
+                "segment": list(f.segment),
+                "rfm_weights": list(f.rfm_weights),
+                "category_shares": self.trends.category_shares(),
+                "bigrams": [{"pair": pair, "count": n} for pair, n in self.recent.bigrams()],
+                "recent": [
+                    {
+                        "ts": r.ts,
+                        "state": STATES[r.state],
+                        "category": r.category,
+                        "amount": r.amount,
+                    }
+                    for r in self.recent.items
+                ],
+                "open_sessions": len(self.sessions.open),
+                "late_events": self.late_events,
+            }
         return ProfileSnapshot(columns, details)

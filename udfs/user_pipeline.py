@@ -240,8 +240,9 @@ class UserPipeline:
         needed (among them the expiry, unless not `expiry_timer`)."""
         s, profile, schedule = self.s, user.profile, user.schedule
         if scores:
-            snapshot = profile.snapshot(s, self.live.breakpoints)
-            if schedule.should_emit(now, s.emit_interval_ms, significant):
+            record = schedule.should_emit(now, s.emit_interval_ms, significant)
+            snapshot = profile.snapshot(s, self.live.breakpoints, full=record)
+            if record:
                 out.append(outputs.profile(snapshot))
             self.score(user, snapshot, event, out)
         due = profile.timers(s)

@@ -25,6 +25,7 @@ from tests.unit.profile_events import (
 from udfs import profile_state, state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
+from udfs.model_features import feature_map
 from udfs.profile import UserProfile
 from udfs.rfm import LifetimePurchases, RfmBreakpoints
 from udfs.schedule import Schedule
@@ -247,3 +248,19 @@ def test_the_standard_rfm_columns_take_the_dynamic_weights():
     assert (c["rfm_r"], c["rfm_f"], c["rfm_m"]) == (5, 1, 5)
     assert c["rfm_standard_score"] == pytest.approx(5 * weights[0] + weights[1] + 5 * weights[2])
     assert profile.snapshot(S).columns["rfm_r"] is None  # no breakpoints registered
+
+
+def test_the_scoring_snapshot_gives_the_same_features_without_the_record_only_details():
+    profile = every_field_set().profile
+    full, light = profile.snapshot(S), profile.snapshot(S, full=False)
+    assert feature_map(light) == feature_map(full)
+    assert light.columns == full.columns
+    assert set(full.details) - set(light.details) == {
+        "segment",
+        "rfm_weights",
+        "category_shares",
+        "bigrams",
+        "recent",
+        "open_sessions",
+        "late_events",
+    }
