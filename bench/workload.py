@@ -38,9 +38,9 @@ def workload_file(
     if path.exists():
         return path
     if kind == "new-users":
-        # Kept events average about 2.1 per user: generate enough users for the events asked.
+        # Kept events average about 2.1 per user (if they have that many): enough users.
         mean_kept = sum(n * share for n, share in KEPT_EVENTS)
-        users = max(users, int(events / mean_kept * 1.1))
+        users = max(users, int(events / mean_kept * 2))  # some users have fewer events
     days = max(events / users / EVENTS_PER_USER_DAY * 1.2, 0.05)
     if kind == "new-users":
         days = max(days, 1.0)  # a day at least, so that most users have 20 events to keep
