@@ -12,6 +12,7 @@ the next time the user is written."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from conf.settings import Profile as ProfileSettings
 from udfs import state_legacy
@@ -32,9 +33,11 @@ class UserState:
     cohort: CohortState | None = None
     ledger: str | None = None  # udfs.actions.Ledger as JSON
     awaiting: str | None = None  # udfs.attribution.Attribution as JSON, None when empty
-    # Event ids seen within the allowed lateness, with their event time: a copy of one is a
-    # duplicate. Kept in the one state value (a separate map state cost two JVM calls an event).
-    seen: dict[str, int] = field(default_factory=dict)
+    # Event ids seen within the allowed lateness (as 64-bit digests: a third of an id's bytes),
+    # with their event time: a copy of one is a duplicate. Kept in the one state value (a
+    # separate map state cost two JVM calls an event). States stored before the digests hold
+    # the ids themselves, which age out the same way.
+    seen: dict[int | str, int] = field(default_factory=dict)
     # The last lead record emitted: (score, cohort name, modifier ids).
     last_lead: tuple | None = None
 
@@ -44,10 +47,13 @@ class UserState:
         self.ledger = self.awaiting = self.last_lead = None
         self.seen = {}
 
+    def has_seen(self, event_id: str) -> bool:
+        return id_digest(event_id) in self.seen or event_id in self.seen
+
     def remember(self, event_id: str, ts: int, limit: int) -> None:
         """Keeps the event id; beyond `limit` ids the oldest goes (a copy of it would count
         again: only a user with more than `limit` events within the allowed lateness)."""
-        self.seen[event_id] = ts
+        self.seen[id_digest(event_id)] = ts
         if len(self.seen) > limit:
             del self.seen[min(self.seen, key=self.seen.__getitem__)]
 
@@ -55,6 +61,11 @@ class UserState:
         """Event ids older than the lateness horizon: any copy of them is refused as late."""
         if any(ts < before_ts for ts in self.seen.values()):
             self.seen = {e: ts for e, ts in self.seen.items() if ts >= before_ts}
+
+
+def id_digest(event_id: str) -> int:
+    """A 64-bit digest of an event id, the same in every process (unlike hash())."""
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 def custom_types(s: ProfileSettings | None) -> dict[type, Custom]:

@@ -134,7 +134,7 @@ class UserPipeline:
 
     def on_event(self, user: UserState, event: Event, watermark: int) -> list[Emitted]:
         s, out = self.s, []
-        if event.event_id in user.seen:
+        if user.has_seen(event.event_id):
             self.duplicates.inc()
             return out
         self.latest_ts = event.ts if self.latest_ts is None else max(self.latest_ts, event.ts)

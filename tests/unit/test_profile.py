@@ -226,9 +226,11 @@ def test_seen_event_ids_are_bounded_oldest_first_and_forgotten_past_the_horizon(
     user = profile_state.UserState()
     for ts in (5, 3, 9, 7):
         user.remember(f"e{ts}", ts, limit=3)
-    assert user.seen == {"e5": 5, "e9": 9, "e7": 7}  # e3, the oldest, went
+    assert [user.has_seen(f"e{ts}") for ts in (3, 5, 7, 9)] == [False, True, True, True]
     user.forget_seen(before_ts=7)
-    assert user.seen == {"e9": 9, "e7": 7}
+    assert sorted(user.seen.values()) == [7, 9]
+    user.seen["e1"] = 8  # an id as states stored before the digests keep it
+    assert user.has_seen("e1") and not user.has_seen("e2")
 
 
 def test_a_state_stored_before_the_seen_ids_moved_in_reads_with_none():
