@@ -4,8 +4,8 @@ parameters reuse them:
 - `default`: generated events for a number of users, cut to a number of events, in emission
   order (returning users with many sessions);
 - `new-users`: as a real shop's purchase log looks, mostly users seen once or twice: each
-  generated user keeps only their first 1 to 3 events (60% one, 25% two, 10% three) or, one in
-  twenty, their first 20."""
+  generated user keeps only their first 1 to 3 behavioural events (60% one, 25% two, 10%
+  three) or, one in twenty, their first 20 (and their consent updates)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ def workload_file(
 
 
 def first_events_only(events: list[dict], seed: int) -> list[dict]:
-    """Each user's first few events (KEPT_EVENTS), drawn with `seed`, in the original order."""
+    """Each user's first few behavioural events (KEPT_EVENTS), drawn with `seed`, and their
+    consent updates, in the original order."""
     rng = random.Random(seed)
     counts, shares = zip(*KEPT_EVENTS, strict=True)
     keep: dict[str, int] = {}
@@ -79,7 +80,9 @@ def first_events_only(events: list[dict], seed: int) -> list[dict]:
         user = event["user_id"]
         if user not in keep:
             keep[user] = rng.choices(counts, shares)[0]
-        if keep[user] > 0:
+        if event["type"] == "consent_update":
+            kept.append(event)  # not behaviour: a user's consent comes with their events
+        elif keep[user] > 0:
             keep[user] -= 1
             kept.append(event)
     return kept
