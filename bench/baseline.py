@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
     start, stop = parse_offsets(args.start_offsets), parse_offsets(args.stop_offsets)
-    pipeline = InMemoryPipeline(config)
+    pipeline = InMemoryPipeline(config, partitions=len(start))
     bootstrap = config.kafka.bootstrap_servers
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-stop-s", type=float, default=15.0)
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    pipeline = InMemoryPipeline(config)
+    pipeline = InMemoryPipeline(config, partitions=args.partitions)
     app = Application(
         broker_address=config.kafka.bootstrap_servers,
         consumer_group=args.group,

@@ -19,7 +19,7 @@ def in_memory(settings):
     scoring = dataclasses.replace(scoring_settings(settings), registry_dir=None, conninfo=None)
     c = settings.events
     parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms, now_ms=lambda: TEST_NOW_MS)
-    return InMemoryPipeline(settings, scoring, parser)
+    return InMemoryPipeline(settings, 1, scoring, parser)
 
 
 def send(pipeline, event: dict, offset: int):
@@ -132,3 +132,34 @@ def test_the_new_users_workload_keeps_each_users_first_few_events_in_order(small
         assert theirs == all_theirs[: len(theirs)]
         assert len(theirs) in (1, 2, 3, 20) or theirs == all_theirs
     assert sum(len(t) <= 3 for t in by_user.values()) > 0.8 * len(by_user)
+
+
+def test_the_in_memory_watermark_is_the_least_of_the_partitions_as_in_the_job(settings):
+    pipeline = in_memory(settings)
+    pipeline.partitions = 2
+    hours = 3_600_000
+    e1 = {
+        "event_id": "a",
+        "user_id": "u1",
+        "session_id": "s",
+        "type": "page_view",
+        "ts": TEST_NOW_MS - 10 * hours,
+        "schema_version": 1,
+        "url": "/",
+        "category": "books",
+        "dwell_ms": 1000,
+        "scroll_depth": 0.5,
+    }
+    ahead = {**e1, "event_id": "b", "ts": TEST_NOW_MS}
+    behind = {**e1, "event_id": "c", "ts": TEST_NOW_MS - 9 * hours}
+
+    def send_to(partition, event, offset):
+        raw = json.dumps(event).encode()
+        return pipeline.process(raw, SourceRef("t", partition, offset), event["user_id"])
+
+    send_to(0, ahead, 0)  # partition 0 reads far ahead of partition 1
+    assert pipeline.watermark == -(2**63)  # not until every partition has had an event
+    send_to(1, e1, 0)
+    assert pipeline.watermark == e1["ts"] - settings.profile.out_of_orderness_ms
+    late = [o for o in send_to(1, behind, 1) if o.output is outputs.DEAD_LETTERS]
+    assert late == [], "an event behind another partition's is not late"
