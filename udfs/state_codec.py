@@ -83,8 +83,7 @@ class Codec:
             return self.custom[tp].encode
         if dataclasses.is_dataclass(tp):
             if tp not in self._encoders:
-                self._encoders[tp] = _identity  # a recursive type: resolved below
-                hints = typing.get_type_hints(tp)
+                hints = typing.get_type_hints(tp)  # (the state has no recursive types)
                 parts = [(f.name, self._encoder(hints[f.name])) for f in dataclasses.fields(tp)]
                 self._encoders[tp] = _compiled(
                     "obj",
