@@ -67,7 +67,7 @@ def engagement_value(event: Event, s: ProfileSettings) -> float:
 
 
 def cohort_vector(profile: UserProfile, s: ProfileSettings) -> array:
-    return array("d", vector(profile.snapshot(s), COHORT_FEATURES))
+    return array("d", vector(profile.snapshot(s, full=False), COHORT_FEATURES))
 
 
 class Replay:
@@ -124,7 +124,9 @@ def replay_user(
     cohort_before, split_passed = None, split_ts is None
 
     def sample(ts: int, kind: str) -> Sample:
-        return Sample(replay.user_id, kind, ts, array("d", vector(replay.profile.snapshot(s))))
+        return Sample(
+            replay.user_id, kind, ts, array("d", vector(replay.profile.snapshot(s, full=False)))
+        )
 
     replay = Replay(events[0].user_id, s, lambda ts: ends.append(sample(ts, "session_end")))
     for event in events:

@@ -6,10 +6,14 @@ model."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from udfs.profile import ProfileSnapshot
+from udfs.features import Features
 from udfs.sessions import BASELINE_METRICS
-from udfs.states import ACTIVE_STATES, STATES
+from udfs.states import ACTIVE_STATES, CHURN, STATES
+
+if TYPE_CHECKING:
+    from udfs.profile import ProfileSnapshot
 
 SHARE_FEATURES = tuple(f"share_{STATES[i]}" for i in range(ACTIVE_STATES))
 SIGNATURE_FEATURES = (
@@ -63,49 +67,76 @@ FEATURES = (
 COHORT_FEATURES = SIGNATURE_FEATURES
 
 
-def feature_map(snapshot: ProfileSnapshot) -> dict[str, float]:
-    c, d = snapshot.columns, snapshot.details
-    counts = d["trend_counts"]
-    total = sum(counts.values()) or 1.0
-    session = d.get("session") or {}
-    values = {
-        "engagement_score": c["engagement_score"],
-        "category_affinity": c["category_affinity"],
-        "price_sensitivity": c["price_sensitivity"],
-        "intent_strength": c["intent_strength"],
-        "session_recency": c["session_recency"],
-        "deviation": c["deviation"],
-        "propensity_purchase": c["propensity_purchase"],
-        "propensity_add_to_cart": c["propensity_add_to_cart"],
-        "propensity_checkout_start": c["propensity_checkout_start"],
-        "propensity_churn": c["propensity_churn"],
-        "log_dwell_s": math.log1p(d["dwell_s"]["mean"]),
-        "scroll_mean": d["scroll"]["mean"],
-        "log_sessions": math.log1p(c["sessions"]),
-        "log_events": math.log1p(c["events"]),
-        "abandon_rate": d["abandon_rate"],
-        "session_trend": d["session_trend"],
-    }
-    for prefix, parts in (
-        ("rfm_purchase", d["rfm_purchase"]),
-        ("rfm_engagement", d["rfm_engagement"]),
-    ):
-        for letter, value in zip("rfm", parts, strict=True):
-            values[f"{prefix}_{letter}"] = value
-    for i, name in enumerate(SHARE_FEATURES):
-        values[name] = counts.get(STATES[i], 0.0) / total
-    values.update(d["signature"])
-    z = d["deviation_z"]
-    for metric, name in zip(BASELINE_METRICS, DEVIATION_FEATURES, strict=True):
-        values[name] = z.get(metric, 0.0)
-    current = d["current_state"]
-    for name in CURRENT_FEATURES:
-        values[name] = 1.0 if name == f"now_{current}" else 0.0
-    for name in SESSION_FEATURES:
-        values[name] = float(session.get(name.removeprefix("session_"), 0.0))
-    return values
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+
+class FeatureVector:
+    """A profile's model features: floats in FEATURES order (UserProfile.snapshot makes it)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[float]):
+        self.values = values
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[FEATURE_INDEX[name]]
+
+    def take(self, names: tuple[str, ...]) -> list[float]:
+        return [self.values[FEATURE_INDEX[name]] for name in names]
+
+
+def feature_vector(
+    f: Features,
+    propensity: dict[str, float],
+    deviation: float,
+    sessions: int,
+    events: int,
+    dwell_mean: float,
+    scroll_mean: float,
+    abandon_rate: float,
+    session_trend: float,
+    trend_counts: list[float],
+    signature: dict[str, float],
+    z: list[float],
+    current_state: int | None,
+    session: dict | None,
+) -> FeatureVector:
+    """The vector of the profile's parts, as UserProfile.snapshot derives them: `propensity` by
+    target, `trend_counts` and `current_state` by state index, `z` by BASELINE_METRICS (empty
+    without a baseline), `session` the open session's counts (udfs.profile.current_session)."""
+    total = sum(trend_counts) or 1.0
+    session = session or {}
+    values = [
+        f.engagement_score,
+        f.category_affinity,
+        f.price_sensitivity,
+        f.intent_strength,
+        f.session_recency,
+        *f.rfm_purchase,
+        *f.rfm_engagement,
+        deviation,
+        propensity["purchase"],
+        propensity["add_to_cart"],
+        propensity["checkout_start"],
+        propensity[CHURN],
+        math.log1p(dwell_mean),
+        scroll_mean,
+        math.log1p(sessions),
+        math.log1p(events),
+        abandon_rate,
+        session_trend,
+    ]
+    values += [trend_counts[i] / total for i in range(ACTIVE_STATES)]
+    values += [signature[name] for name in SIGNATURE_FEATURES]
+    values += (
+        z
+        if len(z) == len(DEVIATION_FEATURES)
+        else [*z, *[0.0] * (len(DEVIATION_FEATURES) - len(z))]
+    )
+    values += [float(session.get(name.removeprefix("session_"), 0.0)) for name in SESSION_FEATURES]
+    values += [1.0 if i == current_state else 0.0 for i in range(ACTIVE_STATES)]
+    return FeatureVector(values)
 
 
 def vector(snapshot: ProfileSnapshot, names: tuple[str, ...] = FEATURES) -> list[float]:
-    values = feature_map(snapshot)
-    return [values[name] for name in names]
+    return snapshot.features.take(names)

@@ -25,16 +25,16 @@ from udfs import features as feature_maths
 from udfs.decay import decay
 from udfs.events import Event, PageView, ProductView, Purchase
 from udfs.history import RecentEvent, RecentEvents, tie_breaker
+from udfs.model_features import FeatureVector, feature_vector
 from udfs.rfm import LifetimePurchases, RfmBreakpoints, RfmTracker
 from udfs.sessions import BASELINE_METRICS, Sessions, SessionSummary
 from udfs.signature import Baseline, TransitionModel, prior_reach, reach_within
-from udfs.states import PROPENSITY_TARGETS, STATE_INDEX, STATE_OF, STATES
+from udfs.states import CHURN, PROPENSITY_TARGETS, STATE_INDEX, STATE_OF, STATES
 from udfs.timeunits import DAY_MS, MINUTE_MS
 from udfs.trends import Trends, mean_and_std
 
 TARGET_NAMES = tuple(PROPENSITY_TARGETS)
 TARGET_STATES = tuple(PROPENSITY_TARGETS.values())
-CHURN = "churn"
 
 # Typed columns of a profile record (PostgreSQL `user_profiles`, and the Kafka value's fields).
 PROFILE_COLUMNS = (
@@ -122,7 +122,8 @@ def standard_rfm(
 @dataclass(frozen=True, slots=True)
 class ProfileSnapshot:
     columns: dict[str, Any]  # PROFILE_COLUMNS
-    details: dict[str, Any]  # everything else, JSON-ready
+    details: dict[str, Any]  # everything else, JSON-ready (a few keys unless `full`)
+    features: FeatureVector  # what the models see
 
 
 @dataclass(slots=True)
@@ -327,22 +328,42 @@ class UserProfile:
         dwell_mean, dwell_std = mean_and_std(self.trends.dwell_s)
         scroll_mean, scroll_std = mean_and_std(self.trends.scroll)
         latest = self.recent.latest()
+        session = current_session(self.sessions.current())
+        abandon_rate, session_trend = self.abandon_rate(), self.session_trend(s)
+        signature = self.transitions.summary(s.prior_strength)
+        features = feature_vector(
+            f,
+            by_name,
+            deviation,
+            self.baseline.n,
+            self.events,
+            dwell_mean,
+            scroll_mean,
+            abandon_rate,
+            session_trend,
+            self.trends.counts,
+            signature,
+            z,
+            latest.state if latest else None,
+            session,
+        )
+        # What scoring reads besides the features; the rest only a profile record shows.
         details = {
             "propensities": [{"action": name, "p": p} for name, p in ranked],
             "rfm_purchase": list(f.rfm_purchase),
-            "rfm_engagement": list(f.rfm_engagement),
-            "trend_counts": {STATES[i]: c for i, c in enumerate(self.trends.counts) if c > 0},
-            "dwell_s": {"mean": dwell_mean, "std": dwell_std},
-            "scroll": {"mean": scroll_mean, "std": scroll_std},
-            "deviation_z": dict(zip(BASELINE_METRICS, z, strict=False)),
-            "current_state": STATES[latest.state] if latest else None,
-            "session": current_session(self.sessions.current()),
-            "abandon_rate": self.abandon_rate(),
-            "signature": self.transitions.summary(s.prior_strength),
-            "session_trend": self.session_trend(s),
+            "session": session,
         }
         if full:
             details |= {
+                "rfm_engagement": list(f.rfm_engagement),
+                "trend_counts": {STATES[i]: c for i, c in enumerate(self.trends.counts) if c > 0},
+                "dwell_s": {"mean": dwell_mean, "std": dwell_std},
+                "scroll": {"mean": scroll_mean, "std": scroll_std},
+                "deviation_z": dict(zip(BASELINE_METRICS, z, strict=False)),
+                "current_state": STATES[latest.state] if latest else None,
+                "abandon_rate": abandon_rate,
+                "signature": signature,
+                "session_trend": session_trend,
                 "segment": list(f.segment),
                 "rfm_weights": list(f.rfm_weights),
                 "category_shares": self.trends.category_shares(),
@@ -359,4 +380,4 @@ class UserProfile:
                 "open_sessions": len(self.sessions.open),
                 "late_events": self.late_events,
             }
-        return ProfileSnapshot(columns, details)
+        return ProfileSnapshot(columns, details, features)

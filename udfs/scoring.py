@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udfs.model_features import FEATURE_INDEX, FeatureVector
 from udfs.rfm import RfmBreakpoints
 
 NOISE = -1
@@ -56,6 +57,7 @@ class OnnxModel:
         self.features = tuple(features)
         fill = fill or {}
         self.fill_row = np.array([fill.get(name, 0.0) for name in features], dtype=np.float64)
+        self.index: np.ndarray | None = None  # where its features are in a FeatureVector
         first = self.session.get_inputs()[0]
         self.input = first.name
         # Tree ensembles are exported for float32 input, the rest for float64.
@@ -66,7 +68,17 @@ class OnnxModel:
         """Rows in the model's feature order; a missing or NaN feature takes its fill value (the
         training median), so an older or partial profile can still be scored."""
         # None becomes NaN in a float array, so one vectorised fill covers absent and NaN.
-        X = np.array([list(map(v.get, self.features)) for v in values], dtype=np.float64)
+        return self.filled(
+            np.array([list(map(v.get, self.features)) for v in values], dtype=np.float64)
+        )
+
+    def vector_rows(self, vectors: list[FeatureVector]) -> np.ndarray:
+        """Rows of profiles' feature vectors, as `rows` makes them."""
+        if self.index is None:
+            self.index = np.array([FEATURE_INDEX[name] for name in self.features])
+        return self.filled(np.array([v.values for v in vectors], dtype=np.float64)[:, self.index])
+
+    def filled(self, X: np.ndarray) -> np.ndarray:
         missing = np.isnan(X)
         return np.where(missing, self.fill_row, X) if missing.any() else X
 
@@ -85,6 +97,10 @@ class Propensity:
     model: str  # the registered model's name, e.g. `abandonment-cohort3` or `drift-global`
 
 
+# The models that score a profile; a version's others (uplift) are used by training only.
+PROFILE_MODELS = ("cohorts", "dense_cohorts", "propensity")
+
+
 class ModelSet:
     """Every model of one registered version. `manifest` is the registry's registry.json;
     `read(entry)` returns a model's bytes (checked against its recorded hash)."""
@@ -100,6 +116,11 @@ class ModelSet:
         self.core_labels: list[int] = []
         self.eps = 0.0
         for name, entry in manifest["models"].items():
+            if entry["kind"] not in PROFILE_MODELS:
+                continue
+            unknown = set(entry["features"]) - set(FEATURE_INDEX)
+            if unknown:
+                raise ValueError(f"{name}: features no profile has: {sorted(unknown)}")
             model = OnnxModel(read(entry), entry["features"], entry.get("fill"))
             if entry["kind"] == "cohorts":
                 self.kmeans = model
@@ -112,20 +133,18 @@ class ModelSet:
             raise ValueError(f"model version {self.version} has no cohort model")
         self.targets = sorted({target for target, _ in self.propensity})
 
-    def cohort_distances(self, features: dict[str, float]) -> list[float]:
-        _, distances = self.kmeans.run(self.kmeans.rows([features]))
+    def cohort_distances(self, features: FeatureVector) -> list[float]:
+        _, distances = self.kmeans.run(self.kmeans.vector_rows([features]))
         return [float(d) for d in distances[0]]
 
-    def dense_cohort(self, features: dict[str, float]) -> int:
+    def dense_cohort(self, features: FeatureVector) -> int:
         """DBSCAN's cohort: that of the nearest core sample within eps, else noise."""
         if self.dense is None:
             return NOISE
-        index, distance = self.dense.run(self.dense.rows([features]))
+        index, distance = self.dense.run(self.dense.vector_rows([features]))
         return int(self.core_labels[int(index[0][0])]) if distance[0][0] <= self.eps else NOISE
 
-    def propensities(
-        self, features: dict[str, float], cohort: int, targets=None
-    ) -> list[Propensity]:
+    def propensities(self, features: FeatureVector, cohort: int, targets=None) -> list[Propensity]:
         """Each target's probability from the cohort's own model, or the global one."""
         out = []
         rows: dict[tuple[str, ...], np.ndarray] = {}  # models trained on the same features
@@ -136,6 +155,6 @@ class ModelSet:
             name, model = chosen
             X = rows.get(model.features)
             if X is None:
-                X = rows[model.features] = model.rows([features])
+                X = rows[model.features] = model.vector_rows([features])
             out.append(Propensity(target, float(model.positive_probability(X)[0]), name))
         return out

@@ -52,3 +52,5 @@ PROPENSITY_TARGETS = {
     "add_to_cart": STATE_INDEX["cart"],
     "checkout_start": STATE_INDEX["checkout"],
 }
+# The model-free propensity of leaving, ranked with the targets above.
+CHURN = "churn"

@@ -13,7 +13,6 @@ from udfs.actions import UserContext
 from udfs.cohort_assignment import CohortMove, CohortState
 from udfs.events import Event, EventType
 from udfs.leads import LeadScore, Modifier, base_capacity, lead_score
-from udfs.model_features import feature_map
 from udfs.profile import ProfileSnapshot
 from udfs.scoring import ModelSet, Propensity
 
@@ -81,7 +80,7 @@ def score_user(
     move = dense = cohort_name = version = None
     cohort = None
     if models is not None:
-        features = feature_map(snapshot)
+        features = snapshot.features
         version = models.version
         changes = long_term_changes(snapshot)
         if cohort_assignment.due(state, version, changes, ts, m.cohort_dwell_ms):

@@ -25,7 +25,6 @@ from tests.unit.profile_events import (
 from udfs import profile_state, state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
-from udfs.model_features import feature_map
 from udfs.profile import UserProfile
 from udfs.rfm import LifetimePurchases, RfmBreakpoints
 from udfs.schedule import Schedule
@@ -255,9 +254,19 @@ def test_the_standard_rfm_columns_take_the_dynamic_weights():
 def test_the_scoring_snapshot_gives_the_same_features_without_the_record_only_details():
     profile = every_field_set().profile
     full, light = profile.snapshot(S), profile.snapshot(S, full=False)
-    assert feature_map(light) == feature_map(full)
+    assert light.features.values == full.features.values
     assert light.columns == full.columns
+    assert set(light.details) == {"propensities", "rfm_purchase", "session"}
     assert set(full.details) - set(light.details) == {
+        "rfm_engagement",
+        "trend_counts",
+        "dwell_s",
+        "scroll",
+        "deviation_z",
+        "current_state",
+        "abandon_rate",
+        "signature",
+        "session_trend",
         "segment",
         "rfm_weights",
         "category_shares",
