@@ -200,9 +200,6 @@ class Runtime:
     def timer_service(self):
         return self.timers
 
-    def get_broadcast_state(self, descriptor):
-        return {}  # nothing restored
-
     def get_current_key(self):
         return self.key[0]
 
@@ -213,11 +210,11 @@ def run_job_function(config, records: list[tuple[str, bytes]], watermark_every: 
     from pyflink.common import Row
 
     from jobs import profile as job
-    from jobs.control import first_records, read_sources, scoring_settings
+    from jobs.live_models import scoring_settings
     from udfs.user_pipeline import PipelineSettings
 
     settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
-    function = job.BuildProfiles(settings, tuple(first_records(read_sources(config))))
+    function = job.BuildProfiles(settings)
     rt = Runtime()
     function.open(rt)
     outputs = 0

@@ -24,8 +24,7 @@ def production_uids() -> list[str]:
     env = runtime.create_environment(settings)
     t_env = runtime.create_table_environment(env)
     source = runtime.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile")
-    control = job.KafkaControl(settings, bounded=True)
-    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings), control)
+    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings))
     graph = env._generate_stream_graph(clear_transformations=False)
     nodes = sorted(graph.getStreamNodes().toArray(), key=lambda node: node.getId())
     return [node.getTransformationUID() for node in nodes]
