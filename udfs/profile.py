@@ -347,37 +347,37 @@ class UserProfile:
             latest.state if latest else None,
             session,
         )
-        # What scoring reads besides the features; the rest only a profile record shows.
-        details = {
-            "propensities": [{"action": name, "p": p} for name, p in ranked],
-            "rfm_purchase": list(f.rfm_purchase),
-            "session": session,
-        }
-        if full:
-            details |= {
-                "rfm_engagement": list(f.rfm_engagement),
-                "trend_counts": {STATES[i]: c for i, c in enumerate(self.trends.counts) if c > 0},
-                "dwell_s": {"mean": dwell_mean, "std": dwell_std},
-                "scroll": {"mean": scroll_mean, "std": scroll_std},
-                "deviation_z": dict(zip(BASELINE_METRICS, z, strict=False)),
-                "current_state": STATES[latest.state] if latest else None,
-                "abandon_rate": abandon_rate,
-                "signature": signature,
-                "session_trend": session_trend,
-                "segment": list(f.segment),
-                "rfm_weights": list(f.rfm_weights),
-                "category_shares": self.trends.category_shares(),
-                "bigrams": [{"pair": pair, "count": n} for pair, n in self.recent.bigrams()],
-                "recent": [
-                    {
-                        "ts": r.ts,
-                        "state": STATES[r.state],
-                        "category": r.category,
-                        "amount": r.amount,
-                    }
-                    for r in self.recent.items
-                ],
-                "open_sessions": len(self.sessions.open),
-                "late_events": self.late_events,
+        propensities = [{"action": name, "p": p} for name, p in ranked]
+        if not full:
+            # What scoring reads besides the features; the rest only a profile record shows.
+            details = {
+                "propensities": propensities,
+                "rfm_purchase": list(f.rfm_purchase),
+                "session": session,
             }
+            return ProfileSnapshot(columns, details, features)
+        details = {
+            "propensities": propensities,
+            "rfm_purchase": list(f.rfm_purchase),
+            "rfm_engagement": list(f.rfm_engagement),
+            "trend_counts": {STATES[i]: c for i, c in enumerate(self.trends.counts) if c > 0},
+            "dwell_s": {"mean": dwell_mean, "std": dwell_std},
+            "scroll": {"mean": scroll_mean, "std": scroll_std},
+            "deviation_z": dict(zip(BASELINE_METRICS, z, strict=False)),
+            "current_state": STATES[latest.state] if latest else None,
+            "session": session,
+            "abandon_rate": abandon_rate,
+            "signature": signature,
+            "session_trend": session_trend,
+            "segment": list(f.segment),
+            "rfm_weights": list(f.rfm_weights),
+            "category_shares": self.trends.category_shares(),
+            "bigrams": [{"pair": pair, "count": n} for pair, n in self.recent.bigrams()],
+            "recent": [
+                {"ts": r.ts, "state": STATES[r.state], "category": r.category, "amount": r.amount}
+                for r in self.recent.items
+            ],
+            "open_sessions": len(self.sessions.open),
+            "late_events": self.late_events,
+        }
         return ProfileSnapshot(columns, details, features)
