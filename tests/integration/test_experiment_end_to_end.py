@@ -195,13 +195,8 @@ def experiment_settings(own_outputs, trained, tmp_path):
         # In order and never late, so the history's purchases are exactly the organic outcomes.
         update={"start_ts_ms": START_TS_MS, "out_of_order_rate": 0.0, "late_rate": 0.0}
     )
-    # No partition is ever idle: the traffic pauses while the job catches up, and a pause longer
-    # than the idleness timeout can let the first partition to resume move event time past
-    # purchases still waiting in the others, closing their attribution windows first. Every
-    # heartbeat reaches every partition, so event time moves on without it.
-    profile = own_outputs.profile.model_copy(update={"idleness_ms": 0})
     return own_outputs.model_copy(
-        update={"actions": actions, "models": models, "generator": generator, "profile": profile}
+        update={"actions": actions, "models": models, "generator": generator}
     )
 
 
