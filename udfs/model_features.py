@@ -128,11 +128,7 @@ def feature_vector(
     ]
     values += [trend_counts[i] / total for i in range(ACTIVE_STATES)]
     values += [signature[name] for name in SIGNATURE_FEATURES]
-    values += (
-        z
-        if len(z) == len(DEVIATION_FEATURES)
-        else [*z, *[0.0] * (len(DEVIATION_FEATURES) - len(z))]
-    )
+    values += [*z, *[0.0] * (len(DEVIATION_FEATURES) - len(z))]  # zeros without a baseline
     values += [float(session.get(name.removeprefix("session_"), 0.0)) for name in SESSION_FEATURES]
     values += [1.0 if i == current_state else 0.0 for i in range(ACTIVE_STATES)]
     return FeatureVector(values)
