@@ -21,7 +21,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train report refine export-outcomes bench bench-train bench-stages
+        generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -75,8 +75,12 @@ format: $(STAMP) ## fix what the linter and formatter can fix
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train: up ## learn models from the event archive (FROM= UNTIL=), a log (FILE= MAPPING=) or, while the archive is empty, generated history
+train: up ## learn models from the event archive (FROM= UNTIL=), a log (FILE= MAPPING=) or, while the archive is empty, generated history; publishes the new version to running jobs
 	$(PY) -m models.train $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL)) $(if $(FILE),--file $(FILE)) $(if $(MAPPING),--mapping $(MAPPING))
+	$(PY) -m jobs.control
+
+control: up ## publish the registered model version, the action policy and the cohort modifiers to running jobs (the `control` topic), where changed
+	$(PY) -m jobs.control
 
 export-outcomes: up ## write labelled outcomes (decisions with their outcome) for `make train`
 	$(PY) -m models.outcomes
@@ -87,9 +91,10 @@ report: up ## results of an experiment (EXPERIMENT=name): lift, tests, sample ra
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
 	$(PY) -m jobs.report --experiment $(EXPERIMENT)
 
-refine: up ## move an experiment's variant weights towards the best variant (EXPERIMENT=name), bounded and logged
+refine: up ## move an experiment's variant weights towards the best variant (EXPERIMENT=name), bounded and logged; publishes them to running jobs
 	@test -n "$(EXPERIMENT)" || { echo "usage: make refine EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
 	$(PY) -m jobs.refine --experiment $(EXPERIMENT)
+	$(PY) -m jobs.control
 
 generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
 	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)

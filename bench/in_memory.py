@@ -13,7 +13,14 @@ import heapq
 from collections import Counter
 
 from conf.settings import Settings
-from jobs.live_models import LiveModels, ScoringSettings, scoring_settings
+from jobs.control import (
+    ControlRecord,
+    LiveModels,
+    ScoringSettings,
+    first_records,
+    read_sources,
+    scoring_settings,
+)
 from udfs import outputs
 from udfs.events import EventParser, SourceRef
 from udfs.outputs import Emitted
@@ -38,12 +45,14 @@ class InMemoryPipeline:
         partitions: int = 1,
         scoring: ScoringSettings | None = None,
         parser: EventParser | None = None,
+        control: list[ControlRecord] | None = None,
     ):
-        """`partitions`: of the input; `scoring`: what to score with (default: the configured
-        models, modifiers and policy); `parser`: instead of the contract's (a pinned clock)."""
+        """`partitions`: of the input; `scoring`: its settings; `parser`: instead of the
+        contract's (a pinned clock); `control`: what to score and decide with (default: the
+        registered models, the policy files and the cohort modifiers, as a job would start)."""
         scoring = scoring or scoring_settings(config)
-        self.live = LiveModels(scoring)
-        self.live.refresh(force=True)
+        control = first_records(read_sources(config)) if control is None else control
+        self.live = LiveModels(scoring, control)
         self.counters: dict[str, Tally] = {}
         settings = PipelineSettings(config.events, config.profile, scoring)
         self.pipeline = UserPipeline(settings, self.live, self.counter, parser)

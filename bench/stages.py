@@ -200,6 +200,9 @@ class Runtime:
     def timer_service(self):
         return self.timers
 
+    def get_broadcast_state(self, descriptor):
+        return {}  # nothing restored
+
     def get_current_key(self):
         return self.key[0]
 
@@ -210,11 +213,11 @@ def run_job_function(config, records: list[tuple[str, bytes]], watermark_every: 
     from pyflink.common import Row
 
     from jobs import profile as job
-    from jobs.live_models import scoring_settings
+    from jobs.control import first_records, read_sources, scoring_settings
     from udfs.user_pipeline import PipelineSettings
 
     settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
-    function = job.BuildProfiles(settings)
+    function = job.BuildProfiles(settings, tuple(first_records(read_sources(config))))
     rt = Runtime()
     function.open(rt)
     outputs = 0

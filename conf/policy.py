@@ -1,7 +1,7 @@
 """Actions and experiments: what the profile job may do for a user, and which users get what.
 
 Both are plain YAML in `conf/` (`actions.yaml`, `experiments.yaml`), validated here; a bad file
-fails with every wrong value named. The running job re-reads them (see jobs/live_models.py),
+fails with every wrong value named. `make control` sends them to the running job (jobs/control.py),
 so a changed experiment takes effect without a restart.
 """
 

@@ -23,9 +23,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Every topic `make up` creates. `consent` (consent platforms' updates) and `recommendations`
-# are reserved: created so that deployments have them, written by nothing yet.
+# are reserved: created so that deployments have them, written by nothing yet. `control`
+# carries model versions, the action policy and cohort modifiers to running jobs
+# (jobs/control.py).
 TOPIC_NAMES = (
     "events",
+    "control",
     "events_dlq",
     "consent",
     "profiles",
@@ -53,6 +56,7 @@ class Topic(Strict):
 
 class Topics(Strict):
     events: Topic
+    control: Topic = Topic(name="control")  # one partition: its records are ordered per kind
     events_dlq: Topic
     consent: Topic
     profiles: Topic
@@ -62,6 +66,13 @@ class Topics(Strict):
     action_outcomes: Topic
     recommendations: Topic
     lead_scores: Topic
+
+    @field_validator("control")
+    @classmethod
+    def one_partition(cls, topic: Topic) -> Topic:
+        if topic.partitions != 1:
+            raise ValueError("the control topic must have exactly one partition")
+        return topic
 
     def all(self) -> list[Topic]:
         return [getattr(self, name) for name in TOPIC_NAMES]
@@ -394,9 +405,6 @@ class Models(Strict):
     # the distance to the current one, or has stayed the nearest for cohort_dwell_ms.
     cohort_margin: Annotated[float, Field(ge=0, lt=1)] = 0.15
     cohort_dwell_ms: Annotated[int, Field(ge=0)] = 86_400_000
-    # How often (processing time) the job looks for a newly registered model version and for
-    # changed cohort modifiers; 0 = only when the job starts.
-    reload_interval_s: Annotated[float, Field(ge=0)] = 10.0
     # Labelled outcomes (`make export-outcomes`); `make train` fits offer-uplift models from
     # them when the file exists.
     outcomes_file: str = ".local/outcomes/labelled_outcomes.csv"
@@ -443,7 +451,7 @@ class Settings(Strict):
     actions: Actions = Actions()
     local: Local = Local()
 
-    def with_own_topics(self, tag: str, names=OUTPUT_TOPICS) -> Settings:
+    def with_own_topics(self, tag: str, names=(*OUTPUT_TOPICS, "control")) -> Settings:
         """These topics renamed `<name>-<tag>`, with a consumer group (and so transactional
         ids) of their own, so that runs never read each other's records."""
         topics = self.kafka.topics

@@ -8,7 +8,9 @@
                                    its user's state is (this job owns the event archive and
                                    the dead letters), then udfs.profile.UserProfile per user,
                                    de-duplicated by event_id, scored with the registered ONNX
-                                   models (jobs.live_models); outputs as udfs.outputs declares
+                                   models; outputs as udfs.outputs declares
+           ^-- control (broadcast) model versions, the action policy and cohort modifiers, from
+                                   the `control` topic (jobs/control.py)
            |-> profile updates     -> Kafka `profiles` (key user) + PostgreSQL `user_profiles`
            |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
            |-> cohort moves        -> Kafka `cohort-moves` + PostgreSQL `cohort_moves`
@@ -31,14 +33,18 @@ Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyflink.common import JobClient, Row, Types
+from pyflink.common import Duration, JobClient, Row, Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
 from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
@@ -46,12 +52,14 @@ from pyflink.table.changelog_mode import ChangelogMode
 from pyflink.table.expressions import col
 
 from conf.settings import Settings
-from jobs import runtime, sinks
-from jobs.live_models import LiveModels, scoring_settings
+from jobs import control, runtime, sinks
+from jobs.control import ControlRecord, LiveModels, scoring_settings
 from udfs import outputs, profile_state
 from udfs.events import SourceRef
 from udfs.profile_state import UserState
 from udfs.user_pipeline import END_OF_EVENT_TIME, PipelineSettings, UserPipeline
+
+log = logging.getLogger(__name__)
 
 # The job's name and consumer group suffix (its committed offsets are kept under it).
 SOURCE_GROUP = "profile"
@@ -99,17 +107,57 @@ def state_descriptor(name: str):
     return ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY())
 
 
-class BuildProfiles(KeyedProcessFunction):
+def route_side_outputs_of_broadcast_timers() -> None:
+    """PyFlink 2.0 in thread mode hands what a KeyedBroadcastProcessFunction's `on_timer`
+    yields straight to the main output: unlike every other function type, its timer call skips
+    the routing of (tag, row) pairs to side outputs, and such a pair then fails the main
+    output's row conversion. This routes the timer call's results like the record calls'.
+    Installed when this module is imported, which a worker does when it unpickles BuildProfiles,
+    before any timer fires. Process mode's runner routes timer outputs itself."""
+    try:
+        from pyflink.fn_execution.datastream.embedded import operations
+    except ImportError:  # not a thread-mode worker
+        return
+    operation = operations.TwoInputOperation
+    if getattr(operation, "routes_timer_side_outputs", False):
+        return
+    fire = operation.on_timer
+
+    def on_timer(self, timestamp):
+        results = fire(self, timestamp)
+        # The routing the operation's record calls use: the free variable `process_func` of
+        # its first input's function, present when the function has side outputs.
+        record_call = self._process_element_func1
+        names = record_call.__code__.co_freevars
+        if results is None or "process_func" not in names:
+            return results
+        return record_call.__closure__[names.index("process_func")].cell_contents(results)
+
+    operation.on_timer = on_timer
+    operation.routes_timer_side_outputs = True
+
+
+route_side_outputs_of_broadcast_timers()
+
+
+# The latest control record of each kind (its JSON), in every subtask: checkpointed with the
+# control source's offset.
+CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.STRING())
+
+
+class BuildProfiles(KeyedBroadcastProcessFunction):
     """The Flink side of udfs.user_pipeline.UserPipeline: loads the user's state (one value,
     UserState) once per record or timer and stores it once, keeps the user's single timer where
-    the pipeline's schedule wants it, and forwards the outputs as rows to their streams."""
+    the pipeline's schedule wants it, and forwards the outputs as rows to their streams. Control
+    records (jobs/control.py) change what it scores and decides with: `in_force` are those of
+    the submission, the broadcast state holds those of a restored snapshot."""
 
-    def __init__(self, settings: PipelineSettings):
-        self.settings = settings
+    def __init__(self, settings: PipelineSettings, in_force: tuple[ControlRecord, ...] = ()):
+        self.settings, self.in_force = settings, in_force
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.live = LiveModels(self.settings.scoring)
-        self.live.refresh(force=True)
+        self.live = LiveModels(self.settings.scoring, self.in_force)
+        self.restored_control = False  # the broadcast state is read on the first call
         metrics = runtime_context.get_metrics_group()
         self.pipeline = UserPipeline(self.settings, self.live, metrics.counter)
         self.user = runtime_context.get_state(state_descriptor("user"))
@@ -120,8 +168,25 @@ class BuildProfiles(KeyedProcessFunction):
             MapStateDescriptor("seen-event-ids", Types.STRING(), Types.LONG())
         )
 
-    def process_element(self, record: Row, ctx: KeyedProcessFunction.Context):
-        self.live.refresh()  # every models.reload_interval_s
+    def process_broadcast_element(self, value: str, ctx: KeyedBroadcastProcessFunction.Context):
+        try:
+            record = ControlRecord.decode(value)
+        except ValueError as e:
+            log.error("control record skipped: %s", e)
+            return
+        if self.live.apply(record):
+            ctx.get_broadcast_state(CONTROL_STATE).put(record.kind, value)
+
+    def use_restored_control(self, ctx) -> None:
+        """Records of a restored snapshot newer than the submission's (a restart after a
+        failure); the broadcast state is only readable from a record's or timer's context."""
+        self.restored_control = True
+        for _, value in ctx.get_broadcast_state(CONTROL_STATE).items():
+            self.live.apply(ControlRecord.decode(value))
+
+    def process_element(self, record: Row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+        if not self.restored_control:
+            self.use_restored_control(ctx)
         payload, topic, partition, offset = record
         timers = ctx.timer_service()
         watermark = timers.current_watermark()
@@ -133,7 +198,9 @@ class BuildProfiles(KeyedProcessFunction):
             self.store(user, registered, timers)
         yield from self.rows(out)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
+        if not self.restored_control:
+            self.use_restored_control(ctx)
         timers = ctx.timer_service()
         user, _ = self.load()
         ended = timers.current_watermark() >= END_OF_EVENT_TIME
@@ -189,11 +256,14 @@ def by_user(records: DataStream) -> KeyedStream:
     return KeyedStream(j_keyed, runtime.RAW_RECORD, records)
 
 
-def build_profiles(records: DataStream, settings: PipelineSettings) -> dict:
+def build_profiles(
+    records: DataStream, control: DataStream, settings: PipelineSettings, in_force: tuple
+) -> dict:
     """The profile stream and every side output of build-profiles, by output name."""
     profiles = (
         by_user(records)
-        .process(BuildProfiles(settings), FLINK_OUTPUTS[outputs.PROFILES].row_type)
+        .connect(control.broadcast(CONTROL_STATE))
+        .process(BuildProfiles(settings, in_force), FLINK_OUTPUTS[outputs.PROFILES].row_type)
         .name("build-profiles")
         .uid("build-profiles")
         # The sinks (conversions, Kafka producers, JDBC batches) get threads of their own, off
@@ -228,6 +298,56 @@ class ProfileOutputs:
     outcomes: DataStream
 
 
+class ControlSource(Protocol):
+    """Control records (jobs/control.py): those in force when the job starts, and a stream of
+    the control topic's records as JSON text."""
+
+    in_force: tuple[ControlRecord, ...]
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream: ...
+
+
+# The control input is idle unless a record has just come: it never holds event time back.
+CONTROL_IDLENESS_MS = 500
+
+
+class KafkaControl:
+    """The control topic from its start (records the job has applied are not applied again),
+    up to its latest offset when the run is bounded, so that a bounded run ends."""
+
+    def __init__(self, config: Settings, bounded: bool, in_force: tuple[ControlRecord, ...] = ()):
+        self.config, self.bounded, self.in_force = config, bounded, in_force
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+        kafka = self.config.kafka
+        builder = (
+            KafkaSource.builder()
+            .set_bootstrap_servers(kafka.bootstrap_servers)
+            .set_topics(kafka.topics.control.name)
+            .set_group_id(f"{kafka.consumer_group}-{SOURCE_GROUP}-control")
+            .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+            .set_value_only_deserializer(SimpleStringSchema())
+        )
+        if self.bounded:
+            builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+        idleness = Duration.of_millis(CONTROL_IDLENESS_MS)  # a Java object: not made at import
+        watermarks = WatermarkStrategy.no_watermarks().with_idleness(idleness)
+        source = env.from_source(builder.build(), watermarks, "control")
+        return source.uid("control-source").set_parallelism(1)
+
+
+class FixedControl:
+    """Control records known when the job is built: `in_force` from the start, `later` read as
+    the control topic's records would be."""
+
+    def __init__(self, in_force=(), later=()):
+        self.in_force, self.later = tuple(in_force), tuple(later)
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+        records = env.from_collection([r.encode() for r in self.later], Types.STRING())
+        return records.name("control").uid("control-source")
+
+
 class ProfileSinks(Protocol):
     def write(self, outputs: ProfileOutputs) -> None:
         """Must consume every output: build-profiles fails on a side output nothing reads."""
@@ -238,11 +358,13 @@ def build_pipeline(
     config: Settings,
     source: runtime.RawSource,
     sinks: ProfileSinks,
+    control: ControlSource,
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
     settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
-    sinks.write(ProfileOutputs(**build_profiles(source(env), settings)))
+    streams = build_profiles(source(env), control(env), settings, control.in_force)
+    sinks.write(ProfileOutputs(**streams))
 
 
 # ------------------------------------------------------------------ production connectors
@@ -317,10 +439,12 @@ def submit(
     stop: dict[int, int] | None = None,
     restore_from: str | None = None,
 ) -> JobClient:
-    """Starts the job and returns at once; the client waits for it, cancels it or stops it."""
-    return runtime.submit(
-        SOURCE_GROUP, build_pipeline, ProductionSinks, config, start, stop, restore_from
-    )
+    """Starts the job and returns at once; the client waits for it, cancels it or stops it.
+    The control topic gets the current models, policy and modifiers first (jobs/control.py)."""
+    in_force = tuple(control.in_force(config))
+    kafka_control = KafkaControl(config, bounded=stop is not None, in_force=in_force)
+    build = functools.partial(build_pipeline, control=kafka_control)
+    return runtime.submit(SOURCE_GROUP, build, ProductionSinks, config, start, stop, restore_from)
 
 
 def run(

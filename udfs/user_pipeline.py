@@ -44,7 +44,7 @@ from udfs.scoring import ModelSet
 from udfs.user_scores import UserScores, decision_context, is_competitor_view, score_user
 
 if TYPE_CHECKING:
-    from jobs.live_models import ScoringSettings
+    from jobs.control import ScoringSettings
 
 # The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
 END_OF_EVENT_TIME = 2**63 - 1
@@ -53,7 +53,7 @@ SIGNIFICANT = frozenset({EventType.ADD_TO_CART, EventType.CHECKOUT_START, EventT
 
 
 class Live(Protocol):
-    """What the pipeline scores and decides with, as of now (jobs.live_models.LiveModels)."""
+    """What the pipeline scores and decides with, as of now (jobs.control.LiveModels)."""
 
     models: ModelSet | None
     modifiers: list[Modifier]

@@ -30,6 +30,11 @@ PACE = 150  # records per second at most
 # decisions always come well inside their attribution window.
 HEARTBEAT = 250
 MAX_LAG_MS = 6 * 3_600_000
+# While publishing waits, the clock users repeat their page view this often: a partition
+# silent for longer than `profile.idleness_ms` stops holding back the watermark, and with event
+# time running about a thousand times faster than the wall clock here, the first partitions to
+# resume would move it hours past records still waiting in the others.
+WAITING_HEARTBEAT_S = 5.0
 CLOCK_USERS = [f"clock-{i:02d}" for i in range(16)]  # cover every partition of `events`
 
 EXPERIMENTS_YAML = f"""
@@ -45,10 +50,11 @@ experiments:
 """
 
 
-def clock_event(user: str, ts: int) -> dict:
-    """A page view of a user outside the experiment, to open the run or move event time on."""
+def clock_event(user: str, ts: int, repeat: int = 0) -> dict:
+    """A page view of a user outside the experiment, to open the run, move event time on or
+    keep a partition active."""
     return {
-        "event_id": f"{user}-{ts}",
+        "event_id": f"{user}-{ts}-{repeat}",
         "user_id": user,
         "session_id": f"{user}-{ts}",
         "type": "page_view",
@@ -82,10 +88,13 @@ class Traffic:
             publisher = self.publisher(PACE)
             for n, event in enumerate(self.events):
                 if n % HEARTBEAT == 0:
-                    for user in CLOCK_USERS:
-                        publisher.send(user, event_bytes(clock_event(user, event["ts"])))
+                    self.heartbeat(publisher, event["ts"])
+                    waiting_since, repeat = time.monotonic(), 0
                     while event["ts"] - job_progress(self.settings) > MAX_LAG_MS:
                         time.sleep(0.2)
+                        if time.monotonic() - waiting_since > WAITING_HEARTBEAT_S * (repeat + 1):
+                            repeat += 1
+                            self.heartbeat(publisher, event["ts"], repeat)
                 publisher.send(event["user_id"], event_bytes(event))
                 self.latest_ts = max(self.latest_ts, event["ts"])
             publisher.close()
@@ -93,6 +102,12 @@ class Traffic:
             self.error = e
         finally:
             self.done.set()
+
+    @staticmethod
+    def heartbeat(publisher: Publisher, ts: int, repeat: int = 0) -> None:
+        for user in CLOCK_USERS:
+            publisher.send(user, event_bytes(clock_event(user, ts, repeat)))
+        publisher.flush()
 
 
 class Users:

@@ -4,7 +4,7 @@ running keyed function that keeps the user's profile."""
 
 import pytest
 
-from jobs.live_models import LiveModels, ScoringSettings
+from jobs.control import MODELS, ControlRecord, LiveModels, ScoringSettings
 from tests.unit.profile_events import MINUTE, T0, cart, page, view
 from tests.unit.test_profile_job import CONFIG, Harness
 from udfs.model_features import FEATURES, FeatureVector
@@ -15,17 +15,12 @@ from udfs.user_scores import MODEL_SOURCE, score_user
 S = CONFIG.profile
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
+def scoring(registry_dir):
+    return ScoringSettings(CONFIG.models, CONFIG.leads, str(registry_dir))
 
 
-def scoring(registry_dir, interval_s=10.0):
-    models = CONFIG.models.model_copy(update={"reload_interval_s": interval_s})
-    return ScoringSettings(models, CONFIG.leads, str(registry_dir), conninfo=None)
+def models_record(manifest: dict, sequence: int) -> ControlRecord:
+    return ControlRecord(MODELS, sequence, manifest)
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +82,15 @@ def test_without_models_only_the_model_free_scores_are_ranked():
     assert {r["source"] for r in scored.scores.ranked} == {"profile"}
 
 
-def test_a_newly_registered_version_is_used_by_the_running_function(trained, tmp_path):
+def test_a_newly_published_version_is_used_by_the_running_function(trained, tmp_path):
     registry = type(trained.registry)(tmp_path)
-    registry.write(1, list(trained.artifacts.values()), (0, 1))
-    h = Harness(scoring=scoring(tmp_path))
-    clock = Clock()
-    h.function.live.clock = clock
-    h.function.live.refresh(force=True)  # the next check is due at 10 s on this clock
+    v1 = registry.write(1, list(trained.artifacts.values()), (0, 1))
+    h = Harness(scoring=scoring(tmp_path), in_force=[models_record(v1, 1)])
     h.send(page(T0))
     h.send(view(T0 + MINUTE))
-    registry.write(2, list(trained.artifacts.values()), (0, 1))
-    h.send(view(T0 + 2 * MINUTE))  # before the next registry check: still version 1
-    clock.now = 11.0
+    v2 = registry.write(2, list(trained.artifacts.values()), (0, 1))
+    h.send(view(T0 + 2 * MINUTE))  # registered, not yet published: still version 1
+    h.control(models_record(v2, 2))
     [profile] = h.send(view(T0 + 3 * MINUTE))
     versions = [s.model_version for s in h.scored["scores"]]
     assert versions == [1, 1, 1, 2]
@@ -116,10 +108,9 @@ def test_a_newly_registered_version_is_used_by_the_running_function(trained, tmp
 
 def test_a_broken_new_version_leaves_the_current_one_in_use(trained, tmp_path):
     registry = type(trained.registry)(tmp_path)
-    registry.write(1, list(trained.artifacts.values()), (0, 1))
-    live = LiveModels(scoring(tmp_path, interval_s=0.0))
-    live.refresh(force=True)
+    v1 = registry.write(1, list(trained.artifacts.values()), (0, 1))
+    live = LiveModels(scoring(tmp_path), [models_record(v1, 1)])
     manifest = registry.write(2, list(trained.artifacts.values()), (0, 1))
     (tmp_path / manifest["models"]["drift-global"]["path"]).write_bytes(b"not a model")
-    live.refresh(force=True)
+    assert not live.apply(models_record(manifest, 2))
     assert live.models.version == 1 and live.swaps == 0

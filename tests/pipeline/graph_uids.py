@@ -24,7 +24,8 @@ def production_uids() -> list[str]:
     env = runtime.create_environment(settings)
     t_env = runtime.create_table_environment(env)
     source = runtime.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile")
-    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings))
+    control = job.KafkaControl(settings, bounded=True)
+    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings), control)
     graph = env._generate_stream_graph(clear_transformations=False)
     nodes = sorted(graph.getStreamNodes().toArray(), key=lambda node: node.getId())
     return [node.getTransformationUID() for node in nodes]

@@ -8,7 +8,7 @@ import json
 from bench.in_memory import InMemoryPipeline, kafka_records
 from bench.measure import Run, checkpoints
 from bench.workload import first_events_only
-from jobs.live_models import scoring_settings
+from jobs.control import scoring_settings
 from tests.conftest import TEST_NOW_MS
 from udfs import outputs
 from udfs.events import DeadLetter, EventParser, SourceRef
@@ -16,10 +16,10 @@ from udfs.events import DeadLetter, EventParser, SourceRef
 
 def in_memory(settings):
     # Model-free and without a database: the unit tier has neither.
-    scoring = dataclasses.replace(scoring_settings(settings), registry_dir=None, conninfo=None)
+    scoring = dataclasses.replace(scoring_settings(settings), registry_dir=None)
     c = settings.events
     parser = EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms, now_ms=lambda: TEST_NOW_MS)
-    return InMemoryPipeline(settings, 1, scoring, parser)
+    return InMemoryPipeline(settings, 1, scoring, parser, control=[])
 
 
 def send(pipeline, event: dict, offset: int):

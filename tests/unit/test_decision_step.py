@@ -3,7 +3,8 @@ state and timers: an action decided on a profile update, its outcome from a purc
 end of its window (a timer), cooldowns kept in state, nothing awaiting after a purge."""
 
 from conf.settings import Actions
-from jobs.live_models import ScoringSettings
+from jobs.control import POLICY as POLICY_KIND
+from jobs.control import ControlRecord, ScoringSettings, policy_content
 from tests.unit.profile_events import HOUR, MINUTE, T0, page, purchase
 from tests.unit.test_profile_job import CONFIG, Harness, counters, revocation
 
@@ -15,18 +16,22 @@ actions:
 """
 
 
-def harness(tmp_path):
+def policy_record(tmp_path, text: str, sequence: int) -> ControlRecord:
+    """The control record `make control` publishes for this policy file."""
     actions = tmp_path / "actions.yaml"
-    actions.write_text(POLICY)
+    actions.write_text(text)
+    content = policy_content(actions, tmp_path / "no-experiments.yaml")
+    return ControlRecord(POLICY_KIND, sequence, content)
+
+
+def harness(tmp_path):
     scoring = ScoringSettings(
         CONFIG.models,
         CONFIG.leads,
         registry_dir=None,
-        conninfo=None,
         actions=Actions(attribution_window_ms=WINDOW),
-        policy_files=(str(actions), str(tmp_path / "no-experiments.yaml")),
     )
-    return Harness(scoring=scoring)
+    return Harness(scoring=scoring, in_force=[policy_record(tmp_path, POLICY, 1)])
 
 
 def test_a_purchase_in_the_window_converts_the_decision(tmp_path):
@@ -66,19 +71,39 @@ def test_a_purge_drops_what_awaits_an_outcome_and_counts_it(tmp_path):
     assert h.scored["outcomes"] == []
 
 
-def test_a_changed_policy_file_takes_effect_in_the_running_function(tmp_path):
+def test_a_policy_published_while_it_runs_takes_effect_and_is_kept_for_a_restore(tmp_path):
     h = harness(tmp_path)
     h.send(page(T0))
     assert len(h.scored["actions"]) == 1
-    (tmp_path / "actions.yaml").write_text(POLICY.replace("threshold: 0.0", "threshold: 1.0"))
-    h.function.live.refresh(force=True)  # what the reload interval does while the job runs
+    stricter = policy_record(tmp_path, POLICY.replace("threshold: 0.0", "threshold: 1.0"), 2)
+    h.control(stricter)
     h.send(page(T0 + 2 * HOUR))  # past the cooldown, but nothing is over the new threshold
     assert len(h.scored["actions"]) == 1
+    assert h.ctx.broadcast == {"policy": stricter.encode()}
+    # Restarted from a snapshot taken now: the stricter policy, though submitted with the first.
+    restored = harness_restored(tmp_path, h.ctx.broadcast)
+    restored.send(page(T0 + 4 * HOUR))
+    assert restored.scored["actions"] == []
 
 
-def test_a_broken_policy_file_leaves_the_current_policy_in_use(tmp_path):
+def harness_restored(tmp_path, broadcast: dict):
     h = harness(tmp_path)
-    (tmp_path / "actions.yaml").write_text("actions:\n  - {name: x, score: mood}\n")
-    h.function.live.refresh(force=True)
+    h.ctx.broadcast.update(broadcast)
+    return h
+
+
+def test_an_older_or_repeated_policy_record_changes_nothing(tmp_path):
+    h = harness(tmp_path)
+    h.control(policy_record(tmp_path, POLICY.replace("threshold: 0.0", "threshold: 1.0"), 1))
     h.send(page(T0))
     assert [a.action for a in h.scored["actions"]] == ["nudge"]
+    assert h.ctx.broadcast == {}
+
+
+def test_an_invalid_control_record_leaves_the_current_policy_in_use(tmp_path):
+    h = harness(tmp_path)
+    h.control(ControlRecord(POLICY_KIND, 2, {"actions": [{"name": "x", "score": "mood"}]}))
+    h.function.process_broadcast_element("not json at all {", h.ctx)
+    h.send(page(T0))
+    assert [a.action for a in h.scored["actions"]] == ["nudge"]
+    assert h.ctx.broadcast == {}

@@ -10,7 +10,7 @@ from pyflink.common.types import RowKind
 
 from conf import settings as settings_module
 from jobs import profile as job
-from jobs.live_models import ScoringSettings
+from jobs.control import ScoringSettings
 from tests.unit.profile_events import DAY, MINUTE, T0, cart, page, purchase, view
 from tests.unit.test_profile import legacy_value
 from udfs import outputs, profile_state
@@ -94,12 +94,18 @@ class FakeTimers:
 
 
 class FakeContext:
+    """The context of a record, a timer or a control record."""
+
     def __init__(self):
         self.timers = FakeTimers()
         self.key = None
+        self.broadcast = FakeMapState()  # one subtask's copy of the broadcast state
 
     def timer_service(self):
         return self.timers
+
+    def get_broadcast_state(self, descriptor):
+        return self.broadcast
 
     def get_current_key(self):
         return self.key
@@ -116,16 +122,19 @@ SCORE_TAGS = tuple(
         outputs.OUTCOMES,
     )
 )
-NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None, conninfo=None)
+NO_MODELS = ScoringSettings(CONFIG.models, CONFIG.leads, registry_dir=None)
 
 
 class Harness:
     """Runs the keyed function; score outputs are kept apart in `scored`, by tag id, and the
     archive rows in `archived`."""
 
-    def __init__(self, settings=S, scoring=NO_MODELS):
-        self.runtime, self.ctx = FakeRuntime(), FakeContext()
-        self.function = job.BuildProfiles(PipelineSettings(CONFIG.events, settings, scoring))
+    def __init__(self, settings=S, scoring=NO_MODELS, in_force=(), ctx=None):
+        """`in_force`: the control records of the submission; `ctx`: a context whose broadcast
+        state a snapshot restored."""
+        self.runtime, self.ctx = FakeRuntime(), ctx or FakeContext()
+        pipeline = PipelineSettings(CONFIG.events, settings, scoring)
+        self.function = job.BuildProfiles(pipeline, tuple(in_force))
         self.function.open(self.runtime)
         self.scored = {tag.tag_id: [] for tag in SCORE_TAGS}
         self.archived = []
@@ -149,6 +158,10 @@ class Harness:
         self.ctx.key = user_key
         record = Row(payload, "events", 0, offset)
         return self.keep(self.function.process_element(record, self.ctx))
+
+    def control(self, record) -> None:
+        """A record of the control topic reaches the function."""
+        self.function.process_broadcast_element(record.encode(), self.ctx)
 
     def advance(self, watermark: int) -> list:
         """Moves the watermark and fires the due timers, earliest first, as Flink does."""

@@ -9,6 +9,7 @@ def test_local_environment_loads_with_every_topic(settings):
     names = [t.name for t in settings.kafka.topics.all()]
     assert names == [
         "events",
+        "control",
         "events.dlq",
         "consent",
         "profiles",
@@ -20,6 +21,12 @@ def test_local_environment_loads_with_every_topic(settings):
         "lead-scores",
     ]
     assert settings.kafka.topics.events.partitions == 4
+
+
+def test_the_control_topic_must_have_one_partition():
+    with pytest.raises(ConfigError, match="exactly one partition"):
+        overrides = {"kafka.topics.control.name": "control", "kafka.topics.control.partitions": 2}
+        settings_module.load("local", overrides)
 
 
 def test_cluster_environment_never_starts_local_services():
