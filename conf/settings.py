@@ -194,6 +194,11 @@ class Flink(Strict):
     # (pemja) cannot be loaded again by a second job's class loader in the same task manager.
     cluster_execution_mode: Literal["thread", "process"] = "process"
     checkpoint_interval_ms: Annotated[int, Field(ge=100)] = 5_000
+    # Where keyed state lives: `hashmap` (JVM heap: every checkpoint writes all of it, so its
+    # cost grows with the users held) or `rocksdb` (local disk; with incremental checkpoints
+    # each writes only the files made since the last).
+    state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
+    incremental_checkpoints: bool = False
     # Python bundle: records per bundle and the longest a bundle waits before it is flushed.
     bundle_size: Annotated[int, Field(ge=1)] = 1_000
     bundle_time_ms: Annotated[int, Field(ge=1)] = 200
