@@ -186,7 +186,9 @@ def create_environment(
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
     conf.set_string("state.backend.type", flink.state_backend)
-    conf.set_string("execution.checkpointing.incremental", str(flink.incremental_checkpoints).lower())
+    conf.set_string(
+        "execution.checkpointing.incremental", str(flink.incremental_checkpoints).lower()
+    )
     conf.set_string("execution.checkpointing.storage", "filesystem")
     conf.set_string("execution.checkpointing.dir", checkpoint_uri(flink))
     conf.set_string(
