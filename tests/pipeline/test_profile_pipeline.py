@@ -228,6 +228,24 @@ def test_out_of_order_duplicated_input_gives_the_profiles_of_an_in_order_replay(
     assert len(sessions) == len({(e["user_id"], e["session_id"]) for e in events})
 
 
+def test_rocksdb_state_with_incremental_checkpoints_gives_the_outputs_of_heap_state(
+    profile_settings,
+):
+    events = EventGenerator(profile_settings.generator, users=12, days=2, seed=5).generate()
+    payloads = [event_bytes(e) for e in events.events]
+    rocksdb = settings_module.load(
+        "local", {"flink.state_backend": "rocksdb", "flink.incremental_checkpoints": True}
+    )
+    flink_options = runtime.create_environment(rocksdb)._j_stream_execution_environment
+    flink_options = dict(flink_options.getConfiguration().toMap())
+    assert flink_options["state.backend.type"] == "rocksdb"
+    assert flink_options["execution.checkpointing.incremental"] == "true"
+
+    on_disk, on_heap = run(rocksdb, payloads), run(profile_settings, payloads)
+
+    assert sorted(on_disk) == sorted(on_heap) and len(on_heap) > len(payloads)
+
+
 def event(user, n, ts, **extra):
     """A search by `user` (its n-th event) at `ts`, in the session of that hour."""
     body = {"type": "search", "query": "q", "filters": {}} | extra
