@@ -17,11 +17,13 @@ MAPPING ?=
 FROM ?=
 UNTIL ?=
 JOB ?= profile
+STREAMING ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
-        generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages
+        generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
+        sql consume contracts metrics
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -103,14 +105,25 @@ replay: up ## publish an external log: make replay FILE=log.csv MAPPING=conf/map
 	@test -n "$(FILE)" -a -n "$(MAPPING)" || { echo "usage: make replay FILE=... MAPPING=conf/mappings/<name>.yaml" >&2; exit 2; }
 	$(PY) -m jobs.replay --file $(FILE) --mapping $(MAPPING)
 
+sql: up ## Flink SQL shell over every topic and table (batch mode; STREAMING=1 for continuous queries), or run a script: make sql FILE=sql/queries/<name>.sql
+	$(PY) -m jobs.sql $(if $(FILE),--file $(FILE)) $(if $(STREAMING),--streaming)
+
+TOPIC ?= actions
+
+consume: up ## print the committed records of an output topic as they come, validated against its contract (TOPIC=actions, ARGS="--from-beginning")
+	$(PY) -m jobs.consume --topic $(TOPIC) $(ARGS)
+
+contracts: $(STAMP) ## publish the next version of each output topic's JSON Schema whose declaration changed, unless it would break consumers
+	$(PY) -m udfs.contracts
+
 cluster-up: up ## start a standalone Flink cluster from the installed PyFlink (UI on :8081)
 	$(PY) -m conf.stack cluster-up
 
 cluster-down: $(STAMP) ## stop the standalone Flink cluster
 	$(PY) -m conf.stack cluster-down
 
-submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=profile ARGS="..."
-	$(PY) -m conf.stack submit $(JOB) $(ARGS)
+submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=profile|metrics ARGS="...", or a SQL script: make submit JOB=sql FILE=...
+	$(PY) -m conf.stack submit $(JOB) $(if $(FILE),--file $(abspath $(FILE))) $(ARGS)
 
 clean: down ## stop services and remove the virtualenv and local state
 	rm -rf $(VENV) $(PEER_VENV) .local

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # Every topic `make up` creates. `consent` (consent platforms' updates) and `recommendations`
 # are reserved: created so that deployments have them, written by nothing yet. `control`
 # carries model versions, the action policy and cohort modifiers to running jobs
-# (jobs/control.py).
+# (jobs/control.py). `metrics` and `alerts` are written by the metrics job (jobs/metrics.py).
 TOPIC_NAMES = (
     "events",
     "control",
@@ -38,6 +38,8 @@ TOPIC_NAMES = (
     "action_outcomes",
     "recommendations",
     "lead_scores",
+    "metrics",
+    "alerts",
 )
 
 
@@ -66,6 +68,8 @@ class Topics(Strict):
     action_outcomes: Topic
     recommendations: Topic
     lead_scores: Topic
+    metrics: Topic
+    alerts: Topic
 
     @field_validator("control")
     @classmethod
@@ -87,6 +91,8 @@ OUTPUT_TOPICS = (
     "lead_scores",
     "actions",
     "action_outcomes",
+    "metrics",
+    "alerts",
 )
 
 

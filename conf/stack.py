@@ -32,6 +32,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from conf import settings as settings_module
 from conf.settings import LocalServer, Settings
+from sql import catalog
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "sql" / "postgres"
@@ -329,7 +330,8 @@ def ensure_database(settings: Settings) -> str:
 
 
 def apply_migrations(settings: Settings, directory: Path = MIGRATIONS_DIR) -> str:
-    """Apply `sql/postgres/NNN_*.sql` in order, once each, under an advisory lock."""
+    """Apply `sql/postgres/NNN_*.sql` in order, once each, under an advisory lock; then
+    recreate the views Flink SQL reads the tables through."""
     files = sorted(directory.glob("[0-9][0-9][0-9]_*.sql"))
     applied_now = []
     with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
@@ -358,11 +360,13 @@ def apply_migrations(settings: Settings, directory: Path = MIGRATIONS_DIR) -> st
                         (path.stem, checksum),
                     )
                 applied_now.append(path.name)
+            # Views that Flink's JDBC connector can read (sql/catalog.py), after every change.
+            views = catalog.create_views(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('behavior-engine-migrations'))")
     if applied_now:
-        return "applied migrations: " + ", ".join(applied_now)
-    return f"all {len(files)} migrations applied"
+        return f"applied migrations: {', '.join(applied_now)}; {views} views for Flink SQL"
+    return f"all {len(files)} migrations applied; {views} views for Flink SQL"
 
 
 def stop_postgres(settings: Settings) -> str | None:

@@ -414,15 +414,15 @@ class ProductionSinks:
         statements.add_insert(letters, t.from_data_stream(streams.dead_letters))
         sessions = sinks.postgres_table(t, config, "user_sessions_out", outputs.SESSIONS)
         statements.add_insert(sessions, t.from_data_stream(streams.sessions))
-        topics = config.kafka.topics
-        for stream, output, topic in (
-            (streams.profiles, outputs.PROFILES, topics.profiles),
-            (streams.scores, outputs.SCORES, topics.scores),
-            (streams.cohort_moves, outputs.COHORT_MOVES, topics.cohort_moves),
-            (streams.leads, outputs.LEADS, topics.lead_scores),
-            (streams.actions, outputs.ACTIONS, topics.actions),
-            (streams.outcomes, outputs.OUTCOMES, topics.action_outcomes),
+        for stream, output in (
+            (streams.profiles, outputs.PROFILES),
+            (streams.scores, outputs.SCORES),
+            (streams.cohort_moves, outputs.COHORT_MOVES),
+            (streams.leads, outputs.LEADS),
+            (streams.actions, outputs.ACTIONS),
+            (streams.outcomes, outputs.OUTCOMES),
         ):
+            topic = getattr(config.kafka.topics, output.topic)
             table = output_table(t, stream, FLINK_OUTPUTS[output])
             kafka_table = sinks.user_records_table(
                 t, config, f"{output.table}_topic", topic, f"profile-{topic.name}", output.deletable

@@ -19,9 +19,17 @@ def with_options(options: dict[str, str]) -> str:
     )
 
 
-def flink_table(table: str, columns: list[tuple[str, str]], key: tuple[str, ...], options: str):
-    """A temporary table of `columns` (name, Flink SQL type) with primary key `key`."""
+def flink_table(
+    table: str,
+    columns: list[tuple[str, str]],
+    key: tuple[str, ...],
+    options: str,
+    extra: list[str] | tuple[str, ...] = (),
+) -> str:
+    """A temporary table of `columns` (name, Flink SQL type) with primary key `key`; `extra`:
+    further lines of the schema (computed and metadata columns, a watermark)."""
     lines = [f"  `{name}` {sql_type}" for name, sql_type in columns]
+    lines += [f"  {line}" for line in extra]
     if key:
         lines.append(f"  PRIMARY KEY ({', '.join(f'`{k}`' for k in key)}) NOT ENFORCED")
     body = ",\n".join(lines)

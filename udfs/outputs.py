@@ -35,33 +35,70 @@ PROFILE_TYPES = {
 }
 
 
+# The scores record's `ranked` list: every score of the update, highest p first. A profile
+# propensity (source "profile") has no model or version.
+RANKED_SHAPE = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "score": {"type": "string"},
+            "p": {"type": "number"},
+            "source": {"type": "string"},
+            "model": {"type": ["string", "null"]},
+            "version": {"type": ["integer", "null"]},
+        },
+        "required": ["score", "p", "source", "model", "version"],
+    },
+}
+
+
 def compact(value) -> str:
     return orjson.dumps(value, option=JSON_OPTIONS).decode()
 
 
 class Output:
-    """One kind of record. `kafka`: it has a Kafka value (JSON of its columns, the `json` ones
-    spliced in as they are); `table` and `key`: the PostgreSQL table it is upserted into, by
-    those columns (None: Kafka only); `deletable`: a purge deletes its rows (a changelog keyed
-    by its first column, user_id: upserts, and deletes that become PostgreSQL deletes and Kafka
-    tombstones)."""
+    """One kind of record. `topic`: the Kafka topic (its name in `kafka.topics`) it goes to, as
+    JSON of its columns with the `json` ones spliced in (None: not written to Kafka); `table`
+    and `key`: the PostgreSQL table it is upserted into, by those columns (None: Kafka only);
+    `deletable`: a purge deletes its rows (a changelog keyed by its first column, user_id:
+    upserts, and deletes that become PostgreSQL deletes and Kafka tombstones).
+
+    What consumers and Flink SQL need to know of it is declared here too: `optional`, the
+    columns that may be null (NULL-able in PostgreSQL, absent or null in JSON); `event_time`,
+    the column holding its event time (epoch ms); `shapes`, the JSON Schema of each `json`
+    column's content; `kafka_key`, the column whose text is the Kafka record's key."""
 
     def __init__(
         self,
         name: str,
         columns: list[tuple[str, str]],
-        kafka: bool,
+        topic: str | None,
         table: str | None,
         key: tuple[str, ...] = (),
         deletable: bool = False,
+        optional: tuple[str, ...] = (),
+        event_time: str | None = None,
+        shapes: dict[str, dict] | None = None,
+        kafka_key: str = "user_id",
     ):
-        self.name, self.columns, self.kafka, self.deletable = name, columns, kafka, deletable
+        self.name, self.columns, self.topic, self.deletable = name, columns, topic, deletable
         self.table, self.key = table, key
         self.names = [n for n, _ in columns]
         if deletable and self.names[0] != "user_id":
             raise ValueError("a deletable output is keyed by its first column, user_id")
+        self.optional, self.event_time, self.shapes = frozenset(optional), event_time, shapes or {}
+        self.kafka_key = kafka_key
+        named = self.optional | {event_time, kafka_key if topic else None} | set(self.shapes)
+        unknown = named - {None, *self.names}
+        if unknown:
+            raise ValueError(f"{name}: no such columns {sorted(unknown)}")
         self.raw_json = tuple(n for n, t in columns if t == "json")
         self._spliced = [(n, f',"{n}":'.encode()) for n in self.raw_json]
+
+    @property
+    def kafka(self) -> bool:
+        return self.topic is not None
 
     def __repr__(self) -> str:
         return f"Output({self.name})"
@@ -102,21 +139,34 @@ ARCHIVE = Output(
         ("source_partition", "int"),
         ("source_offset", "bigint"),
     ],
-    kafka=False,
+    topic=None,
     table="events",
     key=("event_id",),
+    event_time="ts_ms",
+    shapes={"properties": {"type": "object"}},
 )
 # Kafka `events.dlq`: the key is the record's source coordinates, the value the letter's JSON.
 DEAD_LETTERS = Output(
-    "dead_letters", [("key", "bytes"), ("value", "bytes")], kafka=False, table=None
+    "dead_letters", [("key", "bytes"), ("value", "bytes")], topic=None, table=None
 )
 PROFILES = Output(
     "profiles",
     [*((n, PROFILE_TYPES.get(n, "double")) for n in PROFILE_COLUMNS), ("details", "json")],
-    kafka=True,
+    topic="profiles",
     table="user_profiles",
     key=("user_id",),
     deletable=True,
+    optional=(
+        "top_category",
+        "spend_mean",
+        "days_since_purchase",
+        "rfm_r",
+        "rfm_f",
+        "rfm_m",
+        "rfm_standard_score",
+    ),
+    event_time="as_of_ts",
+    shapes={"details": {"type": "object"}},
 )
 SESSIONS = Output(
     "sessions",
@@ -132,9 +182,10 @@ SESSIONS = Output(
         ("max_scroll", "double"),
         ("abandoned", "boolean"),
     ],
-    kafka=False,
+    topic=None,
     table="user_sessions",
     key=("user_id", "session_id"),
+    event_time="start_ts",
 )
 SCORES = Output(
     "scores",
@@ -153,10 +204,22 @@ SCORES = Output(
         ("top_score", "text"),
         ("ranked", "json"),
     ],
-    kafka=True,
+    topic="scores",
     table="user_scores",
     key=("user_id",),
     deletable=True,
+    optional=(
+        "event_id",
+        "model_version",
+        "cohort",
+        "cohort_name",
+        "dense_cohort",
+        "abandonment",
+        "drift",
+        "purchase",
+    ),
+    event_time="ts",
+    shapes={"ranked": RANKED_SHAPE},
 )
 COHORT_MOVES = Output(
     "cohort_moves",
@@ -171,9 +234,11 @@ COHORT_MOVES = Output(
         ("reason", "text"),
         ("model_version", "int"),
     ],
-    kafka=True,
+    topic="cohort_moves",
     table="cohort_moves",
     key=("move_id",),
+    optional=("from_cohort", "from_cohort_name", "to_cohort_name"),
+    event_time="ts",
 )
 LEADS = Output(
     "leads",
@@ -190,10 +255,12 @@ LEADS = Output(
         ("base_capacity", "double"),
         ("modifiers", "text"),
     ],
-    kafka=True,
+    topic="lead_scores",
     table="leads",
     key=("user_id",),
     deletable=True,
+    optional=("model_version", "cohort_name"),
+    event_time="ts",
 )
 ACTIONS = Output(
     "actions",
@@ -213,9 +280,12 @@ ACTIONS = Output(
         ("model_version", "int"),
         ("scores", "json"),
     ],
-    kafka=True,
+    topic="actions",
     table="actions",
     key=("decision_id",),
+    optional=("event_id", "experiment", "variant", "model_version"),
+    event_time="ts",
+    shapes={"payload": {"type": "object"}, "scores": {"type": "object"}},
 )
 OUTCOMES = Output(
     "outcomes",
@@ -232,11 +302,57 @@ OUTCOMES = Output(
         ("revenue", "double"),
         ("response", "text"),
     ],
-    kafka=True,
+    topic="action_outcomes",
     table="action_outcomes",
     key=("decision_id",),
+    optional=("experiment", "variant", "response"),
+    event_time="decided_ts",
 )
+# Written by the metrics job (jobs/metrics.py, Flink SQL): one row per metric, dimension value
+# and window, and an alert where a window's value leaves the range of its trailing baseline.
+METRICS = Output(
+    "metrics",
+    [
+        ("metric", "text"),
+        ("dimension", "text"),  # e.g. the event type of `events`; '' for none
+        ("window_size", "text"),  # minute | hour
+        ("window_start", "bigint"),
+        ("window_end", "bigint"),
+        ("value", "double"),
+    ],
+    topic="metrics",
+    table="metrics",
+    key=("metric", "dimension", "window_size", "window_start"),
+    event_time="window_end",
+    kafka_key="metric",
+)
+ALERTS = Output(
+    "alerts",
+    [
+        ("alert_id", "text"),  # metric|dimension|window_size|window_start
+        ("metric", "text"),
+        ("dimension", "text"),
+        ("window_size", "text"),
+        ("window_start", "bigint"),
+        ("window_end", "bigint"),
+        ("observed", "double"),
+        ("expected_low", "double"),
+        ("expected_high", "double"),
+        ("baseline_mean", "double"),
+        ("baseline_windows", "int"),
+        ("z_score", "double"),
+        ("severity", "text"),  # warning | critical
+    ],
+    topic="alerts",
+    table="alerts",
+    key=("alert_id",),
+    event_time="window_end",
+    kafka_key="metric",
+)
+# What the profile job writes.
 ALL = (ARCHIVE, DEAD_LETTERS, PROFILES, SESSIONS, SCORES, COHORT_MOVES, LEADS, ACTIONS, OUTCOMES)
+# Every output with a declaration of its columns (dead letters have their own contract).
+DECLARED = (*(o for o in ALL if o is not DEAD_LETTERS), METRICS, ALERTS)
 # Column types in Flink SQL and in PostgreSQL (the migrations must agree: a test checks).
 FLINK_SQL_TYPES = {
     "text": "STRING",

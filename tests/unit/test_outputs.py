@@ -31,4 +31,4 @@ def test_a_deletion_keys_the_users_rows_and_carries_nothing_else():
         assert deletion.output is output and deletion.delete and deletion.value is None
         assert deletion.values[0] == "u1" and set(deletion.values[1:]) == {None}
     with pytest.raises(ValueError, match="user_id"):
-        outputs.Output("x", [("id", "text")], kafka=True, table=None, deletable=True)
+        outputs.Output("x", [("id", "text")], topic="x", table=None, deletable=True)

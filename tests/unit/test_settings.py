@@ -19,6 +19,8 @@ def test_local_environment_loads_with_every_topic(settings):
         "action-outcomes",
         "recommendations",
         "lead-scores",
+        "metrics",
+        "alerts",
     ]
     assert settings.kafka.topics.events.partitions == 4
 
