@@ -98,12 +98,15 @@ refine: up ## move an experiment's variant weights towards the best variant (EXP
 	$(PY) -m jobs.refine --experiment $(EXPERIMENT)
 	$(PY) -m jobs.control
 
-generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth
-	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE)
+generate: up ## publish synthetic events (USERS= DAYS= SEED= RATE=) with hidden ground truth; ARGS="--incident-day 8 --support-rate 0.03" injects a payment outage
+	$(PY) -m jobs.generate $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) --rate $(RATE) $(ARGS)
 
 replay: up ## publish an external log: make replay FILE=log.csv MAPPING=conf/mappings/<name>.yaml
 	@test -n "$(FILE)" -a -n "$(MAPPING)" || { echo "usage: make replay FILE=... MAPPING=conf/mappings/<name>.yaml" >&2; exit 2; }
 	$(PY) -m jobs.replay --file $(FILE) --mapping $(MAPPING)
+
+metrics: up ## run the metrics job locally (windowed metrics and anomaly alerts of the whole stream, Flink SQL); Ctrl-C stops it
+	$(PY) -m jobs.metrics
 
 sql: up ## Flink SQL shell over every topic and table (batch mode; STREAMING=1 for continuous queries), or run a script: make sql FILE=sql/queries/<name>.sql
 	$(PY) -m jobs.sql $(if $(FILE),--file $(FILE)) $(if $(STREAMING),--streaming)

@@ -228,6 +228,18 @@ class EventContract(Strict):
     max_future_skew_ms: Annotated[int, Field(ge=0)] = 86_400_000
 
 
+class Incident(Strict):
+    """A payment outage the generator injects: from `start_day` days after the start, for `days`
+    days, a checkout fails with probability `checkout_failure` (the user lands on an error page,
+    then on the support chat, and leaves) and help and support pages are `support_multiplier`
+    times as frequent as usual."""
+
+    start_day: Annotated[float, Field(ge=0)]
+    days: Annotated[float, Field(gt=0)]
+    checkout_failure: Annotated[float, Field(ge=0, le=1)] = 0.8
+    support_multiplier: Annotated[float, Field(ge=1)] = 4.0
+
+
 class Generator(Strict):
     users: Annotated[int, Field(ge=1)] = 500
     days: Annotated[float, Field(gt=0)] = 14.0
@@ -239,6 +251,9 @@ class Generator(Strict):
     max_late_ms: Annotated[int, Field(ge=0)] = 3_600_000
     invalid_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
     products_per_category: Annotated[int, Field(ge=1)] = 40
+    # Share of page views that land on help and support pages (0: the site has none).
+    support_page_rate: Annotated[float, Field(ge=0, le=0.25)] = 0.0
+    incident: Incident | None = None
 
 
 class EngagementWeights(Strict):
@@ -443,6 +458,39 @@ class Actions(Strict):
     attribution_window_ms: Annotated[int, Field(gt=0)] = 86_400_000
 
 
+class AlertRule(Strict):
+    """Alert when a metric's window leaves its trailing baseline: z = (value - mean) / scale over
+    the `baseline_windows` windows before it, where scale is the baseline's standard deviation
+    but at least `min_scale` and `min_relative_scale` times the mean (so a flat baseline does not
+    make every wobble an alert). `direction`: which side alerts (up, down or both)."""
+
+    metric: str
+    dimension: str = ""
+    window_size: Literal["minute", "hour"] = "hour"
+    direction: Literal["up", "down", "both"] = "both"
+    warning_z: Annotated[float, Field(gt=0)] = 4.0
+    critical_z: Annotated[float, Field(gt=0)] = 8.0
+    baseline_windows: Annotated[int, Field(ge=2, le=10_000)] = 48
+    min_baseline_windows: Annotated[int, Field(ge=2)] = 12
+    min_scale: Annotated[float, Field(ge=0)] = 0.0
+    min_relative_scale: Annotated[float, Field(ge=0)] = 0.1
+
+
+class Metrics(Strict):
+    """The metrics job (jobs/metrics.py): windowed metrics of the whole stream, and alerts."""
+
+    window_sizes: tuple[Literal["minute", "hour"], ...] = ("minute", "hour")
+    # Page views whose url matches one of these SQL LIKE patterns count as help/support pages.
+    support_pages: tuple[str, ...] = ("/help/%", "/error/%", "/support/%")
+    alert_rules: tuple[AlertRule, ...] = (
+        AlertRule(metric="support_page_share", direction="up", min_scale=0.01),
+        AlertRule(metric="checkout_conversion", direction="down", min_scale=0.05),
+        AlertRule(metric="event_rate", direction="both", min_relative_scale=0.2),
+    )
+    # An incident's first alert must come within this much event time of its onset (tested).
+    max_alert_delay_ms: Annotated[int, Field(gt=0)] = 3 * 3_600_000
+
+
 class Local(Strict):
     # All logs, pid files and data of locally started services live under this folder.
     state_dir: str = ".local"
@@ -460,6 +508,7 @@ class Settings(Strict):
     models: Models = Models()
     leads: Leads = Leads()
     actions: Actions = Actions()
+    metrics: Metrics = Metrics()
     local: Local = Local()
 
     def with_own_topics(self, tag: str, names=(*OUTPUT_TOPICS, "control")) -> Settings:

@@ -343,6 +343,8 @@ def apply_migrations(settings: Settings, directory: Path = MIGRATIONS_DIR) -> st
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            # The views depend on the tables: out of the way of a migration that alters them.
+            catalog.drop_views(conn)
             for path in files:
                 text = path.read_text()
                 checksum = hashlib.sha256(text.encode()).hexdigest()

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import psycopg
+from pydantic import ValidationError
 
 from conf import settings as settings_module
-from conf.settings import Settings
+from conf.settings import Generator, Settings
 from conf.stack import state_dir
 from jobs.publish import Publisher, PublishReport
 from models.generator import EventGenerator, History, with_hostile_records
@@ -63,6 +64,8 @@ def write_truth_file(history: History, path: Path, run_id: str) -> None:
                 )
                 + "\n"
             )
+        for incident in history.incidents:
+            out.write(json.dumps({"kind": "incident", "run_id": run_id, **asdict(incident)}) + "\n")
 
 
 def write_truth_tables(history: History, settings: Settings, run_id: str) -> None:
@@ -71,6 +74,12 @@ def write_truth_tables(history: History, settings: Settings, run_id: str) -> Non
     with psycopg.connect(settings.postgres.conninfo()) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM ground_truth_sessions WHERE run_id = %s", (run_id,))
         cur.execute("DELETE FROM ground_truth_users WHERE run_id = %s", (run_id,))
+        cur.execute("DELETE FROM ground_truth_incidents WHERE run_id = %s", (run_id,))
+        cur.executemany(
+            "INSERT INTO ground_truth_incidents (run_id, kind, start_ms, end_ms)"
+            " VALUES (%s, %s, %s, %s)",
+            [(run_id, i.kind, i.start_ms, i.end_ms) for i in history.incidents],
+        )
         cur.executemany(
             "INSERT INTO ground_truth_users (run_id, user_id, archetype, drifted, drift_start_ms)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id, user_id) DO UPDATE SET"
@@ -175,8 +184,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s to publish, 0 = max")
     parser.add_argument("--invalid-rate", type=float, help="share of malformed records to mix in")
     parser.add_argument("--out", type=Path, help="write JSONL here instead of the broker")
+    parser.add_argument(
+        "--support-rate", type=float, help="share of page views on help and support pages"
+    )
+    parser.add_argument(
+        "--incident-day", type=float, help="inject a payment outage this many days in"
+    )
+    parser.add_argument("--incident-days", type=float, default=3.0, help="how long it lasts")
     args = parser.parse_args(argv)
     settings = settings_module.load_or_exit()
+    overrides = {}
+    if args.support_rate is not None:
+        overrides["support_page_rate"] = args.support_rate
+    if args.incident_day is not None:
+        overrides["incident"] = {"start_day": args.incident_day, "days": args.incident_days}
+    try:
+        generator = Generator.model_validate({**settings.generator.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    settings = settings.model_copy(update={"generator": generator})
     summary = generate(
         settings,
         args.users,

@@ -60,6 +60,31 @@ def user_records_table(
     return table
 
 
+def json_topic_table(
+    t_env: StreamTableEnvironment,
+    config: Settings,
+    table: str,
+    topic: Topic,
+    output: outputs.Output,
+    writer: str,
+) -> str:
+    """Registers `table` writing `output`'s columns as JSON to `topic` (its contract), keyed by
+    the text of its `kafka_key` column."""
+    options = {
+        "connector": "kafka",
+        **kafka_options(config, topic, f"{writer}-{topic.name}"),
+        "key.format": "raw",
+        "key.fields": output.kafka_key,
+        "value.format": "json",
+        "value.fields-include": "ALL",
+        # Every column is present in the contract's JSON, null or not.
+        "value.json.encode.ignore-null-fields": "false",
+    }
+    columns = [(name, outputs.FLINK_SQL_TYPES[t]) for name, t in output.columns]
+    t_env.execute_sql(flink_table(table, columns, (), with_options(options)))
+    return table
+
+
 def postgres_table(
     t_env: StreamTableEnvironment, config: Settings, table: str, output: outputs.Output
 ) -> str:

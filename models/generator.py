@@ -36,6 +36,8 @@ CATEGORIES = {  # category -> (median price, log-normal sigma)
 }
 BRANDS = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
 FEATURES = ("wishlist_tab", "order_tracking", "dark_mode", "notifications", "size_guide")
+SUPPORT_PAGES = ("/help/faq", "/help/returns", "/help/support-chat", "/help/payment")
+ERROR_PAGE = "/error/payment"
 
 # Base journey: from each event type, relative weights of the next one ("exit" ends the session).
 BASE_TRANSITIONS: dict[str, dict[str, float]] = {
@@ -208,12 +210,20 @@ class SessionTruth:
 
 
 @dataclass
+class IncidentTruth:
+    kind: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass
 class History:
     """Events in emission order (some out of order on purpose) and the hidden truth."""
 
     events: list[dict]
     users: list[UserTruth]
     sessions: list[SessionTruth]
+    incidents: list[IncidentTruth] = field(default_factory=list)
 
 
 @dataclass
@@ -230,6 +240,7 @@ class _Session:
     purchased: bool = False
     added_to_cart: bool = False
     viewed: list[Product] = field(default_factory=list)
+    payment_failed: bool = False
 
 
 class EventGenerator:
@@ -246,10 +257,25 @@ class EventGenerator:
         self.seed = seed if seed is not None else settings.seed
         self.rng = random.Random(self.seed)
         self.catalog = self._catalog()
+        incident = settings.incident
+        self.incident = (
+            IncidentTruth(
+                "payment_outage",
+                settings.start_ts_ms + int(incident.start_day * DAY_MS),
+                settings.start_ts_ms + int((incident.start_day + incident.days) * DAY_MS),
+            )
+            if incident is not None
+            else None
+        )
 
     @property
     def run_id(self) -> str:
-        return f"seed{self.seed}-users{self.users}-days{self.days:g}-t{self.settings.start_ts_ms}"
+        run = f"seed{self.seed}-users{self.users}-days{self.days:g}-t{self.settings.start_ts_ms}"
+        if self.settings.support_page_rate:
+            run += f"-support{self.settings.support_page_rate:g}"
+        if self.incident is not None:
+            run += f"-outage{self.incident.start_ms}-{self.incident.end_ms}"
+        return run
 
     def _id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -309,7 +335,8 @@ class EventGenerator:
                 gap = self.rng.expovariate(max(rate, 0.02)) * DAY_MS
                 ts = session.ts + max(int(gap), 30 * MINUTE_MS)
         timeline.sort(key=lambda e: e["ts"])
-        return History(self._emission_order(timeline), users, sessions)
+        incidents = [self.incident] if self.incident is not None else []
+        return History(self._emission_order(timeline), users, sessions, incidents)
 
     def _emission_order(self, timeline: list[dict]) -> list[dict]:
         """Delay a few events so they arrive out of order (small delay) or late (large delay)."""
@@ -372,7 +399,12 @@ class EventGenerator:
             )
         return s
 
+    def _in_incident(self, ts: int) -> bool:
+        return self.incident is not None and self.incident.start_ms <= ts < self.incident.end_ms
+
     def _next_state(self, s: _Session, state: str) -> str:
+        if s.payment_failed:
+            return "exit"
         weights = dict(BASE_TRANSITIONS[state])
         if not s.cart:
             weights.pop("checkout_start", None)
@@ -418,15 +450,21 @@ class EventGenerator:
         candidates = [p for p in s.catalog[category] if low * median <= p.price <= high * median]
         return s.rng.choice(candidates or s.catalog[category])
 
-    def _page_view(self, s: _Session) -> None:
+    def _page_view(self, s: _Session, url: str | None = None) -> None:
         category = s.favourite if s.rng.random() < 0.5 else s.rng.choice(list(CATEGORIES))
         scroll = min(1.0, max(0.0, s.rng.betavariate(2, 2) * 2 * s.archetype.scroll_mean))
+        support_rate = self.settings.support_page_rate
+        if support_rate and url is None:  # drawn only when the site has support pages
+            if self._in_incident(s.ts):
+                support_rate *= self.settings.incident.support_multiplier
+            if s.rng.random() < support_rate:
+                url = s.rng.choice(SUPPORT_PAGES)
         self._emit(
             s,
             "page_view",
             s.rng.randint(500, 3_000),
-            url=f"/c/{category}",
-            category=category,
+            url=url or f"/c/{category}",
+            category="help" if url else category,
             dwell_ms=self._dwell(s),
             scroll_depth=round(scroll, 3),
         )
@@ -505,6 +543,11 @@ class EventGenerator:
             self._emit(s, "app_click", think, feature=rng.choice(FEATURES))
         elif state == "checkout_start":
             self._emit(s, "checkout_start", think, cart_value=self._cart_total(s))
+            if self._in_incident(s.ts) and rng.random() < self.settings.incident.checkout_failure:
+                # The payment fails: an error page, the support chat, and the user leaves.
+                s.payment_failed = True
+                self._page_view(s, ERROR_PAGE)
+                self._page_view(s, "/help/support-chat")
         elif state == "purchase":
             if not s.cart:
                 return

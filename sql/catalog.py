@@ -66,6 +66,10 @@ def view_column(name: str, pg_type: str) -> tuple[str, str]:
     return f"{ident}::text AS {ident}", "text"
 
 
+def drop_views(conn) -> None:
+    conn.execute(f"DROP SCHEMA IF EXISTS {VIEW_SCHEMA} CASCADE")
+
+
 def create_views(conn) -> int:
     """(Re)create schema `flink_sql` with a view of every table of schema public that Flink's
     JDBC connector can read; returns how many. Run by `make up` after the migrations."""
@@ -79,7 +83,7 @@ def create_views(conn) -> int:
     for table, column, pg_type in rows:
         tables.setdefault(table, []).append(view_column(column, pg_type)[0])
     with conn.transaction():
-        conn.execute(f"DROP SCHEMA IF EXISTS {VIEW_SCHEMA} CASCADE")
+        drop_views(conn)
         conn.execute(f"CREATE SCHEMA {VIEW_SCHEMA}")
         for table, columns in tables.items():
             conn.execute(
@@ -115,10 +119,13 @@ def declared_columns(output: outputs.Output) -> list[tuple[str, str]]:
     return [(n, outputs.FLINK_SQL_TYPES[t]) for n, t in output.columns]
 
 
-def event_time_column(column: str) -> str:
-    # A TIMESTAMP (UTC, the session's zone), not a TIMESTAMP_LTZ: PyFlink cannot collect the
-    # latter into Python.
-    return f"{quoted('event_time')} AS CAST(TO_TIMESTAMP_LTZ({quoted(column)}, 3) AS TIMESTAMP(3))"
+def event_time_column(column_or_expression: str) -> str:
+    """The `event_time` attribute from epoch ms: a TIMESTAMP (UTC, the session's zone), not a
+    TIMESTAMP_LTZ, which PyFlink cannot collect into Python."""
+    ms = column_or_expression
+    if ms.isidentifier():
+        ms = quoted(ms)
+    return f"{quoted('event_time')} AS CAST(TO_TIMESTAMP_LTZ({ms}, 3) AS TIMESTAMP(3))"
 
 
 def postgres_statements(config: Settings, views: dict[str, list[tuple[str, str]]]) -> list[str]:
@@ -203,7 +210,16 @@ def topic_statements(config: Settings, group: str = "sql", bounded: bool = False
             f"{KAFKA_DATABASE}.{quoted(name)}", columns, (), options, [*columns_extra, watermark]
         )
 
-    statements = [table("events", event_columns(), "ts")]
+    # A missing or implausible `ts` (outside [min_ts_ms, now + max_future_skew_ms]) counts as
+    # time 0, as in the profile job's source: it never moves a watermark (the profile job
+    # dead-letters such records).
+    contract = config.events
+    plausible = (
+        f"CASE WHEN {quoted('ts')} BETWEEN {contract.min_ts_ms}"
+        f" AND UNIX_TIMESTAMP() * 1000 + {contract.max_future_skew_ms}"
+        f" THEN {quoted('ts')} ELSE 0 END"
+    )
+    statements = [table("events", event_columns(), None, [event_time_column(plausible)])]
     letter = contracts.DEAD_LETTER_VALUE["properties"]
     letter_columns = [
         (n, "BIGINT" if s.get("type") == "integer" else "STRING") for n, s in letter.items()
@@ -219,12 +235,16 @@ def topic_statements(config: Settings, group: str = "sql", bounded: bool = False
 # ------------------------------------------------------------------ the session
 
 
-def register(t_env, config: Settings, views, group: str = "sql", bounded: bool = False) -> None:
-    """Register the catalog, the PostgreSQL tables and the topics in `t_env` (`views`: the
-    PostgreSQL tables' columns, from `view_columns`)."""
+def configure(t_env, config: Settings) -> None:
     t_env.get_config().set("table.local-time-zone", TIME_ZONE)
     # A topic partition that stays quiet this long stops holding the watermark back.
     t_env.get_config().set("table.exec.source.idle-timeout", f"{config.profile.idleness_ms} ms")
+
+
+def register(t_env, config: Settings, views, group: str = "sql", bounded: bool = False) -> None:
+    """Register the catalog, the PostgreSQL tables and the topics in `t_env` (`views`: the
+    PostgreSQL tables' columns, from `view_columns`)."""
+    configure(t_env, config)
     t_env.execute_sql(catalog_statement(config))
     t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {KAFKA_DATABASE}")
     for statement in [

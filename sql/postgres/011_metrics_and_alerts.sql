@@ -27,3 +27,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity         text             NOT NULL  -- warning | critical
 );
 CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
+
+-- Incidents the generator injected (hidden truth, like ground_truth_users): what an alert
+-- should have found.
+CREATE TABLE IF NOT EXISTS ground_truth_incidents (
+    run_id   text   NOT NULL,
+    kind     text   NOT NULL,  -- payment_outage
+    start_ms bigint NOT NULL,
+    end_ms   bigint NOT NULL,
+    PRIMARY KEY (run_id, kind, start_ms)
+);
