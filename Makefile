@@ -126,7 +126,7 @@ cluster-down: $(STAMP) ## stop the standalone Flink cluster
 	$(PY) -m conf.stack cluster-down
 
 submit: cluster-up ## submit a job to the standalone cluster: make submit JOB=profile|metrics ARGS="...", or a SQL script: make submit JOB=sql FILE=...
-	$(PY) -m conf.stack submit $(JOB) $(if $(FILE),--file $(abspath $(FILE))) $(ARGS)
+	$(PY) -m conf.stack submit $(JOB) $(if $(FILE),--file $(abspath $(FILE)) --detach) $(ARGS)
 
 clean: down ## stop services and remove the virtualenv and local state
 	rm -rf $(VENV) $(PEER_VENV) .local

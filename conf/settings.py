@@ -482,9 +482,11 @@ class Metrics(Strict):
     window_sizes: tuple[Literal["minute", "hour"], ...] = ("minute", "hour")
     # Page views whose url matches one of these SQL LIKE patterns count as help/support pages.
     support_pages: tuple[str, ...] = ("/help/%", "/error/%", "/support/%")
+    # Hourly shares over a few dozen page views or checkouts are noisy: their rules ask for a
+    # larger z than the event rate's.
     alert_rules: tuple[AlertRule, ...] = (
-        AlertRule(metric="support_page_share", direction="up", min_scale=0.01),
-        AlertRule(metric="checkout_conversion", direction="down", min_scale=0.05),
+        AlertRule(metric="support_page_share", direction="up", warning_z=6, critical_z=10),
+        AlertRule(metric="checkout_conversion", direction="down", warning_z=6, critical_z=10),
         AlertRule(metric="event_rate", direction="both", min_relative_scale=0.2),
     )
     # An incident's first alert must come within this much event time of its onset (tested).

@@ -33,13 +33,31 @@ def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def metric_windows(config: Settings) -> str:
-    """The query of every metric in every configured window size."""
+# The metrics of each query (sql/flink/<query>.sql), so that an alert rule reads the one its
+# metric comes from: an operator's watermark is the least of its inputs', and a quiet topic
+# must not hold back the alerts on another.
+METRICS_BY_QUERY = {
+    "event_metric_windows": {
+        "events",
+        "event_rate",
+        "page_views",
+        "active_users",
+        "funnel_users",
+        "funnel_conversion",
+        "checkout_conversion",
+        "support_page_share",
+    },
+    "output_metric_windows": {"dead_letters", "actions", "cohort_users"},
+}
+
+
+def metric_windows(config: Settings, query: str) -> str:
+    """One metrics query in every configured window size."""
     support = " OR ".join(f"url LIKE {sql_text(p)}" for p in config.metrics.support_pages)
     types = ", ".join(sql_text(t.value) for t in EventType)
     queries = [
         flink_statement(
-            "metric_windows",
+            query,
             window_size=size,
             unit=UNITS[size],
             event_types=types,
@@ -50,11 +68,20 @@ def metric_windows(config: Settings) -> str:
     return union_all(queries)
 
 
+def query_of(metric: str) -> str:
+    for query, metrics in METRICS_BY_QUERY.items():
+        if metric in metrics:
+            return query
+    known = sorted(set().union(*METRICS_BY_QUERY.values()))
+    raise ValueError(f"alert rule on unknown metric {metric!r}; metrics: {', '.join(known)}")
+
+
 def union_all(queries: list[str]) -> str:
     return "\nUNION ALL\n".join(f"SELECT * FROM (\n{q}\n)" for q in queries)
 
 
 def alert_query(rule: AlertRule, metric_windows_view: str) -> str:
+    """The alerts of one rule over the view of the metrics its metric is one of."""
     direction = {
         "up": "(`value` - mean) / scale",
         "down": "(mean - `value`) / scale",
@@ -92,14 +119,14 @@ def build(t_env: TableEnvironment, config: Settings) -> StatementSet:
     t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {catalog.KAFKA_DATABASE}")
     for statement in catalog.topic_statements(config, group=NAME):
         t_env.execute_sql(statement)
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW metric_windows AS {metric_windows(config)}")
+    for query in METRICS_BY_QUERY:
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW {query} AS {metric_windows(config, query)}")
     statements = t_env.create_statement_set()
     metric_columns = ", ".join(f"`{n}`" for n in outputs.METRICS.names)
-    alerts = union_all([alert_query(r, "metric_windows") for r in config.metrics.alert_rules])
-    for output, query in (
-        (outputs.METRICS, f"SELECT {metric_columns} FROM metric_windows"),
-        (outputs.ALERTS, alerts),
-    ):
+    metrics = union_all([f"SELECT {metric_columns} FROM {q}" for q in METRICS_BY_QUERY])
+    rules = config.metrics.alert_rules
+    alerts = union_all([alert_query(rule, query_of(rule.metric)) for rule in rules])
+    for output, query in ((outputs.METRICS, metrics), (outputs.ALERTS, alerts)):
         if not query:
             continue
         topic = getattr(config.kafka.topics, output.topic)
@@ -117,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(config.postgres.conninfo(), connect_timeout=10):
         pass  # fail now, with the DSN's reason, rather than in the first flush
     t_env = create_environment(config)
-    result = build(t_env, config).execute()
+    try:
+        job = build(t_env, config)
+    except ValueError as exc:  # a rule on a metric no query makes
+        raise SystemExit(f"error: {exc}") from None
+    result = job.execute()
     print(f"metrics job {result.get_job_client().get_job_id()} running", file=sys.stderr)
     result.wait()
     return 0

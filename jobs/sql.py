@@ -1,6 +1,6 @@
 """Flink SQL over every topic and table (sql/catalog.py registers them at start): an interactive
 shell (`make sql`), a script (`make sql FILE=...`), or a script submitted to the standalone
-cluster as a long-running job (`make submit JOB=sql ARGS="--file ..."`).
+cluster, where a streaming INSERT runs as a long-running job (`make submit JOB=sql FILE=...`).
 
 The shell runs on PyFlink's own TableEnvironment: the same SQL engine and planner as Flink's
 SQL client, which the PyPI package cannot start (its SQL gateway jar is not shipped). It starts
@@ -55,6 +55,13 @@ class Session:
 
     def execute(self, statement: str) -> TableResult:
         return self.t_env.execute_sql(statement)
+
+    def rows(self, statement: str) -> tuple[list[str], list[tuple]]:
+        """A bounded query's column names and rows."""
+        result = self.execute(statement)
+        with result.collect() as results:
+            rows = [tuple(row) for row in results]
+        return result.get_table_schema().get_field_names(), rows
 
 
 def statements(text: str) -> list[str]:
@@ -133,9 +140,12 @@ QUERIES = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES")
 # ------------------------------------------------------------------ script and shell
 
 
-def run_script(config: Settings, text: str, batch: bool = True, wait: bool = True, out=sys.stdout):
+def run_script(
+    config: Settings, text: str, batch: bool = True, detach: bool = False, out=sys.stdout
+):
     """Run a script's statements in order: queries print their results, INSERTs run together
-    as one job at the end (waited for when `wait`). Returns that job's TableResult, if any."""
+    as one job at the end, waited for unless `detach` (on a cluster, a streaming job then runs
+    until it is cancelled). Returns that job's TableResult, if any."""
     session = Session(config, batch)
     inserts = []
     for statement in statements(text):
@@ -160,7 +170,7 @@ def run_script(config: Settings, text: str, batch: bool = True, wait: bool = Tru
     client = result.get_job_client()
     if client is not None:
         print(f"submitted job {client.get_job_id()}", file=out, flush=True)
-    if wait:
+    if not detach:
         result.wait()
     return result
 
@@ -222,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streaming", action="store_true", help="start in streaming mode (default: batch)"
     )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once the script's INSERT job is submitted (with `make submit`)",
+    )
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
     if args.file is None:
@@ -230,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such file {args.file}", file=sys.stderr)
         return 2
     try:
-        run_script(config, args.file.read_text(), batch=not args.streaming)
+        run_script(config, args.file.read_text(), batch=not args.streaming, detach=args.detach)
     except Exception as exc:  # noqa: BLE001  (report Flink's reason, not a Java stack)
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1

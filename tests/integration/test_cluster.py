@@ -14,15 +14,6 @@ from tests.integration.conftest import archived, archived_ids, publish
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def flink_cluster(local_stack):
-    was_running = stack.cluster_answers(local_stack)
-    print(stack.cluster_up(local_stack))
-    yield local_stack
-    if not was_running:
-        stack.cluster_down(local_stack)
-
-
 def test_profile_job_runs_on_the_standalone_cluster(flink_cluster):
     settings = flink_cluster
     history = EventGenerator(settings.generator, users=25, days=2, seed=808).generate()

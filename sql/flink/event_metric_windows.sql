@@ -1,20 +1,11 @@
--- The stream's metrics in tumbling windows of one ${window_size}: one row per metric,
--- dimension value and window, with the window's end as its event time (window_time).
--- Events count when their type is in the contract (the raw topic also carries records the
--- profile job dead-letters); dead letters are placed at the time they were written.
+-- Metrics of the events topic in tumbling windows of one ${window_size}: one row per metric,
+-- dimension value and window, with the window's end as its event time (window_time). A record
+-- counts when it is a JSON object with a known event type, a user id and a plausible time (the
+-- topic also carries records the profile job dead-letters for other reasons).
 WITH
 events_w AS (
   SELECT * FROM TABLE(TUMBLE(TABLE kafka.events, DESCRIPTOR(event_time), INTERVAL '1' ${unit}))
   WHERE type IN (${event_types}) AND user_id IS NOT NULL
-),
-letters_w AS (
-  SELECT * FROM TABLE(TUMBLE(TABLE kafka.events_dlq, DESCRIPTOR(event_time), INTERVAL '1' ${unit}))
-),
-actions_w AS (
-  SELECT * FROM TABLE(TUMBLE(TABLE kafka.actions, DESCRIPTOR(event_time), INTERVAL '1' ${unit}))
-),
-scores_w AS (
-  SELECT * FROM TABLE(TUMBLE(TABLE kafka.scores, DESCRIPTOR(event_time), INTERVAL '1' ${unit}))
 ),
 metric_rows AS (
   SELECT 'events' AS metric, type AS dimension, window_start, window_end, window_time,
@@ -54,19 +45,6 @@ metric_rows AS (
   SELECT 'support_page_share', '', window_start, window_end, window_time,
          CAST(SUM(CASE WHEN ${support_page} THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*)
   FROM events_w WHERE type = 'page_view' GROUP BY window_start, window_end, window_time
-  UNION ALL
-  SELECT 'dead_letters', reason, window_start, window_end, window_time,
-         CAST(COUNT(*) AS DOUBLE)
-  FROM letters_w GROUP BY window_start, window_end, window_time, reason
-  UNION ALL
-  SELECT 'actions', action || '/' || COALESCE(variant, '-'), window_start, window_end,
-         window_time, CAST(COUNT(*) AS DOUBLE)
-  FROM actions_w GROUP BY window_start, window_end, window_time, action, variant
-  UNION ALL
-  -- Cohort sizes: users scored in each cohort during the window.
-  SELECT 'cohort_users', COALESCE(cohort_name, '(none)'), window_start, window_end,
-         window_time, CAST(COUNT(DISTINCT user_id) AS DOUBLE)
-  FROM scores_w GROUP BY window_start, window_end, window_time, cohort_name
 )
 SELECT metric, dimension, '${window_size}' AS window_size,
        EXTRACT(EPOCH FROM window_start) * 1000 AS window_start,
