@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import psycopg
 import psycopg.sql
 import pytest
+import yaml
 
 from conf import settings as settings_module
 from conf import stack
@@ -221,6 +222,14 @@ def stream_topics(stream_run) -> dict[str, list]:
             for name in OUTPUT_TOPICS
         }
         return {name: future.result() for name, future in read.items()}
+
+
+def config_file(settings, folder) -> str:
+    """`settings` as a file for BEHAVIOR_CONFIG, so a process of its own reads the same topics
+    and database."""
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,21 @@ against the stream run's outputs, and its result equals the same figures compute
 Python from the Kafka topics (the queries read PostgreSQL tables or the topics)."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from conf.settings import OUTPUT_TOPICS
 from jobs import sql
+from tests.integration.conftest import config_file
+from udfs import outputs
 from udfs.timeunits import DAY_MS, HOUR_MS
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
@@ -36,6 +44,26 @@ def hour_text(ms: int) -> str:
 
 def ms(moment: datetime) -> int:
     return round(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def test_the_shell_starts_with_every_topic_and_table_registered(stream_run, tmp_path):
+    commands = "SHOW TABLES FROM kafka;\nSHOW TABLES;\nSELECT COUNT(*) AS n FROM\n user_sessions;\n"
+    shell = subprocess.run(
+        [sys.executable, "-m", "jobs.sql"],
+        input=commands + "QUIT;\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BEHAVIOR_CONFIG": config_file(stream_run.settings, tmp_path)},
+        check=True,
+    )
+    listed = set(re.findall(r"^\| (\w+) +\|$", shell.stdout, re.MULTILINE))
+    assert {"events", *OUTPUT_TOPICS} <= listed  # the kafka database
+    tables = {o.table for o in outputs.DECLARED if o.table}
+    assert tables | {"cohorts", "model_registry", "ground_truth_users"} <= listed
+    with psycopg.connect(stream_run.settings.postgres.conninfo()) as conn:
+        sessions = conn.execute("SELECT count(*) FROM user_sessions").fetchone()[0]
+    assert sessions > 0 and re.search(rf"^\| +{sessions} \|$", shell.stdout, re.MULTILINE)
 
 
 def test_every_query_file_is_tested():

@@ -2,9 +2,11 @@ import json
 import random
 from collections import Counter, defaultdict
 
+from conf.settings import Incident
 from models.generator import ARCHETYPES, EventGenerator, hostile_record, with_hostile_records
 from tests.conftest import TEST_NOW_MS, event_bytes
 from udfs.events import DeadLetter, Event, EventParser, SourceRef
+from udfs.timeunits import DAY_MS
 
 
 def parse_all(events):
@@ -115,3 +117,33 @@ def test_hostile_mix_keeps_every_valid_event(small_history):
     assert len(valid) == len(small_history.events)
     assert 0.15 * len(valid) < len(mixed) - len(valid) < 0.45 * len(valid)
     assert all(isinstance(r, Event) for r in parse_all([json.loads(v) for v in valid]))
+
+
+def test_a_site_without_support_pages_has_none(small_history):
+    urls = {e["url"] for e in small_history.events if e["type"] == "page_view"}
+    assert all(u.startswith("/c/") for u in urls)
+    assert small_history.incidents == []
+
+
+def test_a_payment_outage_fails_checkouts_and_sends_users_to_error_and_support_pages(settings):
+    generator = settings.generator.model_copy(
+        update={"support_page_rate": 0.03, "incident": Incident(start_day=2, days=2)}
+    )
+    history = EventGenerator(generator, users=300, days=6, seed=5).generate()
+    [outage] = history.incidents
+    assert (outage.kind, outage.end_ms - outage.start_ms) == ("payment_outage", 2 * DAY_MS)
+    during = lambda e: outage.start_ms <= e["ts"] < outage.end_ms  # noqa: E731
+    counts = {True: Counter(), False: Counter()}
+    for e in history.events:
+        c = counts[during(e)]
+        c[e["type"]] += 1
+        if e["type"] == "page_view":
+            c["support"] += e["url"].startswith(("/help/", "/error/"))
+            c["error"] += e["url"] == "/error/payment"
+    inside, outside = counts[True], counts[False]
+    assert outside["error"] == 0 and inside["error"] > 0
+    share = {k: c["support"] / c["page_view"] for k, c in counts.items()}
+    assert 0.02 < share[False] < 0.04
+    assert share[True] > 4 * share[False]
+    conversion = {k: c["purchase"] / c["checkout_start"] for k, c in counts.items()}
+    assert conversion[True] < 0.5 * conversion[False]
