@@ -47,12 +47,25 @@ def scratch_database(local_stack):
 
 def test_migrations_apply_once_and_refuse_edited_history(scratch_database, tmp_path):
     (tmp_path / "001_first.sql").write_text("CREATE TABLE t1 (id int PRIMARY KEY);")
-    assert stack.apply_migrations(scratch_database, tmp_path) == "applied migrations: 001_first.sql"
-    assert stack.apply_migrations(scratch_database, tmp_path) == "all 1 migrations applied"
-    (tmp_path / "002_second.sql").write_text("ALTER TABLE t1 ADD COLUMN name text;")
-    assert (
-        stack.apply_migrations(scratch_database, tmp_path) == "applied migrations: 002_second.sql"
+    # Views for Flink SQL of t1 and schema_migrations, remade after every run.
+    applied = stack.apply_migrations(scratch_database, tmp_path)
+    assert applied == "applied migrations: 001_first.sql; 2 views for Flink SQL"
+    assert stack.apply_migrations(scratch_database, tmp_path) == (
+        "all 1 migrations applied; 2 views for Flink SQL"
     )
+    # A migration may change a column a view reads: the views are out of its way, then remade.
+    (tmp_path / "002_second.sql").write_text(
+        "ALTER TABLE t1 ALTER COLUMN id TYPE bigint, ADD COLUMN at timestamptz;"
+    )
+    assert stack.apply_migrations(scratch_database, tmp_path).startswith(
+        "applied migrations: 002_second.sql;"
+    )
+    with psycopg.connect(scratch_database.postgres.conninfo()) as conn:
+        view = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'flink_sql' AND table_name = 't1' ORDER BY ordinal_position"
+        ).fetchall()
+    assert view == [("id", "bigint"), ("at", "timestamp without time zone")]
     (tmp_path / "001_first.sql").write_text("CREATE TABLE t1 (id bigint PRIMARY KEY);")
     with pytest.raises(stack.StackError, match="001_first.sql changed after it was applied"):
         stack.apply_migrations(scratch_database, tmp_path)
