@@ -105,6 +105,7 @@ def alert_query(rule: AlertRule, metric_windows_view: str) -> str:
 
 def create_environment(config: Settings) -> TableEnvironment:
     conf = Configuration()
+    conf.set_string("pipeline.name", NAME)
     conf.set_string("parallelism.default", str(config.flink.parallelism))
     conf.set_string("execution.checkpointing.interval", f"{config.flink.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
