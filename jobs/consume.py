@@ -22,19 +22,6 @@ from conf import settings as settings_module
 from conf.settings import OUTPUT_TOPICS
 from udfs import contracts
 
-# The field that identifies a record of each topic (the same record replayed has the same id).
-RECORD_IDS = {
-    "events_dlq": ("dead_letter_id",),
-    "profiles": ("user_id", "version"),
-    "scores": ("user_id", "profile_version"),
-    "lead_scores": ("user_id", "profile_version"),
-    "cohort_moves": ("move_id",),
-    "actions": ("decision_id",),
-    "action_outcomes": ("decision_id",),
-    "metrics": ("metric", "dimension", "window_size", "window_start"),
-    "alerts": ("alert_id",),
-}
-
 
 class Handler:
     """Prints each valid record once; remembers the last `memory` ids to drop repeats."""
@@ -42,6 +29,7 @@ class Handler:
     def __init__(self, topic: str, out=sys.stdout, memory: int = 100_000):
         self.topic, self.out, self.memory = topic, out, memory
         self.key_valid, self.value_valid = contracts.validators(topic)
+        self.record_id = contracts.latest(topic)["record_id"]
         self.seen: OrderedDict[tuple, None] = OrderedDict()
         self.handled = self.repeated = self.invalid = self.tombstones = 0
 
@@ -59,7 +47,7 @@ class Handler:
             self.invalid += 1
             print(f"INVALID  key={user!r}: {exc}", file=self.out)
             return
-        record_id = tuple(record[f] for f in RECORD_IDS[self.topic])
+        record_id = tuple(record[f] for f in self.record_id)
         if record_id in self.seen:
             self.repeated += 1
             return

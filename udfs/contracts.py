@@ -86,10 +86,20 @@ def value_schema(output: outputs.Output) -> dict:
 
 def current() -> dict[str, dict]:
     """Topic -> {"key": schema, "value": schema} as the declarations stand now."""
-    contracts = {"events_dlq": {"key": SOURCE_KEY, "value": DEAD_LETTER_VALUE}}
+    contracts = {
+        "events_dlq": {
+            "key": SOURCE_KEY,
+            "value": DEAD_LETTER_VALUE,
+            "record_id": ["dead_letter_id"],
+        }
+    }
     for topic, output in topic_outputs().items():
         key = {"type": "string", "description": f"the record's {output.kafka_key} (UTF-8)"}
-        contracts[topic] = {"key": key, "value": value_schema(output)}
+        contracts[topic] = {
+            "key": key,
+            "value": value_schema(output),
+            "record_id": list(output.record_id),
+        }
         if output.deletable:
             contracts[topic]["tombstones"] = True
     return contracts
@@ -120,6 +130,7 @@ def document(topic: str, version: int, contract: dict) -> dict:
         "topic": topic,
         "version": version,
         "tombstones": contract.get("tombstones", False),
+        "record_id": contract["record_id"],
         "key": {"$schema": DRAFT, **contract["key"]},
         "value": {"$schema": DRAFT, **contract["value"]},
     }
@@ -131,14 +142,20 @@ def content(doc: dict) -> dict:
     return {
         "key": strip(doc["key"]),
         "value": strip(doc["value"]),
+        "record_id": doc["record_id"],
         **({"tombstones": True} if doc.get("tombstones") else {}),
     }
+
+
+def latest(topic: str) -> dict:
+    """The topic's latest published contract."""
+    return published(topic, published_versions(topic)[-1])
 
 
 @cache
 def validators(topic: str) -> tuple:
     """(key validator, value validator) of the topic's latest published version."""
-    doc = published(topic, published_versions(topic)[-1])
+    doc = latest(topic)
     return fastjsonschema.compile(doc["key"]), fastjsonschema.compile(doc["value"])
 
 
@@ -211,6 +228,8 @@ def contract_breaks(old: dict, new: dict) -> list[str]:
     problems += breaking_changes(old["value"], new["value"])
     if old.get("tombstones") and not new.get("tombstones"):
         problems.append("tombstones: no longer sent, so consumers would keep deleted users")
+    if old["record_id"] != new["record_id"]:
+        problems.append(f"record_id: {old['record_id']} became {new['record_id']}")
     return problems
 
 

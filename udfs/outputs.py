@@ -67,7 +67,9 @@ class Output:
     What consumers and Flink SQL need to know of it is declared here too: `optional`, the
     columns that may be null (NULL-able in PostgreSQL, absent or null in JSON); `event_time`,
     the column holding its event time (epoch ms); `shapes`, the JSON Schema of each `json`
-    column's content; `kafka_key`, the column whose text is the Kafka record's key."""
+    column's content; `kafka_key`, the column whose text is the Kafka record's key;
+    `record_id`, the columns that identify a record (the same input always gives the same id;
+    default: the table's key), by which consumers drop repeats."""
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class Output:
         event_time: str | None = None,
         shapes: dict[str, dict] | None = None,
         kafka_key: str = "user_id",
+        record_id: tuple[str, ...] | None = None,
     ):
         self.name, self.columns, self.topic, self.deletable = name, columns, topic, deletable
         self.table, self.key = table, key
@@ -88,8 +91,9 @@ class Output:
         if deletable and self.names[0] != "user_id":
             raise ValueError("a deletable output is keyed by its first column, user_id")
         self.optional, self.event_time, self.shapes = frozenset(optional), event_time, shapes or {}
-        self.kafka_key = kafka_key
+        self.kafka_key, self.record_id = kafka_key, record_id or key
         named = self.optional | {event_time, kafka_key if topic else None} | set(self.shapes)
+        named |= set(self.record_id)
         unknown = named - {None, *self.names}
         if unknown:
             raise ValueError(f"{name}: no such columns {sorted(unknown)}")
@@ -167,6 +171,7 @@ PROFILES = Output(
     ),
     event_time="as_of_ts",
     shapes={"details": {"type": "object"}},
+    record_id=("user_id", "version"),
 )
 SESSIONS = Output(
     "sessions",
@@ -220,6 +225,7 @@ SCORES = Output(
     ),
     event_time="ts",
     shapes={"ranked": RANKED_SHAPE},
+    record_id=("user_id", "profile_version"),
 )
 COHORT_MOVES = Output(
     "cohort_moves",
@@ -261,6 +267,7 @@ LEADS = Output(
     deletable=True,
     optional=("model_version", "cohort_name"),
     event_time="ts",
+    record_id=("user_id", "profile_version"),
 )
 ACTIONS = Output(
     "actions",

@@ -21,7 +21,7 @@ def actions_with(columns=None, optional=()) -> dict:
         optional=tuple(outputs.ACTIONS.optional | set(optional)),
         shapes=outputs.ACTIONS.shapes,
     )
-    return {"key": contracts.current()["actions"]["key"], "value": contracts.value_schema(changed)}
+    return {**contracts.current()["actions"], "value": contracts.value_schema(changed)}
 
 
 PUBLISHED_ACTIONS = contracts.content(contracts.published("actions", 1))
@@ -60,6 +60,13 @@ def test_changing_a_type_breaks_consumers():
 def test_a_field_that_may_become_null_breaks_consumers():
     nullable = actions_with(optional=("score",))
     assert contracts.contract_breaks(PUBLISHED_ACTIONS, nullable) == ["score: may now be ['null']"]
+
+
+def test_a_changed_record_id_breaks_consumers():
+    changed = {**PUBLISHED_ACTIONS, "record_id": ["user_id", "ts"]}
+    assert contracts.contract_breaks(PUBLISHED_ACTIONS, changed) == [
+        "record_id: ['decision_id'] became ['user_id', 'ts']"
+    ]
 
 
 def test_a_nested_field_removed_from_a_json_column_breaks_consumers():
