@@ -19,7 +19,7 @@ from pyflink.common import Configuration
 from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from conf import settings as settings_module
-from conf.settings import AlertRule, Settings
+from conf.settings import AlertRule, Settings, redact_secrets
 from jobs import sinks
 from sql import catalog, flink_statement
 from udfs import outputs
@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.metrics", description=__doc__)
     parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    with psycopg.connect(config.postgres.conninfo(), connect_timeout=10):
-        pass  # fail now, with the DSN's reason, rather than in the first flush
+    try:  # fail now, with the reason, rather than in the sink's first flush
+        psycopg.connect(config.postgres.conninfo(), connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise SystemExit(f"error: PostgreSQL does not answer: {redact_secrets(str(exc))}") from None
     t_env = create_environment(config)
     try:
         job = build(t_env, config)

@@ -23,7 +23,7 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 from pyflink.table.table_result import TableResult
 
 from conf import settings as settings_module
-from conf.settings import Settings
+from conf.settings import Settings, redact_secrets
 from sql import catalog
 
 RUNTIME_MODE = "execution.runtime-mode"
@@ -239,13 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
-    if args.file is None:
-        return shell(config, batch=not args.streaming)
-    if not args.file.is_file():
+    if args.file is not None and not args.file.is_file():
         print(f"error: no such file {args.file}", file=sys.stderr)
         return 2
     try:
+        if args.file is None:
+            return shell(config, batch=not args.streaming)
         run_script(config, args.file.read_text(), batch=not args.streaming, detach=args.detach)
+    except psycopg.OperationalError as exc:
+        print(f"error: PostgreSQL does not answer: {redact_secrets(str(exc))}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001  (report Flink's reason, not a Java stack)
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
