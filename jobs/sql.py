@@ -12,6 +12,7 @@ together as one job; in streaming mode that job runs until it is cancelled."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -219,11 +220,16 @@ def shell(config: Settings, batch: bool = True) -> int:
         buffer = ""
 
 
+JAVA_PREFIX = re.compile(r"^(Caused by: |: )?([\w.$]+(Exception|Error): )*")
+
+
 def first_line(exc: Exception) -> str:
-    """The useful part of a Flink error: the innermost message Java gave."""
+    """The useful part of a Flink error: the innermost message Java gave, without the names of
+    the exception classes."""
     text = str(exc)
     causes = [line for line in text.splitlines() if line.startswith(("Caused by:", ": "))]
-    return (causes[-1] if causes else text.splitlines()[0] if text else repr(exc)).strip()
+    line = causes[-1] if causes else text.splitlines()[0] if text else repr(exc)
+    return JAVA_PREFIX.sub("", line.strip()) or line.strip()
 
 
 def main(argv: list[str] | None = None) -> int:

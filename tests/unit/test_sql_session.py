@@ -60,3 +60,13 @@ def test_an_alert_query_carries_its_rule(settings):
     assert f"metric = '{rule.metric}'" in query
     assert f"ROWS BETWEEN {rule.baseline_windows} PRECEDING" in query
     assert f">= {rule.warning_z!r}" in query
+
+
+def test_a_flink_error_is_told_by_its_innermost_message():
+    error = RuntimeError(
+        "An error occurred while calling o8.executeSql.\n"
+        ": org.apache.flink.table.api.ValidationException: SQL validation failed. Object x\n"
+        "Caused by: org.apache.calcite.sql.validate.SqlValidatorException: Object 'nowhere'"
+        " not found\n"
+    )
+    assert sql.first_line(error) == "Object 'nowhere' not found"
