@@ -44,6 +44,9 @@ PAYLOAD_FIELDS = (
     "top_category",
     "cohort_name",
 )
+# A payload field that asks for the user's recommendation list (filled with its item ids by the
+# profile job's ranking step, udfs/recommendation_steps.py); `blend` in the payload picks a blend.
+RECOMMENDED_ITEMS = ("items", "${recommendations}")
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 Threshold = Annotated[float, Field(ge=0)]
 
@@ -73,7 +76,7 @@ class Action(Strict):
         if self.score not in SCORES:
             raise ValueError(f"score {self.score!r} is not one of {', '.join(SCORES)}")
         for key, value in self.payload.items():
-            if not isinstance(value, str):
+            if not isinstance(value, str) or (key, value) == RECOMMENDED_ITEMS:
                 continue
             unknown = set(string.Template(value).get_identifiers()) - set(PAYLOAD_FIELDS)
             if unknown:

@@ -22,8 +22,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# Every topic `make up` creates. `consent` (consent platforms' updates) and `recommendations`
-# are reserved: created so that deployments have them, written by nothing yet. `control`
+# Every topic `make up` creates. `consent` (consent platforms' updates) is reserved: created so
+# that deployments have it, written by nothing yet. `control`
 # carries model versions, the action policy and cohort modifiers to running jobs
 # (jobs/control.py). `metrics` and `alerts` are written by the metrics job (jobs/metrics.py).
 TOPIC_NAMES = (
@@ -91,6 +91,7 @@ OUTPUT_TOPICS = (
     "lead_scores",
     "actions",
     "action_outcomes",
+    "recommendations",
     "metrics",
     "alerts",
 )
@@ -254,6 +255,10 @@ class Generator(Strict):
     # Share of page views that land on help and support pages (0: the site has none).
     support_page_rate: Annotated[float, Field(ge=0, le=0.25)] = 0.0
     incident: Incident | None = None
+    # Users of an archetype share item tastes: the share of product picks drawn from their
+    # archetype's favourite products (taste_items per category, the first ones most often).
+    item_taste: Annotated[float, Field(ge=0, le=1)] = 0.7
+    taste_items: Annotated[int, Field(ge=1)] = 6
 
 
 class EngagementWeights(Strict):
@@ -499,6 +504,81 @@ class Local(Strict):
     startup_timeout_s: Annotated[float, Field(gt=0)] = 60.0
 
 
+class Blend(Strict):
+    """Weights of the signals a recommendation list blends (each signal's scores are scaled to
+    [0, 1] among its candidates first)."""
+
+    neighbours: Annotated[float, Field(ge=0)] = 0.0
+    content: Annotated[float, Field(ge=0)] = 0.0
+    co_occurrence: Annotated[float, Field(ge=0)] = 0.0
+    popularity: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def some_weight(self) -> Blend:
+        if not any(self.model_dump().values()):
+            raise ValueError("a blend needs at least one positive weight")
+        return self
+
+
+class Recommendations(Strict):
+    """Recommendations in the profile job (udfs/recommend.py, docs/recommendations.md)."""
+
+    enabled: bool = True
+    items: Annotated[int, Field(ge=1, le=100)] = 10  # list length
+    blend: str = "hybrid"  # the blend of the recommendations topic, unless an offer says
+    blends: dict[str, Blend] = {
+        "hybrid": Blend(neighbours=0.35, content=0.25, co_occurrence=0.3, popularity=0.1),
+        "neighbours": Blend(neighbours=1.0),
+        "content": Blend(content=1.0),
+        "co_occurrence": Blend(co_occurrence=1.0),
+        "popularity": Blend(popularity=1.0),
+    }
+    # How much each interaction says about a taste.
+    interaction_weights: dict[str, Annotated[float, Field(gt=0)]] = {
+        "product_view": 1.0,
+        "wishlist_add": 2.0,
+        "add_to_cart": 3.0,
+        "purchase": 5.0,
+    }
+    half_life_ms: Annotated[int, Field(ge=60_000)] = 7 * 86_400_000  # popularity, buckets
+    # Locality-sensitive hashing of the current segment profile: 2^bits buckets.
+    lsh_bits: Annotated[int, Field(ge=1, le=16)] = 6
+    lsh_seed: int = 1
+    rfm_weight: Annotated[float, Field(ge=0)] = 1.0
+    category_weight: Annotated[float, Field(ge=0)] = 2.0
+    price_weight: Annotated[float, Field(ge=0)] = 0.5
+    # Bounds on state: items a user's memory keeps, items bought that are excluded, items a
+    # bucket and an item's co-occurrence list keep (the strongest), and how long an item or
+    # bucket nobody touches is kept (event time).
+    recent_items: Annotated[int, Field(ge=1, le=200)] = 20
+    bought_items: Annotated[int, Field(ge=1, le=1000)] = 100
+    bucket_items: Annotated[int, Field(ge=1, le=1000)] = 50
+    co_items: Annotated[int, Field(ge=1, le=1000)] = 30
+    item_ttl_ms: Annotated[int, Field(ge=60_000)] = 60 * 86_400_000
+    # Items touched within this time of each other count as seen together (the latest
+    # `together_items` of them).
+    together_items: Annotated[int, Field(ge=1, le=50)] = 5
+    together_ms: Annotated[int, Field(ge=1000)] = 1_800_000
+    # A summary of an item or bucket goes to the ranking at most this often (event time).
+    summary_interval_ms: Annotated[int, Field(ge=0)] = 60_000
+    # A new list is asked for on a cart add, wishlist add or purchase, a move to another
+    # bucket, an offer, and after this many product views.
+    refresh_after_views: Annotated[int, Field(ge=1)] = 5
+    # The content signal's price band: the user's item prices, widened by this factor.
+    price_band: Annotated[float, Field(ge=1)] = 1.5
+    # Offline evaluation (`make train`): its own generated history, split in time.
+    eval_users: Annotated[int, Field(ge=10)] = 400
+    eval_days: Annotated[float, Field(gt=1)] = 28.0
+    eval_seed: int = 23
+    eval_holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+
+    @model_validator(mode="after")
+    def blend_exists(self) -> Recommendations:
+        if self.blend not in self.blends:
+            raise ValueError(f"recommendations.blend {self.blend!r} is not in blends")
+        return self
+
+
 class Settings(Strict):
     environment: str
     kafka: Kafka
@@ -511,6 +591,7 @@ class Settings(Strict):
     leads: Leads = Leads()
     actions: Actions = Actions()
     metrics: Metrics = Metrics()
+    recommendations: Recommendations = Recommendations()
     local: Local = Local()
 
     def with_own_topics(self, tag: str, names=(*OUTPUT_TOPICS, "control")) -> Settings:

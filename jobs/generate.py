@@ -66,6 +66,9 @@ def write_truth_file(history: History, path: Path, run_id: str) -> None:
             )
         for incident in history.incidents:
             out.write(json.dumps({"kind": "incident", "run_id": run_id, **asdict(incident)}) + "\n")
+        for archetype, by_category in history.tastes.items():
+            record = {"kind": "taste", "run_id": run_id, "archetype": archetype}
+            out.write(json.dumps({**record, "products": by_category}) + "\n")
 
 
 def write_truth_tables(history: History, settings: Settings, run_id: str) -> None:

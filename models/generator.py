@@ -7,8 +7,12 @@ purchases, emails, in-app clicks and offer responses follow from it. Everything 
 seeded `random.Random`, so a seed always gives the same events. Event time starts at a configured
 epoch (never the wall clock); some events are emitted out of order or late on purpose.
 
-The ground truth (archetype, drift, whether each session ended in abandonment) is returned
-separately and never written into the events.
+Users of an archetype share item tastes: a share of their product picks (`item_taste`) comes from
+their archetype's favourite products of the category, drawn from a second seeded generator so
+that everything else a seed gives stays the same whatever the tastes.
+
+The ground truth (archetype, drift, whether each session ended in abandonment, each archetype's
+favourite products) is returned separately and never written into the events.
 """
 
 from __future__ import annotations
@@ -224,6 +228,8 @@ class History:
     users: list[UserTruth]
     sessions: list[SessionTruth]
     incidents: list[IncidentTruth] = field(default_factory=list)
+    # archetype -> category -> its favourite product ids, most favoured first
+    tastes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,6 +263,8 @@ class EventGenerator:
         self.seed = seed if seed is not None else settings.seed
         self.rng = random.Random(self.seed)
         self.catalog = self._catalog()
+        self.taste_rng = random.Random(f"{self.seed}-tastes")
+        self.tastes = self._tastes()
         incident = settings.incident
         self.incident = (
             IncidentTruth(
@@ -273,6 +281,8 @@ class EventGenerator:
         run = f"seed{self.seed}-users{self.users}-days{self.days:g}-t{self.settings.start_ts_ms}"
         if self.settings.support_page_rate:
             run += f"-support{self.settings.support_page_rate:g}"
+        if self.settings.item_taste:
+            run += f"-taste{self.settings.item_taste:g}x{self.settings.taste_items}"
         if self.incident is not None:
             run += f"-outage{self.incident.start_ms}-{self.incident.end_ms}"
         return run
@@ -293,6 +303,15 @@ class EventGenerator:
                 for i in range(self.settings.products_per_category)
             ]
         return catalog
+
+    def _tastes(self) -> dict[str, dict[str, list[Product]]]:
+        count = min(self.settings.taste_items, self.settings.products_per_category)
+        return {
+            name: {
+                c: self.taste_rng.sample(products, count) for c, products in self.catalog.items()
+            }
+            for name in ARCHETYPES
+        }
 
     # ---------------------------------------------------------------- whole history
 
@@ -336,7 +355,11 @@ class EventGenerator:
                 ts = session.ts + max(int(gap), 30 * MINUTE_MS)
         timeline.sort(key=lambda e: e["ts"])
         incidents = [self.incident] if self.incident is not None else []
-        return History(self._emission_order(timeline), users, sessions, incidents)
+        tastes = {
+            name: {c: [p.product_id for p in products] for c, products in by_category.items()}
+            for name, by_category in self.tastes.items()
+        }
+        return History(self._emission_order(timeline), users, sessions, incidents, tastes)
 
     def _emission_order(self, timeline: list[dict]) -> list[dict]:
         """Delay a few events so they arrive out of order (small delay) or late (large delay)."""
@@ -448,7 +471,15 @@ class EventGenerator:
         low, high = s.archetype.price_quantile
         median = CATEGORIES[category][0]
         candidates = [p for p in s.catalog[category] if low * median <= p.price <= high * median]
-        return s.rng.choice(candidates or s.catalog[category])
+        product = s.rng.choice(candidates or s.catalog[category])
+        if self.taste_rng.random() >= self.settings.item_taste:
+            return product
+        # The archetype's taste, within the user's price band when any of it is.
+        favourites = self.tastes[s.archetype.name][category]
+        affordable = [p for p in favourites if low * median <= p.price <= high * median]
+        favourites = affordable or favourites
+        weights = [1.0 / (rank + 1) for rank in range(len(favourites))]
+        return self.taste_rng.choices(favourites, weights)[0]
 
     def _page_view(self, s: _Session, url: str | None = None) -> None:
         category = s.favourite if s.rng.random() < 0.5 else s.rng.choice(list(CATEGORIES))

@@ -94,12 +94,18 @@ def eligible(action: Action, ctx: UserContext) -> bool:
 
 
 def render(payload: dict, fields: dict) -> dict:
-    """Fills ${name} templates; a value that is one placeholder alone keeps the field's type."""
+    """Fills ${name} templates; a value that is one placeholder alone keeps the field's type.
+    A placeholder of no field stays as written (`${recommendations}`: the ranking step fills
+    it, udfs/recommendation_steps.py)."""
     out = {}
     for key, value in payload.items():
         if isinstance(value, str):
             names = string.Template(value).get_identifiers()
-            if len(names) == 1 and value in (f"${names[0]}", f"${{{names[0]}}}"):
+            if (
+                len(names) == 1
+                and names[0] in fields
+                and value in (f"${names[0]}", f"${{{names[0]}}}")
+            ):
                 out[key] = fields.get(names[0])
                 continue
             value = string.Template(value).safe_substitute(

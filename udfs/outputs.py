@@ -20,6 +20,7 @@ from udfs.attribution import Outcome
 from udfs.cohort_assignment import CohortMove
 from udfs.events import DeadLetter, Event, SourceRef
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot
+from udfs.recommend import Touch, bucket_key, item_key
 from udfs.sessions import SessionSummary
 from udfs.user_scores import Scored, UserScores
 
@@ -315,6 +316,42 @@ OUTCOMES = Output(
     optional=("experiment", "variant", "response"),
     event_time="decided_ts",
 )
+# The latest recommendation list of a user (udfs/recommend.py), from the ranking step.
+RECOMMENDED_ITEM = {
+    "type": "object",
+    "properties": {
+        "item_id": {"type": "string"},
+        "score": {"type": "number"},
+        "reasons": {
+            "type": "array",
+            "items": {"enum": ["neighbours", "content", "co_occurrence", "popularity"]},
+        },
+    },
+    "required": ["item_id", "score", "reasons"],
+}
+RECOMMENDATIONS = Output(
+    "recommendations",
+    [
+        ("user_id", "text"),
+        ("ts", "bigint"),
+        ("event_id", "text"),  # the event that asked for it; none for an offer of a timer
+        ("blend", "text"),  # the blend of conf `recommendations.blends` that ranked it
+        ("bucket", "int"),  # the bucket of the user's segment profile
+        ("items", "json"),
+    ],
+    topic="recommendations",
+    table="recommendations",
+    key=("user_id",),
+    deletable=True,
+    optional=("event_id",),
+    event_time="ts",
+    shapes={"items": {"type": "array", "items": RECOMMENDED_ITEM}},
+    record_id=("user_id", "ts", "blend"),
+)
+# Messages between the profile job's steps, never written anywhere: item interactions to the
+# knowledge step (keyed by item or bucket), requests for a list to the ranking step (by user).
+TOUCHES = Output("touches", [("key", "text"), ("body", "json")], topic=None, table=None)
+REQUESTS = Output("requests", [("user_id", "text"), ("body", "json")], topic=None, table=None)
 # Written by the metrics job (jobs/metrics.py, Flink SQL): one row per metric, dimension value
 # and window, and an alert where a window's value leaves the range of its trailing baseline.
 METRICS = Output(
@@ -356,8 +393,22 @@ ALERTS = Output(
     event_time="window_end",
     kafka_key="metric",
 )
+# What build-profiles emits (the per-user pipeline).
+EMITTED = (
+    ARCHIVE,
+    DEAD_LETTERS,
+    PROFILES,
+    SESSIONS,
+    SCORES,
+    COHORT_MOVES,
+    LEADS,
+    ACTIONS,
+    OUTCOMES,
+    TOUCHES,
+    REQUESTS,
+)
 # What the profile job writes.
-ALL = (ARCHIVE, DEAD_LETTERS, PROFILES, SESSIONS, SCORES, COHORT_MOVES, LEADS, ACTIONS, OUTCOMES)
+ALL = (*(o for o in EMITTED if o not in (TOUCHES, REQUESTS)), RECOMMENDATIONS)
 # Every output with a declaration of its columns (dead letters have their own contract).
 DECLARED = (*(o for o in ALL if o is not DEAD_LETTERS), METRICS, ALERTS)
 # Column types in Flink SQL and in PostgreSQL (the migrations must agree: a test checks).
@@ -474,7 +525,8 @@ def cohort_move(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]
 
 
 def user_deletions(user_id: str) -> list[Emitted]:
-    """A forgotten user's rows of every deletable output (tombstones on the topics)."""
+    """A forgotten user's rows of every deletable output build-profiles writes (tombstones on
+    the topics); the ranking step deletes the recommendations (udfs.recommend.FORGET)."""
     return [output.deletion(user_id) for output in (PROFILES, SCORES, LEADS)]
 
 
@@ -499,3 +551,22 @@ def action(d: Decision) -> Emitted:
 
 def outcome(o: Outcome) -> Emitted:
     return OUTCOMES.record(*(getattr(o, name) for name in OUTCOMES.names))
+
+
+def touches(touch: Touch) -> list[Emitted]:
+    """An item interaction, to its item's and its bucket's knowledge."""
+    body = compact(touch.to_json())
+    return [
+        Emitted(TOUCHES, (item_key(touch.item), body), None),
+        Emitted(TOUCHES, (bucket_key(touch.bucket), body), None),
+    ]
+
+
+def request(user_id: str, body: dict) -> Emitted:
+    return Emitted(REQUESTS, (user_id, compact(body)), None)
+
+
+def recommendations(user_id: str, ts: int, event_id, blend: str, bucket: int, items) -> Emitted:
+    return RECOMMENDATIONS.record(
+        user_id, ts, event_id, blend, bucket, compact([r.to_json() for r in items])
+    )

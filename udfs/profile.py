@@ -124,6 +124,7 @@ class ProfileSnapshot:
     columns: dict[str, Any]  # PROFILE_COLUMNS
     details: dict[str, Any]  # everything else, JSON-ready (a few keys unless `full`)
     features: FeatureVector  # what the models see
+    segment: tuple[float, ...] = ()  # udfs.features.Features.segment
 
 
 @dataclass(slots=True)
@@ -355,7 +356,7 @@ class UserProfile:
                 "rfm_purchase": list(f.rfm_purchase),
                 "session": session,
             }
-            return ProfileSnapshot(columns, details, features)
+            return ProfileSnapshot(columns, details, features, f.segment)
         details = {
             "propensities": propensities,
             "rfm_purchase": list(f.rfm_purchase),
@@ -380,4 +381,4 @@ class UserProfile:
             "open_sessions": len(self.sessions.open),
             "late_events": self.late_events,
         }
-        return ProfileSnapshot(columns, details, features)
+        return ProfileSnapshot(columns, details, features, f.segment)

@@ -19,6 +19,7 @@ from udfs import state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.history import RecentEvent, RecentEvents
 from udfs.profile import UserProfile
+from udfs.recommend import Shopper
 from udfs.schedule import Schedule
 from udfs.state_codec import Codec, Custom
 
@@ -40,11 +41,13 @@ class UserState:
     seen: dict[int | str, int] = field(default_factory=dict)
     # The last lead record emitted: (score, cohort name, modifier ids).
     last_lead: tuple | None = None
+    # The user's items for recommendations (None until the first item interaction).
+    shopper: Shopper | None = None
 
     def reset(self) -> None:
         """Forgets everything (a purge or expiry)."""
         self.profile, self.schedule, self.cohort = None, Schedule(), None
-        self.ledger = self.awaiting = self.last_lead = None
+        self.ledger = self.awaiting = self.last_lead = self.shopper = None
         self.seen = {}
 
     def has_seen(self, event_id: str) -> bool:

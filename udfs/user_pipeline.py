@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from conf.policy import Policy
+from conf.policy import RECOMMENDED_ITEMS, Policy
 from conf.settings import EventContract
 from conf.settings import Profile as ProfileSettings
+from conf.settings import Recommendations as RecommendationSettings
 from udfs import outputs
 from udfs.actions import Ledger, decide
 from udfs.attribution import Attribution, Pending
@@ -39,6 +40,8 @@ from udfs.leads import Modifier
 from udfs.outputs import Emitted
 from udfs.profile import ProfileSnapshot, UserProfile
 from udfs.profile_state import UserState
+from udfs.recommend import Hyperplanes, Shopper, segment_vector
+from udfs.recommendation_steps import FORGET
 from udfs.rfm import RfmBreakpoints
 from udfs.scoring import ModelSet
 from udfs.user_scores import UserScores, decision_context, is_competitor_view, score_user
@@ -75,6 +78,21 @@ class PipelineSettings:
     contract: EventContract
     profile: ProfileSettings
     scoring: ScoringSettings  # the models, lead scores and actions, and where they are kept
+    recommendations: RecommendationSettings | None = None  # None: no recommendations
+
+
+def item_interactions(event: Event) -> list[tuple[str, str | None, float | None]]:
+    """The items an event touches, (item id, category, price) as the event tells them."""
+    data = event.data
+    if event.type is EventType.PRODUCT_VIEW:
+        return [(data.product_id, data.category, data.price)]
+    if event.type is EventType.ADD_TO_CART:
+        return [(data.product_id, None, data.price)]
+    if event.type is EventType.WISHLIST_ADD:
+        return [(data.product_id, None, None)]
+    if event.type is EventType.PURCHASE:
+        return [(i.product_id, i.category, i.price) for i in data.items]
+    return []
 
 
 def lead_moved(last: tuple | None, current: tuple, min_change: float) -> bool:
@@ -97,6 +115,10 @@ class UserPipeline:
         contract's (a pinned clock in tests)."""
         c = settings.contract
         self.s, self.scoring, self.live = settings.profile, settings.scoring, live
+        self.recommending = settings.recommendations
+        if self.recommending is not None:
+            r = self.recommending
+            self.hyperplanes = Hyperplanes(r.lsh_bits, r.lsh_seed)
         self.parser = parser or EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
         self.latest_ts: int | None = None  # the latest event time this pipeline has seen
         self.duplicates = counter("duplicate_events")
@@ -146,13 +168,15 @@ class UserPipeline:
         user.remember(event.event_id, event.ts, s.max_seen_ids)
         if event.type is EventType.CONSENT_UPDATE:
             if revokes_profiling(event):
+                self.forget(user, event.user_id, event.ts, out)
                 self.purge(user)
-                out += outputs.user_deletions(event.user_id)
             return out
         user.profile = user.profile or UserProfile.new(event.user_id, s)
         user.profile.apply(event, watermark, s)
         self.attribute(user, event, out)
-        self.emit(user, event.ts, out, True, event.type in SIGNIFICANT, event)
+        snapshot = self.emit(user, event.ts, out, True, event.type in SIGNIFICANT, event)
+        if self.recommending is not None:
+            self.touch_items(user, event, snapshot, out)
         return out
 
     def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
@@ -217,8 +241,8 @@ class UserPipeline:
             self.emit(user, now, out, scores=False, significant=False)
         if profile.expires_at(s) <= now:
             self.expiries.inc()
+            self.forget(user, profile.user_id, now, out)
             user.reset()
-            out += outputs.user_deletions(profile.user_id)
             return True
         return False
 
@@ -233,12 +257,14 @@ class UserPipeline:
         significant: bool,
         event: Event | None = None,
         expiry_timer: bool = True,
-    ) -> None:
+    ) -> ProfileSnapshot | None:
         """Scores the profile if asked to (every update that can change them) and emits its
         record if the change is `significant` or emit_interval_ms has passed since the last one
         (Schedule.should_emit), and moves the user's single timer to the earliest time it is
-        needed (among them the expiry, unless not `expiry_timer`)."""
+        needed (among them the expiry, unless not `expiry_timer`). Returns the snapshot scored,
+        if any."""
         s, profile, schedule = self.s, user.profile, user.schedule
+        snapshot = None
         if scores:
             record = schedule.should_emit(now, s.emit_interval_ms, significant)
             snapshot = profile.snapshot(s, self.live.breakpoints, full=record)
@@ -252,6 +278,7 @@ class UserPipeline:
             # registered again while it fires can be lost); at the end of the input, never.
             due.discard(expiry)
         schedule.reschedule(due)
+        return snapshot
 
     def score(
         self, user: UserState, snapshot: ProfileSnapshot, event: Event | None, out: list
@@ -279,6 +306,64 @@ class UserPipeline:
         if live.policy is not None:
             self.decide(user, scored.scores, snapshot, out)
 
+    # ------------------------------------------------------------ recommendations
+
+    def bucket(self, snapshot: ProfileSnapshot, profile: UserProfile) -> int:
+        """The bucket of the user's current segment profile (udfs/recommend.py)."""
+        trends = profile.trends
+        weight, total = trends.price_log_ratio
+        vector = segment_vector(
+            snapshot.segment,
+            trends.category_shares(),
+            total / weight if weight > 0 else 0.0,
+            self.recommending,
+        )
+        return self.hyperplanes.bucket(vector)
+
+    def touch_items(
+        self, user: UserState, event: Event, snapshot: ProfileSnapshot, out: list
+    ) -> None:
+        """The event's item interactions to the knowledge step, and a request for a new list
+        when they change it significantly."""
+        r, items = self.recommending, item_interactions(event)
+        if not items:
+            return
+        shopper = user.shopper = user.shopper or Shopper()
+        bucket = self.bucket(snapshot, user.profile)
+        kind = event.type.value
+        for item, category, price in items:
+            touch = shopper.touch(item, kind, event.ts, category, price, bucket, r)
+            out += outputs.touches(touch)
+        if shopper.wants_list(kind, bucket, r):
+            self.ask_for_list(user, event.ts, event.event_id, bucket, out)
+
+    def ask_for_list(
+        self, user: UserState, ts: int, event_id: str | None, bucket: int, out: list, **extra
+    ) -> None:
+        shopper = user.shopper = user.shopper or Shopper()
+        shares = user.profile.trends.category_shares()
+        request = shopper.request(user.profile.user_id, ts, bucket, shares, event_id)
+        out.append(outputs.request(request.user_id, {**request.to_json(), **extra}))
+
+    def offer(self, user: UserState, decision, snapshot: ProfileSnapshot, out: list) -> None:
+        """An offer of the user's recommendations: ranked (then sent) by the ranking step."""
+        if self.recommending is None:
+            decision.payload[RECOMMENDED_ITEMS[0]] = []
+            out.append(outputs.action(decision))
+            return
+        offer = list(outputs.action(decision).values)
+        bucket = self.bucket(snapshot, user.profile)
+        blend = decision.payload.get("blend")
+        self.ask_for_list(
+            user, decision.ts, decision.event_id, bucket, out, offer=offer, blend=blend
+        )
+
+    def forget(self, user: UserState, user_id: str, ts: int, out: list) -> None:
+        """A forgotten user's rows of every deletable output, recommendations included."""
+        out += outputs.user_deletions(user_id)
+        if user.shopper is not None:
+            out.append(outputs.request(user_id, {"user_id": user_id, "ts": ts, FORGET: True}))
+
     # ------------------------------------------------------------ actions and outcomes
 
     def decide(self, user: UserState, sc: UserScores, snapshot: ProfileSnapshot, out: list) -> None:
@@ -288,6 +373,15 @@ class UserPipeline:
             return
         self.decisions.inc()
         user.ledger = ledger.to_json()
+        self.attribute_later(user, decision)
+        key, placeholder = RECOMMENDED_ITEMS
+        if decision.payload.get(key) == placeholder:
+            self.offer(user, decision, snapshot, out)
+        else:
+            out.append(outputs.action(decision))
+
+    def attribute_later(self, user: UserState, decision) -> None:
+        """The decision awaits its outcome."""
         attribution = self.attribution(user)
         attribution.decided(
             Pending(
@@ -300,7 +394,6 @@ class UserPipeline:
             )
         )
         self.store_attribution(user, attribution)
-        out.append(outputs.action(decision))
 
     def attribute(self, user: UserState, event: Event, out: list) -> None:
         """A purchase converts the decisions awaiting it; a response is kept with its own."""

@@ -26,6 +26,7 @@ from udfs import profile_state, state_legacy
 from udfs.cohort_assignment import CohortState
 from udfs.events import EventParser, EventType, SourceRef
 from udfs.profile import UserProfile
+from udfs.recommend import Shopper
 from udfs.rfm import LifetimePurchases, RfmBreakpoints
 from udfs.schedule import Schedule
 from udfs.states import K
@@ -153,6 +154,7 @@ def every_field_set() -> profile_state.UserState:
         awaiting='{"d1":1}',
         seen={"e-last": t},
         last_lead=(0.25, "Cohort", (1, 2)),
+        shopper=Shopper([["boo-0001", "purchase", t, "books", 12.5]], ["boo-0001"], 5, 2),
     )
 
 
@@ -209,7 +211,8 @@ def test_states_stored_by_older_code_read_whole():
     states = profile_state.StateCodec(S)
     stored = stored_states()
     first_version = states.unpack(stored["version_1"])
-    assert fields_at_default(first_version) == [".last_lead"]  # new since: its default
+    # New since: their defaults.
+    assert fields_at_default(first_version) == [".last_lead", ".shopper"]
     assert differences(first_version, states.unpack(stored["before_versions"])) == []
 
 
