@@ -21,7 +21,7 @@ STREAMING ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format \
+.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format bench-recommendations \
         generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
         sql consume contracts metrics
 
@@ -144,6 +144,9 @@ bench-train: up ## time and peak memory of make train on archives of 250k and 1M
 
 bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain-Python baseline and a Quix Streams peer on two workloads, returning users and mostly new ones (ARGS="--users N --events N --workloads ..."); writes bench/results/
 	$(PY) -m bench.run $(ARGS)
+
+bench-recommendations: $(STAMP) ## growth of the recommendation steps' item and bucket state on the benchmark's workloads (ARGS="--users N --events N ..."); writes bench/results/
+	$(PY) -m bench.recommendation_state $(ARGS)
 
 bench-stages: $(REGISTRY) ## per-stage cost of the profile job's Python work per event, without Flink (ARGS="--measured N ..."); writes bench/results/
 	$(PY) -m bench.stages $(ARGS)

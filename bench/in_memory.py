@@ -25,7 +25,10 @@ from udfs import outputs
 from udfs.events import EventParser, SourceRef
 from udfs.outputs import Emitted
 from udfs.profile_state import UserState
+from udfs.recommendation_steps import InMemorySteps
 from udfs.user_pipeline import PipelineSettings, UserPipeline
+
+MESSAGES = (outputs.TOUCHES, outputs.REQUESTS)
 
 
 class Tally:
@@ -54,8 +57,11 @@ class InMemoryPipeline:
         control = first_records(read_sources(config)) if control is None else control
         self.live = LiveModels(scoring, control)
         self.counters: dict[str, Tally] = {}
-        settings = PipelineSettings(config.events, config.profile, scoring)
+        recommending = config.recommendations if config.recommendations.enabled else None
+        settings = PipelineSettings(config.events, config.profile, scoring, recommending)
         self.pipeline = UserPipeline(settings, self.live, self.counter, parser)
+        # The recommendation steps, as the job runs them after build-profiles.
+        self.steps = InMemorySteps(config.recommendations) if recommending else None
         self.out_of_orderness_ms = config.profile.out_of_orderness_ms
         self.users: dict[str, UserState] = {}
         self.timers: list[tuple[int, str]] = []  # (time, user); stale entries are skipped
@@ -78,7 +84,15 @@ class InMemoryPipeline:
             self.latest[partition] = max(self.latest.get(partition, event.ts), event.ts)
             if len(self.latest) == self.partitions:
                 self.advance(min(self.latest.values()) - self.out_of_orderness_ms, out)
-        return out
+        return self.recommend(out)
+
+    def recommend(self, out: list[Emitted]) -> list[Emitted]:
+        """The messages to the recommendation steps taken through them: the outputs only."""
+        if self.steps is None:
+            return out
+        made = self.steps.handle(out)
+        self.steps.advance(self.watermark)
+        return [e for e in out if e.output not in MESSAGES] + made
 
     def keep(self, key: str, user: UserState, registered: int | None) -> None:
         if user.profile is None:

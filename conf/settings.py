@@ -527,7 +527,7 @@ class Recommendations(Strict):
     items: Annotated[int, Field(ge=1, le=100)] = 10  # list length
     blend: str = "hybrid"  # the blend of the recommendations topic, unless an offer says
     blends: dict[str, Blend] = {
-        "hybrid": Blend(neighbours=0.35, content=0.25, co_occurrence=0.3, popularity=0.1),
+        "hybrid": Blend(neighbours=0.2, content=0.15, co_occurrence=0.6, popularity=0.05),
         "neighbours": Blend(neighbours=1.0),
         "content": Blend(content=1.0),
         "co_occurrence": Blend(co_occurrence=1.0),

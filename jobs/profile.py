@@ -17,6 +17,10 @@
            |-> lead scores         -> Kafka `lead-scores` + PostgreSQL `leads`
            |-> actions             -> Kafka `actions` + PostgreSQL `actions` (the decision step)
            |-> action outcomes     -> Kafka `action-outcomes` + PostgreSQL `action_outcomes`
+           |-> item interactions   -> learn-items (keyed by item and bucket) -> summaries,
+           |   and requests           broadcast to rank (keyed by user): recommendations ->
+           |                          Kafka `recommendations` + PostgreSQL `recommendations`,
+           |                          offers of recommendations -> the actions (jobs/recommendations.py)
            |-> closed sessions     -> PostgreSQL `user_sessions`
            |-> valid events        -> PostgreSQL `events`
            '-> dead letters        -> Kafka `events.dlq`: malformed records, records whose
@@ -25,8 +29,8 @@
 A user quiet for `profile.ttl_ms` keeps only the long-term layer (a `dormant` profile update);
 after `profile.long_term_ttl_ms` the user is forgotten (deletes and tombstones, as on a purge).
 
-build-profiles is the job's only Python operator and runs apart from the sinks (no chaining):
-its thread does the Python work and nothing else.
+build-profiles runs apart from the sinks (no chaining): its thread does the Python work and
+nothing else. learn-items and rank are the job's other Python operators.
 
 Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=profile`.
 """
@@ -41,7 +45,6 @@ from typing import Protocol
 
 from pyflink.common import Duration, JobClient, Row, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.types import RowKind
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
@@ -51,9 +54,11 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.changelog_mode import ChangelogMode
 from pyflink.table.expressions import col
 
-from conf.settings import Settings
+from conf.settings import Recommendations, Settings
 from jobs import control, runtime, sinks
 from jobs.control import ControlRecord, LiveModels, scoring_settings
+from jobs.flink_outputs import FLINK_OUTPUTS, RECOMMENDATIONS, FlinkOutput
+from jobs.recommendations import recommend
 from udfs import outputs, profile_state
 from udfs.events import SourceRef
 from udfs.profile_state import UserState
@@ -63,44 +68,6 @@ log = logging.getLogger(__name__)
 
 # The job's name and consumer group suffix (its committed offsets are kept under it).
 SOURCE_GROUP = "profile"
-FLINK_TYPES = {
-    "text": Types.STRING(),
-    "json": Types.STRING(),
-    "bigint": Types.LONG(),
-    "int": Types.INT(),
-    "double": Types.DOUBLE(),
-    "boolean": Types.BOOLEAN(),
-    "bytes": runtime.BYTES,
-}
-
-
-class FlinkOutput:
-    """An output (udfs.outputs) as build-profiles emits it: a typed row of its columns and, for
-    one bound for Kafka, `record` (its Kafka value, made in the per-user pipeline), so that no
-    Python operator sits between build-profiles and the sinks. The row of a deletable output
-    carries its row kind: an upsert, or a delete (a PostgreSQL delete and a Kafka tombstone)."""
-
-    def __init__(self, output: outputs.Output, main: bool = False):
-        self.output = output
-        self.columns = [(n, FLINK_TYPES[t]) for n, t in output.columns]
-        if output.kafka:
-            self.columns.append(("record", runtime.BYTES))
-        self.row_type = Types.ROW_NAMED([n for n, _ in self.columns], [t for _, t in self.columns])
-        self.tag = None if main else OutputTag(output.name, self.row_type)
-        self._row = Row(*(n for n, _ in self.columns))  # calling it builds a row with these names
-
-    def row(self, emitted: outputs.Emitted) -> Row:
-        if self.output.kafka:
-            row = self._row(*emitted.values, emitted.value)
-        else:
-            row = self._row(*emitted.values)
-        if self.output.deletable:
-            row.set_row_kind(RowKind.DELETE if emitted.delete else RowKind.UPDATE_AFTER)
-        return row
-
-
-# Profile updates are build-profiles' main output, every other output a side output.
-FLINK_OUTPUTS = {o: FlinkOutput(o, main=o is outputs.PROFILES) for o in outputs.ALL}
 
 
 def state_descriptor(name: str):
@@ -259,7 +226,8 @@ def by_user(records: DataStream) -> KeyedStream:
 def build_profiles(
     records: DataStream, control: DataStream, settings: PipelineSettings, in_force: tuple
 ) -> dict:
-    """The profile stream and every side output of build-profiles, by output name."""
+    """The profile stream and every side output of build-profiles, by output name, and the
+    recommendations; the actions include the offers rank finished."""
     profiles = (
         by_user(records)
         .connect(control.broadcast(CONTROL_STATE))
@@ -270,10 +238,18 @@ def build_profiles(
         # the one thread that runs Python; their waits at flushes and checkpoints too.
         .disable_chaining()
     )
-    return {
+    streams = {
         output.name: profiles if flink.tag is None else side_output(profiles, flink.tag)
         for output, flink in FLINK_OUTPUTS.items()
     }
+    recommendations, offers = recommend(
+        streams.pop(outputs.TOUCHES.name),
+        streams.pop(outputs.REQUESTS.name),
+        settings.recommendations or Recommendations(enabled=False),
+    )
+    streams[outputs.ACTIONS.name] = streams[outputs.ACTIONS.name].union(offers)
+    streams[outputs.RECOMMENDATIONS.name] = recommendations
+    return streams
 
 
 def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
@@ -294,8 +270,9 @@ class ProfileOutputs:
     scores: DataStream
     cohort_moves: DataStream
     leads: DataStream
-    actions: DataStream
+    actions: DataStream  # decisions, offers of recommendations included
     outcomes: DataStream
+    recommendations: DataStream
 
 
 class ControlSource(Protocol):
@@ -362,7 +339,10 @@ def build_pipeline(
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
-    settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
+    recommending = config.recommendations if config.recommendations.enabled else None
+    settings = PipelineSettings(
+        config.events, config.profile, scoring_settings(config), recommending
+    )
     streams = build_profiles(source(env), control(env), settings, control.in_force)
     sinks.write(ProfileOutputs(**streams))
 
@@ -421,9 +401,11 @@ class ProductionSinks:
             (streams.leads, outputs.LEADS),
             (streams.actions, outputs.ACTIONS),
             (streams.outcomes, outputs.OUTCOMES),
+            (streams.recommendations, outputs.RECOMMENDATIONS),
         ):
             topic = getattr(config.kafka.topics, output.topic)
-            table = output_table(t, stream, FLINK_OUTPUTS[output])
+            flink = RECOMMENDATIONS if output is outputs.RECOMMENDATIONS else FLINK_OUTPUTS[output]
+            table = output_table(t, stream, flink)
             kafka_table = sinks.user_records_table(
                 t, config, f"{output.table}_topic", topic, f"profile-{topic.name}", output.deletable
             )

@@ -11,6 +11,8 @@ import numpy as np
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
+from models import recommendations
+
 METRICS = ("roc_auc", "pr_auc", "brier")
 CURVES = {"model": "this version", "baseline": "baseline (raw counts)", "active": "active version"}
 
@@ -60,6 +62,13 @@ def summary(version: int, report: dict) -> str:
             dropped = ", ".join(evaluation["dropped_features"])
             lines.append(f"- {target}: features constant in the training rows, dropped: {dropped}")
     lines += ["", f"Plots: {', '.join(f'{t}.png' for t in report['propensity'])}.", ""]
+    if "recommendations" in report:
+        lines += [
+            "## Recommendations (hold-out)",
+            "",
+            recommendations.summary(report["recommendations"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -13,7 +13,9 @@ report.md and a ROC and calibration plot per target) puts each model next to a l
 regression on a handful of raw counts and the active version, on the same hold-out. A version
 that is worse than the active one on any target by more than `models.gate_margin` (ROC AUC) is
 kept as a rejected candidate and the active version stays. With labelled outcomes
-(`make export-outcomes`) offer-uplift models are fitted too (models/uplift.py).
+(`make export-outcomes`) offer-uplift models are fitted too (models/uplift.py). Recommendations
+are evaluated offline on a generated history of their own (models/recommendations.py) and
+reported with the models.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from conf import settings as settings_module
 from conf.settings import ConfigError, Models, Settings
 from models import cohorts as cohort_models
-from models import datasets, propensity, report_files, uplift
+from models import datasets, propensity, recommendations, report_files, uplift
 from models.export import export
 from models.history import ArchiveHistory, GeneratedHistory, LogHistory
 from models.outcomes import read_outcomes
@@ -473,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-postgres", action="store_true", help="only write the files")
     parser.add_argument(
+        "--no-recommendations",
+        action="store_true",
+        help="skip the offline evaluation of recommendations (models/recommendations.py)",
+    )
+    parser.add_argument(
         "--outcomes",
         default=m.outcomes_file,
         help="labelled outcomes (CSV of `make export-outcomes`) for the uplift models, if present",
@@ -490,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         history = choose_history(config, args)
         collected = collect(history, m, config.profile)
         report, trained = train(config, collected, registry.load(), registry, outcomes)
+        if not args.no_recommendations:
+            report["recommendations"] = recommendations.evaluate(config, progress).report
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -251,6 +251,7 @@ class Knowledge:
     last_seen: int = 0
     emitted_at: int | None = None
     dirty: bool = False
+    timer_at: int | None = None  # the timer the job has registered for the key
 
     def age(self, ts: int, half_life: float) -> float:
         """Ages the weights to `ts` if it is newer; returns the weight an interaction at `ts`

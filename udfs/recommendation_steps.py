@@ -1,7 +1,7 @@
 """The knowledge and ranking steps of the profile job as pure objects: messages in, state
 updated in place, summaries or output records out. The Flink functions (jobs/recommendations.py)
 load and store the state and keep the timers; the offline evaluation (models/recommendations.py)
-runs the same steps over a history with state in dicts.
+and the benchmark run the same steps with state in dicts (InMemorySteps).
 
     KnowledgeStep.on_touch(state, key, touch)   an item's or bucket's Knowledge updated; its
                                                 summary when one is due
@@ -14,7 +14,10 @@ runs the same steps over a history with state in dicts.
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from conf.policy import RECOMMENDED_ITEMS
 from conf.settings import Recommendations as RecommendationSettings
@@ -30,18 +33,23 @@ PAYLOAD = outputs.ACTIONS.names.index("payload")
 class KnowledgeStep:
     def __init__(self, s: RecommendationSettings):
         self.s = s
+        self.latest_ts: int | None = None  # the latest interaction this step has seen
 
     def on_touch(self, state: Knowledge, key: str, touch: Touch) -> dict | None:
         """The key's summary if one is due now, else None (the timer sends it later)."""
+        self.latest_ts = touch.ts if self.latest_ts is None else max(self.latest_ts, touch.ts)
         if key.startswith("i:"):
             state.touch_item(touch, self.s)
         else:
             state.touch_bucket(touch, self.s)
         return state.summary(touch.ts) if state.summary_due(touch.ts, self.s) else None
 
-    def on_timer(self, state: Knowledge, now: int) -> tuple[bool, dict | None]:
-        """(whether the key is forgotten, its summary if one is due)."""
-        if state.expired(now, self.s):
+    def on_timer(self, state: Knowledge, now: int, end_of_input: bool) -> tuple[bool, dict | None]:
+        """(whether the key is forgotten, its summary if one is due). At the end of the input
+        (event time jumps to its end) a key is forgotten only if the latest interaction seen
+        would have let it expire, as the per-user pipeline does with profiles."""
+        expire = not end_of_input or (self.latest_ts is not None and now <= self.latest_ts)
+        if expire and state.expired(now, self.s):
             return True, None
         return False, state.summary(now) if state.summary_due(now, self.s) else None
 
@@ -87,3 +95,57 @@ def with_items(offer: list, ids: list[str]) -> Emitted:
     payload[RECOMMENDED_ITEMS[0]] = ids
     values[PAYLOAD] = outputs.compact(payload)
     return outputs.ACTIONS.record(*values)
+
+
+@dataclass
+class InMemorySteps:
+    """The knowledge and ranking steps with their state in dicts: a summary reaches the
+    ranking at once (in the job it crosses a network edge), timers fire as `advance` passes
+    them."""
+
+    s: RecommendationSettings
+    knowledge: dict[str, Knowledge] = field(default_factory=dict)
+    lists: dict[str, list[str]] = field(default_factory=dict)  # latest item ids by user
+    timers: list[tuple[int, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.knowing, self.ranking = KnowledgeStep(self.s), RankingStep(self.s)
+
+    def handle(self, out: Iterable[Emitted]) -> list[Emitted]:
+        """The pipeline's messages in; the recommendation outputs (and offers) out."""
+        made: list[Emitted] = []
+        for emitted in out:
+            if emitted.output is outputs.TOUCHES:
+                key, body = emitted.values
+                self.touch(key, Touch.from_json(json.loads(body)))
+            elif emitted.output is outputs.REQUESTS:
+                user_id, body = emitted.values
+                new, ids = self.ranking.on_request(self.lists.get(user_id), json.loads(body))
+                if ids is None:
+                    self.lists.pop(user_id, None)
+                else:
+                    self.lists[user_id] = ids
+                made += new
+        return made
+
+    def touch(self, key: str, touch: Touch) -> None:
+        state = self.knowledge.setdefault(key, Knowledge())
+        summary = self.knowing.on_touch(state, key, touch)
+        if summary is not None:
+            self.ranking.on_summary(key, summary)
+        heapq.heappush(self.timers, (state.wake_at(self.s), key))
+
+    def advance(self, watermark: int) -> None:
+        while self.timers and self.timers[0][0] <= watermark:
+            time, key = heapq.heappop(self.timers)
+            state = self.knowledge.get(key)
+            if state is None or state.wake_at(self.s) != time:
+                continue  # moved or gone since
+            forgotten, summary = self.knowing.on_timer(state, time, end_of_input=False)
+            if forgotten:
+                del self.knowledge[key]
+                self.ranking.on_summary(key, None)
+                continue
+            if summary is not None:
+                self.ranking.on_summary(key, summary)
+            heapq.heappush(self.timers, (state.wake_at(self.s), key))

@@ -21,7 +21,7 @@ from jobs import runtime
 from jobs.control import MODELS, ControlRecord, first_records, read_sources
 from models.generator import EventGenerator
 from models.registry import Registry
-from tests.conftest import assert_nearly_equal, event_bytes
+from tests.conftest import assert_nearly_equal, event_bytes, without_ranked_items
 from tests.pipeline import graph_uids
 from udfs.timeunits import HOUR_MS
 
@@ -117,6 +117,18 @@ class CollectingSinks:
                 .uid(f"collect-{kind}s")
                 for kind, stream in (("action", outputs.actions), ("outcome", outputs.outcomes))
             ),
+            outputs.recommendations.rebalance()
+            .map(
+                lambda r: (
+                    "recommendation",
+                    r.user_id,
+                    -1 if r.get_row_kind() is RowKind.DELETE else r.ts,
+                    (r.record or b"null").decode(),
+                ),
+                output_type=OUTPUT,
+            )
+            .name("collect-recommendations")
+            .uid("collect-recommendations"),
         ]
         self.output = profiles.union(sessions, letters, archived, *scored)
 
@@ -243,7 +255,24 @@ def test_rocksdb_state_with_incremental_checkpoints_gives_the_outputs_of_heap_st
 
     on_disk, on_heap = run(rocksdb, payloads), run(profile_settings, payloads)
 
-    assert sorted(on_disk) == sorted(on_heap) and len(on_heap) > len(payloads)
+    assert sorted(timing_free(on_disk)) == sorted(timing_free(on_heap))
+    assert len(on_heap) > len(payloads)
+
+
+def timing_free(out):
+    """The outputs that depend on the input alone: recommendations depend on what the ranking
+    step knew of the catalogue when it ranked (tests/integration/exactly_once.py), so they are
+    left out, and so are the item ids of an offer of them."""
+    kept = []
+    for kind, key, n, value in out:
+        if kind == "recommendation":
+            continue
+        if kind == "action":
+            record = json.loads(value)
+            record["payload"] = without_ranked_items(record["payload"])
+            value = json.dumps(record, sort_keys=True)
+        kept.append((kind, key, n, value))
+    return kept
 
 
 def event(user, n, ts, **extra):

@@ -34,8 +34,8 @@ def page(ts, category="books", dwell_ms=60_000, scroll=0.5, session="s1"):
     )
 
 
-def view(ts, category="books", price=15.0, session="s1"):
-    return event(EventType.PRODUCT_VIEW, ts, ProductView("p1", category, price, {}), session)
+def view(ts, category="books", price=15.0, session="s1", item="p1"):
+    return event(EventType.PRODUCT_VIEW, ts, ProductView(item, category, price, {}), session)
 
 
 def search(ts, session="s1"):

@@ -111,7 +111,7 @@ class FakeContext:
         return self.key
 
 
-TAG = {output: job.FLINK_OUTPUTS[output].tag for output in outputs.ALL}
+TAG = {output: job.FLINK_OUTPUTS[output].tag for output in outputs.EMITTED}
 SCORE_TAGS = tuple(
     TAG[o]
     for o in (
