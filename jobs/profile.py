@@ -20,7 +20,8 @@
            |-> item interactions   -> learn-items (keyed by item and bucket) -> summaries,
            |   and requests           broadcast to rank (keyed by user): recommendations ->
            |                          Kafka `recommendations` + PostgreSQL `recommendations`,
-           |                          offers of recommendations -> the actions (jobs/recommendations.py)
+           |                          offers of recommendations -> the actions
+           |                          (jobs/recommendations.py)
            |-> closed sessions     -> PostgreSQL `user_sessions`
            |-> valid events        -> PostgreSQL `events`
            '-> dead letters        -> Kafka `events.dlq`: malformed records, records whose
