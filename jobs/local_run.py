@@ -176,6 +176,21 @@ def print_actions(config: Settings, users: set[str]) -> None:
         print("      none")
 
 
+def print_recommendations(config: Settings, users: set[str], n: int = 3) -> None:
+    """How many of this run's users have a list, and the first few lists, with the signals
+    behind each item."""
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        rows = conn.execute(
+            "SELECT r.user_id, r.blend, r.items FROM recommendations r"
+            " WHERE r.user_id = ANY(%s) ORDER BY r.user_id",
+            (list(users),),
+        ).fetchall()
+    print(f"  recommendations      {len(rows):,} users with a list (docs/recommendations.md)")
+    for user_id, blend, items in rows[:n]:
+        shown = ", ".join(f"{i['item_id']} ({'+'.join(i['reasons'])})" for i in items[:4])
+        print(f"      {user_id} [{blend}] {shown}{', ...' if len(items) > 4 else ''}")
+
+
 def print_top(profiles: list[dict], n: int = 5) -> None:
     for column in PROPENSITIES:
         print(f"  top users by {column.removeprefix('propensity_')}")
@@ -396,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     print_learned(scores)
     print()
     print_actions(config, active)
+    print()
+    print_recommendations(config, active)
     print()
     print_top(profiles)
     print()

@@ -6,6 +6,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import psycopg.sql
@@ -187,14 +188,37 @@ class StreamRun:
         return self.history.events
 
 
+def policy_offering_recommendations_over(shipped: str, drift: float, folder: Path) -> str:
+    """The `shipped` action policy with the offer of recommendations made above `drift`."""
+    policy = yaml.safe_load(Path(shipped).read_text())
+    for action in policy["actions"]:
+        if action["name"] == "recommendation_offer":
+            action["threshold"] = drift
+    path = folder / "actions.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return str(path)
+
+
+# The drift of the stream run's users stays under 0.05 (four days of new users), so its policy
+# offers recommendations above this instead of the shipped 0.8.
+STREAM_RUN_DRIFT_THRESHOLD = 0.04
+
+
 @pytest.fixture(scope="session")
-def stream_run(local_stack, trained):
+def stream_run(local_stack, trained, tmp_path_factory):
     with outputs_of_own(local_stack, ("events", *OUTPUT_TOPICS, "control")) as own:
         models = own.models.model_copy(update={"directory": str(trained.registry.directory)})
         generator = own.generator.model_copy(
             update={"start_ts_ms": STREAM_RUN_START_MS, "support_page_rate": 0.03, "late_rate": 0}
         )
-        settings = own.model_copy(update={"models": models, "generator": generator})
+        folder = tmp_path_factory.mktemp("stream-run")
+        actions_file = policy_offering_recommendations_over(
+            own.actions.actions_file, STREAM_RUN_DRIFT_THRESHOLD, folder
+        )
+        actions = own.actions.model_copy(update={"actions_file": actions_file})
+        settings = own.model_copy(
+            update={"models": models, "generator": generator, "actions": actions}
+        )
         history = EventGenerator(generator, users=80, days=4, seed=4242).generate()
         bounds = (settings.events.min_ts_ms, history.events[-1]["ts"] + DAY_MS)
         records = [
