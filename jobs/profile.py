@@ -228,7 +228,7 @@ def build_profiles(
     records: DataStream, control: DataStream, settings: PipelineSettings, in_force: tuple
 ) -> dict:
     """The profile stream and every side output of build-profiles, by output name, and the
-    recommendations; the actions include the offers rank finished."""
+    recommendations and the offers of them (actions) rank finished."""
     profiles = (
         by_user(records)
         .connect(control.broadcast(CONTROL_STATE))
@@ -248,7 +248,7 @@ def build_profiles(
         streams.pop(outputs.REQUESTS.name),
         settings.recommendations or Recommendations(enabled=False),
     )
-    streams[outputs.ACTIONS.name] = streams[outputs.ACTIONS.name].union(offers)
+    streams["offers"] = offers
     streams[outputs.RECOMMENDATIONS.name] = recommendations
     return streams
 
@@ -271,9 +271,12 @@ class ProfileOutputs:
     scores: DataStream
     cohort_moves: DataStream
     leads: DataStream
-    actions: DataStream  # decisions, offers of recommendations included
+    actions: DataStream  # decisions, but offers of recommendations
     outcomes: DataStream
     recommendations: DataStream
+    # Offers of recommendations, finished by rank: actions too, written by sinks of their own
+    # (a union with build-profiles' actions would tie their checkpoint barriers to rank's).
+    offers: DataStream
 
 
 class ControlSource(Protocol):
@@ -403,15 +406,19 @@ class ProductionSinks:
             (streams.actions, outputs.ACTIONS),
             (streams.outcomes, outputs.OUTCOMES),
             (streams.recommendations, outputs.RECOMMENDATIONS),
+            (streams.offers, outputs.ACTIONS),
         ):
             topic = getattr(config.kafka.topics, output.topic)
             flink = RECOMMENDATIONS if output is outputs.RECOMMENDATIONS else FLINK_OUTPUTS[output]
             table = output_table(t, stream, flink)
+            name, writer = output.table, f"profile-{topic.name}"
+            if stream is streams.offers:
+                name, writer = f"{name}_offers", f"{writer}-offers"
             kafka_table = sinks.user_records_table(
-                t, config, f"{output.table}_topic", topic, f"profile-{topic.name}", output.deletable
+                t, config, f"{name}_topic", topic, writer, output.deletable
             )
             statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
-            pg = sinks.postgres_table(t, config, f"{output.table}_out", output)
+            pg = sinks.postgres_table(t, config, f"{name}_out", output)
             statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
         statements.attach_as_datastream()
 

@@ -91,6 +91,12 @@ def test_minute_metrics_equal_counts_of_the_valid_events(stream_run):
     assert rows == pytest.approx(expected)
 
 
+# Offers of recommendations are written by the ranking step, behind the decisions: in a replay as
+# fast as this one they can reach the topic later than the metrics job's lateness, and are then
+# left out of its windows (docs/sql-and-metrics.md). They are compared apart.
+OFFERS = "recommendation_offer"
+
+
 def test_action_metrics_count_the_actions_topic(stream_run, stream_topics):
     actions = [json.loads(r.value) for r in stream_topics["actions"]]
     hours = closed_hours(actions, stream_run.settings)
@@ -100,7 +106,11 @@ def test_action_metrics_count_the_actions_topic(stream_run, stream_topics):
         if a["ts"] // HOUR_MS * HOUR_MS in hours
     )
     assert expected
-    assert only(metric_rows(stream_run.settings, "hour"), {"actions"}, hours) == expected
+    counted = only(metric_rows(stream_run.settings, "hour"), {"actions"}, hours)
+    decisions = {k: n for k, n in expected.items() if not k[1].startswith(OFFERS)}
+    assert {k: n for k, n in counted.items() if not k[1].startswith(OFFERS)} == decisions
+    for key, n in counted.items():
+        assert n <= expected[key], f"{key}: {n} counted, {expected[key]} on the topic"
 
 
 def test_the_metrics_topic_holds_the_rows_of_the_metrics_table(stream_run, stream_topics):

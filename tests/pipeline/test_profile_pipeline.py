@@ -115,7 +115,10 @@ class CollectingSinks:
                 .map(lambda r, kind=kind: (kind, r.user_id, 0, r.record.decode()), OUTPUT)
                 .name(f"collect-{kind}s")
                 .uid(f"collect-{kind}s")
-                for kind, stream in (("action", outputs.actions), ("outcome", outputs.outcomes))
+                for kind, stream in (
+                    ("action", outputs.actions.union(outputs.offers)),
+                    ("outcome", outputs.outcomes),
+                )
             ),
             outputs.recommendations.rebalance()
             .map(
