@@ -424,7 +424,8 @@ def rank(
     request: Request, catalogue: Catalogue, blend: Blend, s: RecommendationSettings
 ) -> list[Recommended]:
     """The user's list: each signal's scores scaled to [0, 1], blended by the weights, items
-    bought left out; ties go to the smaller item id, so a list is the same in every run."""
+    bought left out; ties go to the smaller item id. Popular items fill a list the blend leaves
+    short."""
     n = s.items
     exclude = set(request.bought)
     weights = blend.model_dump()
@@ -438,7 +439,14 @@ def rank(
                 parts.setdefault(item, {})[signal] = w * x
     total = {item: sum(by_signal.values()) for item, by_signal in parts.items()}
     best = heapq.nsmallest(n, total, key=lambda item: (-total[item], item))
-    return [Recommended(item, total[item], reasons(parts[item], total[item])) for item in best]
+    ranked = [Recommended(item, total[item], reasons(parts[item], total[item])) for item in best]
+    # A short list (a thin bucket, a new user) is filled up with popular items, scored 0.
+    for _, item in catalogue.popular(request.ts, s.half_life_ms, n + len(exclude) + n):
+        if len(ranked) >= n:
+            break
+        if item not in exclude and item not in total:
+            ranked.append(Recommended(item, 0.0, ("popularity",)))
+    return ranked
 
 
 def reasons(by_signal: dict[str, float], total: float) -> tuple[str, ...]:

@@ -170,7 +170,10 @@ CATALOGUE = catalogue_of(
 
 def test_each_signal_ranks_its_own_candidates():
     q = request(recent=[("seen", "product_view", T0)], categories={"books": 1.0}, prices=(10.0,))
-    by = {name: [r.item for r in rank(q, CATALOGUE, blend, R)] for name, blend in R.blends.items()}
+    by = {  # what each signal ranks itself (not the popular items filling a list up)
+        name: [r.item for r in rank(q, CATALOGUE, blend, R) if r.score > 0]
+        for name, blend in R.blends.items()
+    }
     assert by["co_occurrence"][0] == "bought"  # bought by nobody here: seen together most
     assert by["neighbours"] == ["peer", "cheap"]
     assert "pricey" not in by["content"] and by["content"][0] == "bought"  # in band, popular
@@ -263,3 +266,11 @@ def test_every_blend_an_offer_or_experiment_names_is_configured():
     asking = [p for p in payloads if p.get(RECOMMENDED_ITEMS[0]) == RECOMMENDED_ITEMS[1]]
     named = {p["blend"] for p in asking if "blend" in p}
     assert asking and named == {"neighbours", "popularity"} and named <= set(R.blends)
+
+
+def test_a_short_list_is_filled_up_with_popular_items_scored_zero():
+    q = request(bucket=9)  # an empty bucket: neighbours find nothing
+    ranked = rank(q, CATALOGUE, R.blends["neighbours"], R)
+    assert [r.item for r in ranked][:3] == ["bought", "hit", "pricey"]
+    assert all(r.score == 0.0 and r.reasons == ("popularity",) for r in ranked)
+    assert len(ranked) == len(CATALOGUE.items)  # fewer items than a list holds
