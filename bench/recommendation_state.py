@@ -5,14 +5,19 @@ The profile job's pipeline and recommendation steps run without Flink (bench/in_
 models), and every `--every` events the state learn-items would hold is measured: its keys
 (items and buckets) and their pickled size, the form Flink keeps them in. The per-user state
 (each user's item memory in build-profiles, each user's latest list in rank) grows with the
-users by design and is reported apart. Results: `bench/results/recommendation-state-<run>.json`
-with the commit and configuration."""
+users by design and is reported apart.
+
+The cost: the same pipeline over the first `--cost-events` events of the default workload with
+and without the recommendation steps, alternated `--cost-rounds` times in one process, as events
+per second and their ratio. Results: `bench/results/recommendation-state-<run>.json` with the
+commit and configuration."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import pickle
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,6 +70,27 @@ def run(config, kind: str, users: int, events: int, seed: int, every: int) -> li
     return points
 
 
+def events_per_s(config, records, recommending: bool) -> float:
+    r = config.recommendations.model_copy(update={"enabled": recommending})
+    pipeline = InMemoryPipeline(config.model_copy(update={"recommendations": r}), control=[])
+    started = time.perf_counter()
+    for offset, (key, raw) in enumerate(records):
+        pipeline.process(raw, SourceRef("cost", 0, offset), key)
+    return len(records) / (time.perf_counter() - started)
+
+
+def cost(config, args) -> dict:
+    path = workload_file(config, args.users, args.events, args.seed)
+    records = read_workload(path)[: args.cost_events]
+    rounds = {"with": [], "without": []}
+    for _ in range(args.cost_rounds):
+        rounds["without"].append(round(events_per_s(config, records, False)))
+        rounds["with"].append(round(events_per_s(config, records, True)))
+    ratio = statistics.median(rounds["with"]) / statistics.median(rounds["without"])
+    say(f"cost: {rounds} events/s; with recommendations x{ratio:.2f}")
+    return {"events": len(records), "events_per_s": rounds, "ratio": round(ratio, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.recommendation_state", description=__doc__
@@ -74,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--every", type=int, default=50_000, help="events between measurements")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--cost-events", type=int, default=40_000)
+    parser.add_argument("--cost-rounds", type=int, default=2)
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
     tag = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -82,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         kind: run(config, kind, args.users, args.events, args.seed, args.every)
         for kind in args.workloads
     }
+    result["cost"] = cost(config, args)
     path = Path(RESULTS) / f"recommendation-state-{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -321,13 +321,20 @@ def bucket_key(bucket: int) -> str:
 
 
 class Catalogue:
-    """Every item's and bucket's latest summary, as ranking reads them (None: forgotten)."""
+    """Every item's and bucket's latest summary, as ranking reads them (None: forgotten).
 
-    def __init__(self):
+    Items' popularity as of a request is computed for the whole catalogue at most once per
+    `refresh_ms` of event time, with the items ranked by it (summaries arrive far more often
+    than the order of popularity changes): a request only looks it up."""
+
+    def __init__(self, refresh_ms: int = 60_000):
         self.items: dict[str, dict] = {}
         self.buckets: dict[int, dict] = {}
         self.by_category: dict[str, set[str]] = {}
-        self._popular: list[tuple[float, str]] | None = None
+        self.refresh_ms = refresh_ms
+        self._as_of: int | None = None
+        self._popularity: dict[str, float] = {}
+        self._ranked: list[str] = []  # by popularity, most popular first
 
     def apply(self, key: str, summary: dict | None) -> None:
         kind, name = key.split(":", 1)
@@ -344,22 +351,27 @@ class Catalogue:
             self.items[name] = summary
             if summary["category"] is not None:
                 self.by_category.setdefault(summary["category"], set()).add(name)
-        self._popular = None
+        elif name in self._popularity:
+            self._as_of = None  # a forgotten item leaves the ranking at once
+
+    def refresh(self, now: int, half_life: float) -> None:
+        if self._as_of is not None and 0 <= now - self._as_of < self.refresh_ms:
+            return
+        self._as_of = now
+        self._popularity = {
+            item: found["popularity"] * decay(max(now - found["ref_ts"], 0), half_life)
+            for item, found in self.items.items()
+        }
+        self._ranked = sorted(self._popularity, key=lambda i: (-self._popularity[i], i))
 
     def popularity(self, item: str, now: int, half_life: float) -> float:
-        found = self.items.get(item)
-        if found is None:
-            return 0.0
-        return found["popularity"] * decay(max(now - found["ref_ts"], 0), half_life)
+        self.refresh(now, half_life)
+        return self._popularity.get(item, 0.0)
 
     def popular(self, now: int, half_life: float, n: int) -> list[tuple[float, str]]:
-        """The `n` most popular items: kept until a summary changes the catalogue (ages are
-        equal enough between summaries that the order holds)."""
-        if self._popular is None or len(self._popular) < n:
-            self._popular = heapq.nlargest(
-                n, ((self.popularity(i, now, half_life), i) for i in self.items)
-            )
-        return self._popular[:n]
+        """The `n` most popular items, (popularity, item)."""
+        self.refresh(now, half_life)
+        return [(self._popularity[i], i) for i in self._ranked[:n]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +453,7 @@ def rank(
     best = heapq.nsmallest(n, total, key=lambda item: (-total[item], item))
     ranked = [Recommended(item, total[item], reasons(parts[item], total[item])) for item in best]
     # A short list (a thin bucket, a new user) is filled up with popular items, scored 0.
-    for _, item in catalogue.popular(request.ts, s.half_life_ms, n + len(exclude) + n):
+    for _, item in catalogue.popular(request.ts, s.half_life_ms, 2 * n + len(exclude)):
         if len(ranked) >= n:
             break
         if item not in exclude and item not in total:

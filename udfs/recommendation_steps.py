@@ -57,7 +57,7 @@ class KnowledgeStep:
 class RankingStep:
     def __init__(self, s: RecommendationSettings):
         self.s = s
-        self.catalogue = Catalogue()
+        self.catalogue = Catalogue(s.summary_interval_ms)
 
     def on_summary(self, key: str, summary: dict | None) -> None:
         self.catalogue.apply(key, summary)
