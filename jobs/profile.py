@@ -50,7 +50,6 @@ from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecuti
 from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
-from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.changelog_mode import ChangelogMode
 from pyflink.table.expressions import col
@@ -59,7 +58,7 @@ from conf.settings import Recommendations, Settings
 from jobs import control, runtime, sinks
 from jobs.control import ControlRecord, LiveModels, scoring_settings
 from jobs.flink_outputs import FLINK_OUTPUTS, RECOMMENDATIONS, FlinkOutput
-from jobs.recommendations import recommend
+from jobs.recommendations import keyed_by_first_field, recommend
 from udfs import outputs, profile_state
 from udfs.events import SourceRef
 from udfs.profile_state import UserState
@@ -212,16 +211,10 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
 
 
 def by_user(records: DataStream) -> KeyedStream:
-    """KEYED_RAW_RECORD rows keyed by their user key, in the JVM: PyFlink's key_by would run a
-    Python step per record in the source's task, taking the interpreter from build-profiles.
-    Each user's records reach build-profiles through one channel, in the order their partition
+    """KEYED_RAW_RECORD rows keyed by their user key, in the JVM (keyed_by_first_field): each
+    user's records reach build-profiles through one channel, in the order their partition
     holds them (fire_due_timers relies on it)."""
-    gateway = get_gateway()
-    key_type = Types.ROW([Types.STRING()])
-    j_keyed = records._j_data_stream.keyBy(
-        gateway.jvm.KeyByKeySelector(), key_type.get_java_type_info()
-    )
-    return KeyedStream(j_keyed, runtime.RAW_RECORD, records)
+    return keyed_by_first_field(records, runtime.RAW_RECORD)
 
 
 def build_profiles(
