@@ -26,7 +26,7 @@ from conf.settings import Settings
 from jobs.control import LiveModels, scoring_settings
 from models.history import GeneratedHistory
 from udfs.profile_state import UserState
-from udfs.recommend import Request, cosine, rank, segment_vector
+from udfs.recommend import Request, cosine, rank
 from udfs.recommendation_steps import InMemorySteps
 from udfs.user_pipeline import PipelineSettings, UserPipeline
 
@@ -143,15 +143,10 @@ def evaluate(config: Settings, report: Callable[[str], None] = print) -> Evaluat
         if state.profile is None:
             continue
         snapshot = state.profile.snapshot(config.profile)
-        trends = state.profile.trends
-        weight, total = trends.price_log_ratio
-        vector = segment_vector(
-            snapshot.segment, trends.category_shares(), total / weight if weight else 0.0, r
-        )
-        vectors[user_id] = vector
+        vector = vectors[user_id] = pipeline.segment_profile(snapshot, state.profile)
         buckets[user_id] = pipeline.hyperplanes.bucket(vector)
         if user_id in relevant and state.shopper is not None:
-            shares = trends.category_shares()
+            shares = state.profile.trends.category_shares()
             body = state.shopper.request(user_id, split_ts, buckets[user_id], shares, None)
             requests[user_id] = Request.from_json(body.to_json())
 

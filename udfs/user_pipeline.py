@@ -308,17 +308,19 @@ class UserPipeline:
 
     # ------------------------------------------------------------ recommendations
 
-    def bucket(self, snapshot: ProfileSnapshot, profile: UserProfile) -> int:
-        """The bucket of the user's current segment profile (udfs/recommend.py)."""
+    def segment_profile(self, snapshot: ProfileSnapshot, profile: UserProfile) -> dict:
+        """The user's current segment profile as a vector (udfs/recommend.py)."""
         trends = profile.trends
         weight, total = trends.price_log_ratio
-        vector = segment_vector(
+        return segment_vector(
             snapshot.segment,
             trends.category_shares(),
             total / weight if weight > 0 else 0.0,
             self.recommending,
         )
-        return self.hyperplanes.bucket(vector)
+
+    def bucket(self, snapshot: ProfileSnapshot, profile: UserProfile) -> int:
+        return self.hyperplanes.bucket(self.segment_profile(snapshot, profile))
 
     def touch_items(
         self, user: UserState, event: Event, snapshot: ProfileSnapshot, out: list
