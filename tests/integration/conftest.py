@@ -94,6 +94,14 @@ def drop_database(conn, name: str) -> None:
     )
 
 
+def without_recommendations(settings):
+    """`settings` with recommendations off: for tests of other things, so that their job runs
+    skip the two operators the recommendations add (their own tests, the crash, upgrade,
+    security, cluster and stream runs keep them)."""
+    off = settings.recommendations.model_copy(update={"enabled": False})
+    return settings.model_copy(update={"recommendations": off})
+
+
 def publish(settings, records):
     """records: iterable of (key or None, bytes). Returns the PublishReport of this batch."""
     topic = settings.kafka.topics.events

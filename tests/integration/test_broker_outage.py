@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import psutil
 
-from tests.integration.conftest import publish
+from tests.integration.conftest import publish, without_recommendations
 from tests.integration.exactly_once import assert_same_outputs, reference_run
 from tests.integration.job_process import exit_code, job_process, job_settings, wait_for_share
 
@@ -60,6 +60,7 @@ def test_the_job_rides_out_a_silent_broker_and_ignores_resent_events(
     )
     reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
     outage = job_settings(own_outputs, trained, tmp_path / "outage", START_TS_MS)
+    reference, outage = without_recommendations(reference), without_recommendations(outage)
     events, _, _ = reference_run(reference, tmp_path, users=200, seed=909)
     records = with_resends(events, random.Random(909))
     start, stop = publish(outage, records).bounds()

@@ -19,6 +19,7 @@ from jobs.report import analyse, user_outcomes
 from models.generator import EventGenerator
 from models.responses import OfferResponses
 from tests.conftest import event_bytes
+from tests.integration.conftest import without_recommendations
 
 EXPERIMENT = "offer_uplift"
 ACCEPT = 0.5  # a delivered discount is accepted (the cart bought) with this probability
@@ -210,8 +211,10 @@ def experiment_settings(own_outputs, trained, tmp_path):
         # In order and never late, so the history's purchases are exactly the organic outcomes.
         update={"start_ts_ms": START_TS_MS, "out_of_order_rate": 0.0, "late_rate": 0.0}
     )
-    return own_outputs.model_copy(
-        update={"actions": actions, "models": models, "generator": generator}
+    return without_recommendations(
+        own_outputs.model_copy(
+            update={"actions": actions, "models": models, "generator": generator}
+        )
     )
 
 

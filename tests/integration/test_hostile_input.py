@@ -14,7 +14,7 @@ import psycopg
 
 from jobs import profile as job
 from models.generator import EventGenerator, hostile_record
-from tests.integration.conftest import dead_letters, publish
+from tests.integration.conftest import dead_letters, publish, without_recommendations
 
 HOSTILE = 100_000
 # Oversized records are just over this limit: a small one keeps 100k records light.
@@ -51,6 +51,7 @@ def test_hostile_records_at_volume_are_dead_lettered_and_valid_traffic_flows(
     models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
     events_settings = own_outputs.events.model_copy(update={"max_bytes": MAX_BYTES})
     settings = own_outputs.model_copy(update={"models": models, "events": events_settings})
+    settings = without_recommendations(settings)
     # No late events: those are dead-lettered too, for a reason of their own.
     generator = settings.generator.model_copy(update={"start_ts_ms": START_TS_MS, "late_rate": 0})
     history = EventGenerator(generator, users=80, days=3, seed=606).generate()

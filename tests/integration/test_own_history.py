@@ -21,7 +21,7 @@ from models.history import ArchiveHistory
 from models.registry import Registry
 from models.train import collect, register, train
 from tests.data import shop_log
-from tests.integration.conftest import topic_records
+from tests.integration.conftest import topic_records, without_recommendations
 from udfs.timeunits import DAY_MS
 
 MAPPING = Path(__file__).resolve().parents[2] / "conf" / "mappings" / "retail_clickstream.yaml"
@@ -60,7 +60,7 @@ def test_a_shops_log_keeps_exact_purchases_across_quiet_months_and_trains_from_t
     own_outputs, trained, tmp_path, figures, capsys
 ):
     models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
-    settings = own_outputs.model_copy(update={"models": models})
+    settings = without_recommendations(own_outputs.model_copy(update={"models": models}))
     ttl, long_ttl = settings.profile.ttl_ms, settings.profile.long_term_ttl_ms
     # `make run FILE=... MAPPING=...`
     assert local_run.run_log(settings, shop_log.PATH, MAPPING) == 0

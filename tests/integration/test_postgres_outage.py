@@ -14,6 +14,7 @@ from datetime import datetime
 
 from conf import settings as settings_module
 from conf import stack
+from tests.integration.conftest import without_recommendations
 from tests.integration.exactly_once import assert_same_outputs, reference_run
 from tests.integration.job_process import exit_code, job_process, job_settings, wait_for_share
 
@@ -30,7 +31,9 @@ def free_port() -> int:
 def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
     reference_outputs, own_outputs, trained, tmp_path, figures
 ):
-    reference = job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
+    reference = without_recommendations(
+        job_settings(reference_outputs, trained, tmp_path / "reference", START_TS_MS)
+    )
     own_server = settings_module.load(
         "local",
         {
@@ -39,9 +42,9 @@ def test_the_job_rides_out_a_postgres_outage_and_loses_or_doubles_nothing(
             "local.state_dir": str(tmp_path / "state"),
         },
     )
-    outage = job_settings(own_outputs, trained, tmp_path / "outage", START_TS_MS).model_copy(
-        update={"postgres": own_server.postgres, "local": own_server.local}
-    )
+    outage = without_recommendations(
+        job_settings(own_outputs, trained, tmp_path / "outage", START_TS_MS)
+    ).model_copy(update={"postgres": own_server.postgres, "local": own_server.local})
     events, start, stop = reference_run(reference, tmp_path, users=200, seed=707)
 
     config_file = tmp_path / "outage.yaml"

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from jobs import profile, runtime
 from models.generator import EventGenerator
-from tests.integration.conftest import publish, topic_records
+from tests.integration.conftest import publish, topic_records, without_recommendations
 from tests.integration.job_process import exit_code, job_process, job_settings
 
 START_TS_MS = 1_780_272_000_000  # 2026-06-01T00:00:00Z: this test's own stretch of event time
@@ -56,7 +56,9 @@ def outcome_table(settings) -> set[str]:
 
 
 def test_no_decision_is_emitted_twice_across_a_restart(own_outputs, trained, tmp_path, figures):
-    restarted = job_settings(own_outputs, trained, tmp_path / "checkpoints", START_TS_MS)
+    restarted = without_recommendations(
+        job_settings(own_outputs, trained, tmp_path / "checkpoints", START_TS_MS)
+    )
     history = EventGenerator(restarted.generator, users=150, days=4, seed=404).generate()
     records = [(e["user_id"], json.dumps(e).encode()) for e in history.events]
     half = len(records) // 2
