@@ -259,6 +259,9 @@ class Generator(Strict):
     # archetype's favourite products (taste_items per category, the first ones most often).
     item_taste: Annotated[float, Field(ge=0, le=1)] = 0.7
     taste_items: Annotated[int, Field(ge=1)] = 6
+    # Share of users whose tracker sends a `context` (device, IP, user agent, locale, geo,
+    # channel): models/tracker_context.py.
+    context_rate: Annotated[float, Field(ge=0, le=1)] = 0.7
 
 
 class EngagementWeights(Strict):

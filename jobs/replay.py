@@ -8,7 +8,9 @@ the reason, the original line and its file/line number. Event ids are derived fr
 line, so replaying the same file twice yields the same ids (and the same archive rows).
 
 In field templates a string `$column` (or `$column:int|float|bool`) takes the row's value;
-anything else is a literal.
+anything else is a literal. The optional `context` template maps columns to the event's context
+(docs/event-contract.md); a column that is missing or empty in a row leaves its field out. A
+refused row's dead letter keeps the row with its context columns minimized (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from conf import settings as settings_module
 from conf.settings import Settings
 from jobs.publish import Publisher, PublishReport
+from udfs import privacy
 from udfs.events import (
     DeadLetter,
     Event,
@@ -73,6 +76,7 @@ class LogMapping(_Strict):
     timestamp: TimestampMapping
     session: SessionMapping = SessionMapping()
     events: dict[str, EventMapping]
+    context: dict[str, Any] = {}  # context field -> `$column` (geo: a mapping of its own)
 
     @staticmethod
     def load(path: Path) -> LogMapping:
@@ -133,6 +137,32 @@ def fill_template(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
+def fill_present(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The template filled from the row, leaving out the fields whose column is missing or
+    empty (and a nested mapping left empty)."""
+    filled = {}
+    for key, item in template.items():
+        try:
+            value = (
+                fill_present(item, values)
+                if isinstance(item, dict)
+                else fill_template(item, values)
+            )
+        except KeyError:
+            continue
+        if value != {}:
+            filled[key] = value
+    return filled
+
+
+# How a refused row keeps a context column: the value as the engine would minimize it.
+MINIMIZED_COLUMNS = {
+    "ip": privacy.truncate_ip,
+    "user_agent": privacy.device_class,
+    "referrer": privacy.origin,
+}
+
+
 def _timestamp_ms(value: Any, unit: str) -> int:
     if unit == "iso8601":
         return int(datetime.fromisoformat(str(value)).timestamp() * 1000)
@@ -148,7 +178,28 @@ class LogMapper:
         self._last_seen: dict[str, tuple[int, str]] = {}  # user -> (last ts, session id)
 
     def _dead(self, row: LogRow, reason: Reason, detail: str) -> DeadLetter:
-        return DeadLetter(reason, detail, row.raw, SourceRef(self.source_name, 0, row.line))
+        return DeadLetter(reason, detail, self._kept(row), SourceRef(self.source_name, 0, row.line))
+
+    def _kept(self, row: LogRow) -> bytes:
+        """The row as its dead letter keeps it: without the full values of personal context
+        columns (an IP address, a user agent, a referrer with its query)."""
+        columns = {
+            template[1:].partition(":")[0]: MINIMIZED_COLUMNS[key]
+            for key, template in self.mapping.context.items()
+            if key in MINIMIZED_COLUMNS and isinstance(template, str) and template.startswith("$")
+        }
+        present = [column for column in columns if row.values.get(column)]
+        if not present:
+            return row.raw
+        values = dict(row.values)
+        for column in present:
+            try:
+                values[column] = columns[column](str(values[column])) or ""
+            except ValueError:
+                values[column] = ""
+        if self.mapping.format == "jsonl":
+            return json.dumps(values).encode()
+        return ",".join(str(v or "") for v in values.values()).encode("utf-8", "surrogateescape")
 
     def _session(self, user: str, ts: int, row: LogRow) -> str:
         s = self.mapping.session
@@ -179,6 +230,7 @@ class LogMapper:
                 ts = _timestamp_ms(row.values[m.timestamp.column], m.timestamp.unit)
                 user = str(row.values[m.user])
                 fields = fill_template(event_mapping.fields, row.values)
+                context = fill_present(m.context, row.values)
             except (KeyError, ValueError, TypeError) as exc:
                 yield self._dead(row, Reason.SCHEMA_VIOLATION, f"cannot map row: {exc!r}")
                 continue
@@ -190,12 +242,13 @@ class LogMapper:
                 "ts": ts,
                 "schema_version": 1,
                 **fields,
+                **({"context": context} if context else {}),
             }
             result = self.parser.parse(
                 json.dumps(doc).encode(), SourceRef(self.source_name, 0, row.line)
             )
             if isinstance(result, DeadLetter):
-                yield DeadLetter(result.reason, result.detail, row.raw, result.source)
+                yield DeadLetter(result.reason, result.detail, self._kept(row), result.source)
             else:
                 yield result
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from conf.settings import Generator as GeneratorSettings
+from models.tracker_context import TrackerContexts
 from udfs.events import Reason
 from udfs.timeunits import DAY_MS, MINUTE_MS
 
@@ -247,6 +248,7 @@ class _Session:
     added_to_cart: bool = False
     viewed: list[Product] = field(default_factory=list)
     payment_failed: bool = False
+    context: dict | None = None  # what the tracker sends with each event (tracker_context)
 
 
 class EventGenerator:
@@ -265,6 +267,7 @@ class EventGenerator:
         self.catalog = self._catalog()
         self.taste_rng = random.Random(f"{self.seed}-tastes")
         self.tastes = self._tastes()
+        self.contexts = TrackerContexts(self.seed, settings.context_rate)
         incident = settings.incident
         self.incident = (
             IncidentTruth(
@@ -283,6 +286,8 @@ class EventGenerator:
             run += f"-support{self.settings.support_page_rate:g}"
         if self.settings.item_taste:
             run += f"-taste{self.settings.item_taste:g}x{self.settings.taste_items}"
+        if self.settings.context_rate:
+            run += f"-context{self.settings.context_rate:g}"
         if self.incident is not None:
             run += f"-outage{self.incident.start_ms}-{self.incident.end_ms}"
         return run
@@ -332,10 +337,11 @@ class EventGenerator:
             truth = UserTruth(user_id, archetype.name, archetype.drifts, drift_start)
             users.append(truth)
             favourite = self.rng.choice(list(CATEGORIES))
+            context = self.contexts.for_user(user_id)
             ts = start + int(self.rng.expovariate(archetype.sessions_per_day) * DAY_MS)
             first = True
             while ts < end:
-                session = self._session(truth, archetype, favourite, ts, first)
+                session = self._session(truth, archetype, favourite, ts, first, context)
                 first = False
                 timeline.extend(session.events)
                 sessions.append(
@@ -381,10 +387,17 @@ class EventGenerator:
     # ---------------------------------------------------------------- one session
 
     def _session(
-        self, user: UserTruth, archetype: Archetype, favourite: str, ts: int, first: bool
+        self,
+        user: UserTruth,
+        archetype: Archetype,
+        favourite: str,
+        ts: int,
+        first: bool,
+        context: dict | None = None,
     ) -> _Session:
         rng = self.rng
         s = _Session(user, archetype, rng, self.catalog, favourite, self._id(), ts)
+        s.context = self.contexts.for_session(context, user.user_id)
         if first:
             purposes = {
                 "analytics": True,
@@ -463,6 +476,7 @@ class EventGenerator:
                 "ts": s.ts,
                 "schema_version": 1,
                 **fields,
+                **({"context": s.context} if s.context is not None else {}),
             }
         )
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import fastjsonschema
 
+from udfs.privacy import Context, minimize_context, normalize_query, scrubbed
+
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 SCHEMA_BASE_URI = "https://behavior-engine/schemas/"
 
@@ -186,7 +188,7 @@ PAYLOAD_BUILDERS: dict[EventType, Callable[[dict], Payload]] = {
     EventType.PAGE_VIEW: lambda d: PageView(
         d["url"], d["category"], int(d["dwell_ms"]), float(d["scroll_depth"])
     ),
-    EventType.SEARCH: lambda d: Search(d["query"], d["filters"]),
+    EventType.SEARCH: lambda d: Search(normalize_query(d["query"]), d["filters"]),
     EventType.PRODUCT_VIEW: lambda d: ProductView(
         d["product_id"], d["category"], float(d["price"]), d["attributes"]
     ),
@@ -224,6 +226,7 @@ class Event:
     ts: int  # event time, epoch milliseconds
     schema_version: int
     data: Payload
+    context: Context | None = None  # minimized (udfs/privacy.py)
 
     def properties(self) -> dict[str, Any]:
         """The type-specific fields as plain JSON-ready values (absent optionals left out)."""
@@ -363,6 +366,13 @@ class EventParser:
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000)
 
     def parse(self, raw: bytes, source: SourceRef) -> Event | DeadLetter:
+        parsed = self._parse(raw, source)
+        if isinstance(parsed, DeadLetter) and b'"context"' in raw:
+            # A refused record keeps its bytes, but not a full IP address or user agent.
+            return DeadLetter(parsed.reason, parsed.detail, scrubbed(raw), source)
+        return parsed
+
+    def _parse(self, raw: bytes, source: SourceRef) -> Event | DeadLetter:
         def dead(reason: Reason, detail: str) -> DeadLetter:
             return DeadLetter(reason, detail[:500], raw, source)
 
@@ -413,6 +423,7 @@ class EventParser:
             ts=ts,
             schema_version=version,
             data=PAYLOAD_BUILDERS[event_type](doc),
+            context=minimize_context(doc["context"]) if "context" in doc else None,
         )
 
 
@@ -426,6 +437,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "ts": event.ts,
         "schema_version": event.schema_version,
         **event.properties(),
+        **({"context": event.context.to_json()} if event.context is not None else {}),
     }
 
 

@@ -140,6 +140,7 @@ ARCHIVE = Output(
         ("ts_ms", "bigint"),
         ("schema_version", "int"),
         ("properties", "json"),
+        ("context", "json"),  # minimized (udfs/privacy.py)
         ("source_topic", "text"),
         ("source_partition", "int"),
         ("source_offset", "bigint"),
@@ -147,8 +148,9 @@ ARCHIVE = Output(
     topic=None,
     table="events",
     key=("event_id",),
+    optional=("context",),
     event_time="ts_ms",
-    shapes={"properties": {"type": "object"}},
+    shapes={"properties": {"type": "object"}, "context": {"type": "object"}},
 )
 # Kafka `events.dlq`: the key is the record's source coordinates, the value the letter's JSON.
 DEAD_LETTERS = Output(
@@ -448,6 +450,7 @@ def archived(event: Event, source: SourceRef) -> Emitted:
         event.ts,
         event.schema_version,
         properties,
+        compact(event.context.to_json()) if event.context is not None else None,
         source.topic,
         source.partition,
         source.offset,

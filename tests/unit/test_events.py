@@ -138,9 +138,9 @@ def test_invalid_record_becomes_a_dead_letter_with_its_reason(parser, raw, reaso
 
 
 def test_unicode_text_is_valid(parser):
-    result = parser.parse(event_bytes(doc("search", query="Schuhe grün 👟 “quoted”")), SOURCE)
+    result = parser.parse(event_bytes(doc("app_click", feature="Schuhe grün 👟 “quoted”")), SOURCE)
     assert isinstance(result, Event)
-    assert result.data.query == "Schuhe grün 👟 “quoted”"
+    assert result.data.feature == "Schuhe grün 👟 “quoted”"
 
 
 def test_dead_letter_keeps_bytes_reason_and_coordinates_through_json(parser):

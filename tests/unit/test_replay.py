@@ -108,3 +108,45 @@ def test_a_log_older_than_min_ts_is_refused_naming_the_setting_before_publishing
 
 def test_the_committed_shop_log_is_what_its_writer_writes(tmp_path):
     assert shop_log.write(tmp_path / "log.csv.gz").read_bytes() == shop_log.PATH.read_bytes()
+
+
+def test_context_columns_map_to_a_minimized_context_and_missing_ones_are_left_out(tmp_path):
+    log = tmp_path / "tracker.csv"
+    log.write_text(
+        "ts,user,event,item,ip,ua,lang,country\n"
+        "1767225600000,u1,view,p1,83.12.45.200,Mozilla/5.0 (Windows NT 10.0; Win64; x64),de-DE,DE\n"
+        "1767225660000,u1,view,p2,,,,\n"
+        "1767225720000,u1,rate,p3,83.12.45.200,Mozilla/5.0 (Windows NT 10.0; Win64; x64),,\n"
+    )
+    mapping = LogMapping.model_validate(
+        {
+            "name": "tracker",
+            "user": "user",
+            "event_name": "event",
+            "timestamp": {"column": "ts"},
+            "events": {
+                "view": {
+                    "type": "product_view",
+                    "fields": {"product_id": "$item", "category": "c", "price": 1.0},
+                }
+            },
+            "context": {
+                "ip": "$ip",
+                "user_agent": "$ua",
+                "locale": "$lang",
+                "geo": {"country": "$country"},
+            },
+        }
+    )
+    mapping.events["view"].fields["attributes"] = {}
+    mapper = LogMapper(mapping, EventParser(now_ms=lambda: TEST_NOW_MS), log.name)
+    first, bare, letter = mapper.map_rows(sorted(read_rows(log, "csv"), key=mapper.sort_key))
+    assert first.context.to_json() == {
+        "device_type": "desktop",
+        "locale": "de-DE",
+        "ip": "83.12.45.0",
+        "geo": {"country": "DE"},
+    }
+    assert bare.context is None
+    assert isinstance(letter, DeadLetter) and letter.reason is Reason.UNMAPPED_EVENT
+    assert letter.raw == b"1767225720000,u1,rate,p3,83.12.45.0,desktop,,"
