@@ -58,7 +58,9 @@ class InMemoryPipeline:
         self.live = LiveModels(scoring, control)
         self.counters: dict[str, Tally] = {}
         recommending = config.recommendations if config.recommendations.enabled else None
-        settings = PipelineSettings(config.events, config.profile, scoring, recommending)
+        settings = PipelineSettings(
+            config.events, config.profile, scoring, recommending, config.privacy
+        )
         self.pipeline = UserPipeline(settings, self.live, self.counter, parser)
         # The recommendation steps, as the job runs them after build-profiles.
         self.steps = InMemorySteps(config.recommendations) if recommending else None
@@ -78,7 +80,7 @@ class InMemoryPipeline:
         if event is not None:
             user = self.users.get(key) or UserState()
             registered = user.schedule.wake_at
-            out += self.pipeline.on_event(user, event, self.watermark)
+            out += self.pipeline.on_event(user, event, self.watermark, source)
             self.keep(key, user, registered)
             partition = source.partition
             self.latest[partition] = max(self.latest.get(partition, event.ts), event.ts)
@@ -95,7 +97,7 @@ class InMemoryPipeline:
         return [e for e in out if e.output not in MESSAGES] + made
 
     def keep(self, key: str, user: UserState, registered: int | None) -> None:
-        if user.profile is None:
+        if user.empty:
             self.users.pop(key, None)
             return
         self.users[key] = user

@@ -11,7 +11,7 @@ import string
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -70,11 +70,17 @@ class Action(Strict):
     eligible: Eligibility = Eligibility()
     payload: dict[str, str | int | float | bool] = {}
     experiments: bool = True  # False: never part of an experiment (e.g. security alerts)
+    # The consents (udfs/consent.py) the action needs beyond analytics: `personalization` for
+    # content and recommendations, `marketing` for offers; none for a service message such as a
+    # security alert. Undeclared: marketing.
+    purposes: tuple[Literal["personalization", "marketing"], ...] = ("marketing",)
 
     @model_validator(mode="after")
     def known_score_and_fields(self):
         if self.score not in SCORES:
             raise ValueError(f"score {self.score!r} is not one of {', '.join(SCORES)}")
+        if RECOMMENDED_ITEMS in self.payload.items() and "personalization" not in self.purposes:
+            raise ValueError("an action with the user's recommendations needs personalization")
         for key, value in self.payload.items():
             if not isinstance(value, str) or (key, value) == RECOMMENDED_ITEMS:
                 continue

@@ -582,6 +582,21 @@ class Recommendations(Strict):
         return self
 
 
+class Privacy(Strict):
+    """Consent and personal data (udfs/consent.py, udfs/privacy.py, docs/privacy.md)."""
+
+    # What a purpose is for a user who never spoke of it: opt_out, allowed until revoked;
+    # opt_in, refused until granted. `default_consent` overrides it purpose by purpose.
+    regime: Literal["opt_out", "opt_in"] = "opt_out"
+    default_consent: dict[Literal["analytics", "personalization", "marketing"], bool] = {}
+
+    @property
+    def defaults(self) -> dict[str, bool]:
+        granted = self.regime == "opt_out"
+        purposes = ("analytics", "personalization", "marketing")
+        return {p: self.default_consent.get(p, granted) for p in purposes}
+
+
 class Settings(Strict):
     environment: str
     kafka: Kafka
@@ -595,6 +610,7 @@ class Settings(Strict):
     actions: Actions = Actions()
     metrics: Metrics = Metrics()
     recommendations: Recommendations = Recommendations()
+    privacy: Privacy = Privacy()
     local: Local = Local()
 
     def with_own_topics(self, tag: str, names=(*OUTPUT_TOPICS, "control")) -> Settings:

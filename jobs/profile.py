@@ -161,7 +161,7 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
         event, out = self.pipeline.on_record(payload, source, ctx.get_current_key(), watermark)
         if event is not None:
             user, registered = self.load()
-            out += self.pipeline.on_event(user, event, watermark)
+            out += self.pipeline.on_event(user, event, watermark, source)
             self.store(user, registered, timers)
         yield from self.rows(out)
 
@@ -186,7 +186,7 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
 
     def store(self, user: UserState, registered: int | None, timers) -> None:
         """Stores the state (or clears it when the user is gone) and moves the timer."""
-        if user.profile is None:
+        if user.empty:
             self.user.clear()  # purged or expired: nothing is kept
         else:
             self.user.update(self.states.pack(user))
@@ -338,7 +338,7 @@ def build_pipeline(
     # in production) and reads the user key; records are parsed where their user's state is.
     recommending = config.recommendations if config.recommendations.enabled else None
     settings = PipelineSettings(
-        config.events, config.profile, scoring_settings(config), recommending
+        config.events, config.profile, scoring_settings(config), recommending, config.privacy
     )
     streams = build_profiles(source(env), control(env), settings, control.in_force)
     sinks.write(ProfileOutputs(**streams))

@@ -50,7 +50,9 @@ def replay(config: Settings, events, until_ts: int, report: Callable[[str], None
     """The per-user pipeline (no models or policy) and the steps over the events before
     `until_ts`, in event-time order."""
     scoring = scoring_settings(config)
-    settings = PipelineSettings(config.events, config.profile, scoring, config.recommendations)
+    settings = PipelineSettings(
+        config.events, config.profile, scoring, config.recommendations, config.privacy
+    )
     pipeline = UserPipeline(settings, LiveModels(scoring, []), lambda name: Tally())
     steps = InMemorySteps(config.recommendations)
     users: dict[str, UserState] = {}

@@ -61,6 +61,8 @@ class UserContext:
     top_category: str | None
     cohort_name: str | None
     model_version: int | None
+    # The purposes of actions (conf.policy.Action.purposes) the user's consent allows.
+    allowed: frozenset[str] = frozenset(("personalization", "marketing"))
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,12 @@ def render(payload: dict, fields: dict) -> dict:
     return out
 
 
-def decide(policy: Policy, ctx: UserContext, ledger: Ledger) -> Decision | None:
-    """The one action (or control-arm non-action) for this update, recorded in the ledger."""
+def decide(
+    policy: Policy, ctx: UserContext, ledger: Ledger, refused: list[str] | None = None
+) -> Decision | None:
+    """The one action (or control-arm non-action) for this update, recorded in the ledger. An
+    action the user's consent does not allow is passed over, and the purposes it lacked are
+    added to `refused`."""
     layers: dict = {}  # the user's experiment assignments, hashed once per layer
     for action in policy.by_priority:
         value = ctx.scores.get(action.score)
@@ -133,6 +139,11 @@ def decide(policy: Policy, ctx: UserContext, ledger: Ledger) -> Decision | None:
             change.threshold if change and change.threshold is not None else action.threshold
         )
         if value <= threshold:
+            continue
+        lacking = [p for p in action.purposes if p not in ctx.allowed]
+        if lacking:
+            if refused is not None:
+                refused += lacking
             continue
         percent = action.discount_percent
         if change and change.discount_percent is not None:

@@ -439,7 +439,3 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         **event.properties(),
         **({"context": event.context.to_json()} if event.context is not None else {}),
     }
-
-
-def revokes_profiling(event) -> bool:
-    return event.type is EventType.CONSENT_UPDATE and event.data.purposes.get("analytics") is False

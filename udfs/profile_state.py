@@ -43,12 +43,19 @@ class UserState:
     last_lead: tuple | None = None
     # The user's items for recommendations (None until the first item interaction).
     shopper: Shopper | None = None
+    # What the user said of each purpose, with when (udfs/consent.py); None: nothing yet.
+    consent: dict[str, tuple[bool, int]] | None = None
 
     def reset(self) -> None:
         """Forgets everything (a purge or expiry)."""
         self.profile, self.schedule, self.cohort = None, Schedule(), None
-        self.ledger = self.awaiting = self.last_lead = self.shopper = None
+        self.ledger = self.awaiting = self.last_lead = self.shopper = self.consent = None
         self.seen = {}
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to keep: no profile and nothing the user said."""
+        return self.profile is None and self.consent is None
 
     def has_seen(self, event_id: str) -> bool:
         return id_digest(event_id) in self.seen or event_id in self.seen

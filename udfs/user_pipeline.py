@@ -4,10 +4,11 @@ loads and stores the state, keeps the user's timer where `state.schedule.wake_at
 forwards the outputs; the benchmark's ceiling, baseline and Quix Streams peer call this same
 code with state in a dict.
 
-    on_record(payload, source, key, watermark)  parse, archive or dead-letter, lateness
-    on_event(state, event, watermark)           de-duplication, what is due before the event,
-                                                expiry, consent purge, the profile update,
-                                                attribution, emission: profile, scores, decision
+    on_record(payload, source, key, watermark)  parse; dead letters (malformed, late)
+    on_event(state, event, watermark, source)   consent (udfs/consent.py), archive, lateness,
+                                                de-duplication, what is due before the event,
+                                                expiry, the profile update, attribution,
+                                                emission: profile, scores, decision
     on_timer(state, time, end_of_input)         session closes, outcome windows, expiry
 
 Event time only: `watermark` is the caller's, and the end of the input is told, not guessed.
@@ -15,18 +16,20 @@ Event time only: `watermark` is the caller's, and the end of the input is told, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from conf.policy import RECOMMENDED_ITEMS, Policy
-from conf.settings import EventContract
+from conf.settings import EventContract, Privacy
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Recommendations as RecommendationSettings
 from udfs import outputs
 from udfs.actions import Ledger, decide
 from udfs.attribution import Attribution, Pending
+from udfs.consent import ANALYTICS, MARKETING, PERSONALIZATION, ConsentRules, updated
 from udfs.events import (
     DeadLetter,
     Event,
@@ -34,7 +37,6 @@ from udfs.events import (
     EventType,
     Reason,
     SourceRef,
-    revokes_profiling,
 )
 from udfs.leads import Modifier
 from udfs.outputs import Emitted
@@ -79,6 +81,7 @@ class PipelineSettings:
     profile: ProfileSettings
     scoring: ScoringSettings  # the models, lead scores and actions, and where they are kept
     recommendations: RecommendationSettings | None = None  # None: no recommendations
+    privacy: Privacy = Privacy()
 
 
 def item_interactions(event: Event) -> list[tuple[str, str | None, float | None]]:
@@ -128,14 +131,24 @@ class UserPipeline:
         self.expiries = counter("profiles_expired")
         self.decisions = counter("actions_decided")
         self.dropped_outcomes = counter("outcomes_dropped_on_purge")
+        self.consent = ConsentRules(settings.privacy.defaults)
+        # What a user's consent did not allow, by purpose: events not profiled (analytics),
+        # item interactions not learnt from and content actions not decided (personalization),
+        # offers not decided (marketing).
+        self.refused = {
+            purpose: counter(f"refused_without_{purpose}_consent")
+            for purpose in (ANALYTICS, PERSONALIZATION, MARKETING)
+        }
 
     # ------------------------------------------------------------ records and events
 
     def on_record(
         self, payload: bytes, source: SourceRef, key: str, watermark: int
     ) -> tuple[Event | None, list[Emitted]]:
-        """The record's event (None when it is dead-lettered) and its archive row or dead
-        letter. An event later than the allowed lateness is archived and dead-lettered."""
+        """The record's event (None when it is dead-lettered) and its dead letter, if any. An
+        event later than the allowed lateness is dead-lettered and returned all the same: its
+        user's consent decides whether on_event archives it. A late consent update is no dead
+        letter: it is applied like any other."""
         parsed = self.parser.parse(payload, source)
         if isinstance(parsed, Event) and parsed.user_id != key:
             # The source's JSON path read the user id otherwise: this is another user's state.
@@ -143,19 +156,33 @@ class UserPipeline:
             parsed = DeadLetter(Reason.SCHEMA_VIOLATION, detail, payload, source)
         if isinstance(parsed, DeadLetter):
             return None, [outputs.dead_letter(parsed)]
-        out = [outputs.archived(parsed, source)]
-        if parsed.ts < watermark - self.s.allowed_lateness_ms:
+        if self.is_late(parsed, watermark) and parsed.type is not EventType.CONSENT_UPDATE:
             self.late.inc()
             detail = (
                 f"event time {parsed.ts} is more than the allowed lateness behind watermark"
                 f" {watermark}"
             )
-            out.append(outputs.dead_letter(DeadLetter(Reason.LATE, detail, payload, source)))
-            return None, out
-        return parsed, out
+            return parsed, [outputs.dead_letter(DeadLetter(Reason.LATE, detail, payload, source))]
+        return parsed, []
 
-    def on_event(self, user: UserState, event: Event, watermark: int) -> list[Emitted]:
+    def is_late(self, event: Event, watermark: int) -> bool:
+        return event.ts < watermark - self.s.allowed_lateness_ms
+
+    def on_event(
+        self, user: UserState, event: Event, watermark: int, source: SourceRef | None = None
+    ) -> list[Emitted]:
+        """`source`: where the event's record came from, for its archive row (None: not
+        archived, as when archived history is replayed)."""
         s, out = self.s, []
+        if event.type is EventType.CONSENT_UPDATE:
+            return self.on_consent(user, event, source)
+        if not self.consent.allows(user.consent, ANALYTICS):
+            self.refused[ANALYTICS].inc()
+            return out
+        if source is not None:
+            out.append(outputs.archived(event, source))
+        if self.is_late(event, watermark):
+            return out  # dead-lettered by on_record
         if user.has_seen(event.event_id):
             self.duplicates.inc()
             return out
@@ -166,17 +193,35 @@ class UserPipeline:
                 # Expired, though the watermark has not yet fired its timer: do what it would do.
                 self.catch_up(user, event.ts, out)
         user.remember(event.event_id, event.ts, s.max_seen_ids)
-        if event.type is EventType.CONSENT_UPDATE:
-            if revokes_profiling(event):
-                self.forget(user, event.user_id, event.ts, out)
-                self.purge(user)
-            return out
         user.profile = user.profile or UserProfile.new(event.user_id, s)
         user.profile.apply(event, watermark, s)
         self.attribute(user, event, out)
         snapshot = self.emit(user, event.ts, out, True, event.type in SIGNIFICANT, event)
         if self.recommending is not None:
-            self.touch_items(user, event, snapshot, out)
+            if self.consent.allows(user.consent, PERSONALIZATION):
+                self.touch_items(user, event, snapshot, out)
+            elif item_interactions(event):
+                self.refused[PERSONALIZATION].inc()
+        return out
+
+    def on_consent(self, user: UserState, event: Event, source: SourceRef | None) -> list[Emitted]:
+        """What the user said is kept, whatever the update's lateness. Analytics refused: the
+        user is forgotten everywhere (what they said is all that stays). Personalization
+        refused: their recommendations are. The update itself is archived while analytics is
+        allowed."""
+        rules, out = self.consent, []
+        profiled = rules.allows(user.consent, ANALYTICS)
+        personalized = rules.allows(user.consent, PERSONALIZATION)
+        user.consent = updated(user.consent, event.data.purposes, event.ts)
+        if rules.allows(user.consent, ANALYTICS):
+            if source is not None:
+                out.append(outputs.archived(event, source))
+        elif profiled:
+            self.forget(user, event.user_id, event.ts, out)
+            self.purge(user)
+            return out
+        if personalized and not rules.allows(user.consent, PERSONALIZATION):
+            self.drop_recommendations(user, event.user_id, event.ts, out)
         return out
 
     def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
@@ -242,7 +287,7 @@ class UserPipeline:
         if profile.expires_at(s) <= now:
             self.expiries.inc()
             self.forget(user, profile.user_id, now, out)
-            user.reset()
+            self.reset(user)
             return True
         return False
 
@@ -363,14 +408,26 @@ class UserPipeline:
     def forget(self, user: UserState, user_id: str, ts: int, out: list) -> None:
         """A forgotten user's rows of every deletable output, recommendations included."""
         out += outputs.user_deletions(user_id)
+        self.drop_recommendations(user, user_id, ts, out)
+
+    @staticmethod
+    def drop_recommendations(user: UserState, user_id: str, ts: int, out: list) -> None:
+        """The user's item memory, and their list wherever the ranking step keeps it."""
         if user.shopper is not None:
             out.append(outputs.request(user_id, {"user_id": user_id, "ts": ts, FORGET: True}))
+            user.shopper = None
 
     # ------------------------------------------------------------ actions and outcomes
 
     def decide(self, user: UserState, sc: UserScores, snapshot: ProfileSnapshot, out: list) -> None:
-        ledger = Ledger.from_json(user.ledger)
-        decision = decide(self.live.policy, decision_context(sc, snapshot), ledger)
+        ledger, refused = Ledger.from_json(user.ledger), []
+        allowed = frozenset(
+            p for p in (PERSONALIZATION, MARKETING) if self.consent.allows(user.consent, p)
+        )
+        context = dataclasses.replace(decision_context(sc, snapshot), allowed=allowed)
+        decision = decide(self.live.policy, context, ledger, refused)
+        for purpose in refused:
+            self.refused[purpose].inc()
         if decision is None:
             return
         self.decisions.inc()
@@ -434,4 +491,12 @@ class UserPipeline:
         if user.awaiting:
             for _ in json.loads(user.awaiting):
                 self.dropped_outcomes.inc()
+        self.reset(user)
+
+    def reset(self, user: UserState) -> None:
+        """Forgets the user, but what they said of a purpose the default would allow: without
+        it, their next event would be taken as allowed."""
+        said = user.consent
         user.reset()
+        if self.consent.revoked(said):
+            user.consent = said

@@ -12,6 +12,7 @@ from jobs.control import scoring_settings
 from tests.conftest import TEST_NOW_MS
 from udfs import outputs
 from udfs.events import DeadLetter, EventParser, SourceRef
+from udfs.profile_state import UserState
 
 
 def in_memory(settings):
@@ -51,7 +52,9 @@ def test_the_in_memory_pipeline_runs_the_jobs_work_with_timers(settings, small_h
     assert letter[0] == b"t-0-9"
 
 
-def test_a_revocation_drops_the_users_state_and_tombstones_their_records(settings, small_history):
+def test_a_revocation_drops_the_users_state_but_consent_and_tombstones_their_records(
+    settings, small_history
+):
     pipeline = in_memory(settings)
     first = small_history.events[0]
     send(pipeline, first, 0)
@@ -65,7 +68,10 @@ def test_a_revocation_drops_the_users_state_and_tombstones_their_records(setting
     out = send(pipeline, revoke, 1)
     assert [e.output for e in out if e.delete] == [outputs.PROFILES, outputs.SCORES, outputs.LEADS]
     assert kafka_records(out) == [(first["user_id"].encode(), None)] * 3
-    assert first["user_id"] not in pipeline.users
+    # Of the user only what they said remains: without it their next event would be profiled.
+    kept = pipeline.users[first["user_id"]]
+    assert kept == UserState(consent=kept.consent)
+    assert kept.consent["analytics"] == (False, revoke["ts"])
 
 
 def test_sustained_rate_spans_the_first_to_the_last_output():

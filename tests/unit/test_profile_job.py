@@ -129,11 +129,13 @@ class Harness:
     """Runs the keyed function; score outputs are kept apart in `scored`, by tag id, and the
     archive rows in `archived`."""
 
-    def __init__(self, settings=S, scoring=NO_MODELS, in_force=(), ctx=None):
+    def __init__(self, settings=S, scoring=NO_MODELS, in_force=(), ctx=None, privacy=None):
         """`in_force`: the control records of the submission; `ctx`: a context whose broadcast
-        state a snapshot restored."""
+        state a snapshot restored; `privacy`: instead of the shipped consent regime."""
         self.runtime, self.ctx = FakeRuntime(), ctx or FakeContext()
-        pipeline = PipelineSettings(CONFIG.events, settings, scoring)
+        pipeline = PipelineSettings(
+            CONFIG.events, settings, scoring, privacy=privacy or CONFIG.privacy
+        )
         self.function = job.BuildProfiles(pipeline, tuple(in_force))
         self.function.open(self.runtime)
         self.scored = {tag.tag_id: [] for tag in SCORE_TAGS}
@@ -181,6 +183,12 @@ class Harness:
     def state_is_empty(self) -> bool:
         values = all(v.value() is None for v in self.runtime.values.values())
         return values and not any(self.runtime.maps.values())
+
+    def holds_only_consent(self) -> bool:
+        """The user's state is what they said of their consent, and nothing else."""
+        user = self.user()
+        others = all(v.value() is None for k, v in self.runtime.values.items() if k != "user")
+        return user == profile_state.UserState(consent=user.consent) and others
 
 
 def revocation(ts: int, user: str = "u1") -> Event:
@@ -384,7 +392,8 @@ def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion
     [deletion] = h.send(revocation(T0 + MINUTE))
     assert deletion.get_row_kind() is RowKind.DELETE
     assert (deletion.user_id, deletion.version, deletion.record) == ("u1", None, None)
-    assert h.state_is_empty()
+    assert h.holds_only_consent()
+    assert h.user().consent["analytics"] == (False, T0 + MINUTE)
     assert h.ctx.timers.registered == set()
     assert h.advance(2**62) == []  # nothing left to fire or emit
 

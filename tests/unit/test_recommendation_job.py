@@ -21,7 +21,8 @@ R = CONFIG.recommendations
 OFFER_POLICY = """
 actions:
   - {name: picks, score: intent, threshold: 0.0, priority: 1, cooldown_ms: 86400000,
-     cap_per_day: 1, payload: {kind: recommendations, items: "${recommendations}",
+     cap_per_day: 1, purposes: [personalization],
+     payload: {kind: recommendations, items: "${recommendations}",
      blend: popularity}}
 """
 TOUCHES, REQUESTS = (FLINK_OUTPUTS[o].tag for o in (outputs.TOUCHES, outputs.REQUESTS))
