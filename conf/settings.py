@@ -22,15 +22,17 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# Every topic `make up` creates. `consent` (consent platforms' updates) is reserved: created so
-# that deployments have it, written by nothing yet. `control`
+# Every topic `make up` creates. `consent` carries consent platforms' updates (consent_update
+# events of the contract) to the profile job, beside those in `events`. `control`
 # carries model versions, the action policy and cohort modifiers to running jobs
-# (jobs/control.py). `metrics` and `alerts` are written by the metrics job (jobs/metrics.py).
+# (jobs/control.py). `erasures` carries the users to erase to jobs/erasure.py. `metrics` and
+# `alerts` are written by the metrics job (jobs/metrics.py).
 TOPIC_NAMES = (
     "events",
     "control",
     "events_dlq",
     "consent",
+    "erasures",
     "profiles",
     "scores",
     "cohort_moves",
@@ -61,6 +63,7 @@ class Topics(Strict):
     control: Topic = Topic(name="control")  # one partition: its records are ordered per kind
     events_dlq: Topic
     consent: Topic
+    erasures: Topic = Topic(name="erasures")
     profiles: Topic
     scores: Topic
     cohort_moves: Topic
@@ -92,6 +95,7 @@ OUTPUT_TOPICS = (
     "actions",
     "action_outcomes",
     "recommendations",
+    "erasures",
     "metrics",
     "alerts",
 )

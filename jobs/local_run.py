@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from conf import settings as settings_module
 from conf.settings import Settings
-from jobs import profile
+from jobs import erasure, profile
 from jobs.generate import GenerateSummary, generate
 from jobs.publish import PublishReport, iter_topic
 from jobs.replay import replay
@@ -33,6 +33,11 @@ PROPENSITIES = (
     "propensity_checkout_start",
     "propensity_churn",
 )
+
+
+# How long the run waits for more erasure records once none comes (they are committed with
+# the job's last checkpoint, before it ends).
+ERASURES_IDLE_S = 3.0
 
 
 def read_dead_letters(
@@ -265,6 +270,8 @@ def run_job(config: Settings, batch: PublishReport, event_ids: list[str], what: 
     began = time.monotonic()
     profile.run(config, start, stop)
     seconds = time.monotonic() - began
+    # The erasures the run asked for, once their records are committed (jobs/erasure.py).
+    erasure.Executor(config).run(ERASURES_IDLE_S, lambda line: print(line, file=sys.stderr))
     return JobRun(
         seconds,
         archived_rows(config, batch, event_ids),

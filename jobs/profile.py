@@ -3,6 +3,7 @@
 
     source (raw bytes + topic/partition/offset + the JSON `user_id` as the user key)
       (event time and watermarks come from the source, per Kafka partition)
+      + consent (the `consent` topic: consent platforms' updates, the same raw form)
       -> key by user key           (in the JVM: no Python step before build-profiles)
       -> build_profiles            udfs.user_pipeline.UserPipeline: parses each record where
                                    its user's state is (this job owns the event archive and
@@ -23,6 +24,8 @@
            |                          offers of recommendations -> the actions
            |                          (jobs/recommendations.py)
            |-> closed sessions     -> PostgreSQL `user_sessions`
+           |-> erasures            -> Kafka `erasures`: users jobs/erasure.py deletes from
+           |                          every table once the job has committed what came before
            |-> valid events        -> PostgreSQL `events`
            '-> dead letters        -> Kafka `events.dlq`: malformed records, records whose
                                       `user_id` is not their key, and events too late (`late`)
@@ -39,9 +42,11 @@ Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Protocol
 
 from pyflink.common import Duration, JobClient, Row, Types, WatermarkStrategy
@@ -266,6 +271,7 @@ class ProfileOutputs:
     leads: DataStream
     actions: DataStream  # decisions, but offers of recommendations
     outcomes: DataStream
+    erasures: DataStream  # users to erase everywhere (jobs/erasure.py)
     recommendations: DataStream
     # Offers of recommendations, finished by rank: actions too, written by sinks of their own
     # (a union with build-profiles' actions would tie their checkpoint barriers to rank's).
@@ -322,6 +328,51 @@ class FixedControl:
         return records.name("control").uid("control-source")
 
 
+def consent_record(topic: str, text: str) -> Row:
+    """A record of the consent topic as a raw record keyed by its user (KEYED_RAW_RECORD). The
+    topic's DataStream source gives no coordinates: a digest of the bytes stands for the
+    offset, so a replayed record gets the same dead-letter id."""
+    payload = text.encode("utf-8", "surrogatepass")
+    try:
+        doc = json.loads(text)
+        key = doc.get("user_id") if isinstance(doc, dict) else None
+    except (ValueError, RecursionError):
+        key = None
+    digest = int.from_bytes(blake2b(payload, digest_size=7).digest(), "big")
+    return Row(key if isinstance(key, str) else "", Row(payload, topic, 0, digest))
+
+
+class KafkaConsent:
+    """The consent topic from its start (a restored job: from its checkpointed offsets), up to
+    its latest offset when the run is bounded. Idle unless an update has just come, like
+    the control input, so it never holds event time back."""
+
+    def __init__(self, config: Settings, bounded: bool):
+        self.config, self.bounded = config, bounded
+
+    def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
+        kafka = self.config.kafka
+        builder = (
+            KafkaSource.builder()
+            .set_bootstrap_servers(kafka.bootstrap_servers)
+            .set_topics(kafka.topics.consent.name)
+            .set_group_id(f"{kafka.consumer_group}-{SOURCE_GROUP}-consent")
+            # From the start: an update read again changes nothing (udfs/consent.py).
+            .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+            .set_property("isolation.level", "read_committed")
+            .set_value_only_deserializer(SimpleStringSchema())
+        )
+        if self.bounded:
+            builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+        idleness = Duration.of_millis(CONTROL_IDLENESS_MS)
+        watermarks = WatermarkStrategy.no_watermarks().with_idleness(idleness)
+        source = env.from_source(builder.build(), watermarks, "consent")
+        source = source.uid("consent-source").set_parallelism(1)
+        to_record = functools.partial(consent_record, kafka.topics.consent.name)
+        records = source.map(to_record, runtime.KEYED_RAW_RECORD)
+        return records.name("consent-records").uid("consent-records").set_parallelism(1)
+
+
 class ProfileSinks(Protocol):
     def write(self, outputs: ProfileOutputs) -> None:
         """Must consume every output: build-profiles fails on a side output nothing reads."""
@@ -333,14 +384,17 @@ def build_pipeline(
     source: runtime.RawSource,
     sinks: ProfileSinks,
     control: ControlSource,
+    consent: runtime.RawSource | None = None,
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
+    # `consent`: the consent topic's records, in the same form.
     recommending = config.recommendations if config.recommendations.enabled else None
     settings = PipelineSettings(
         config.events, config.profile, scoring_settings(config), recommending, config.privacy
     )
-    streams = build_profiles(source(env), control(env), settings, control.in_force)
+    records = source(env) if consent is None else source(env).union(consent(env))
+    streams = build_profiles(records, control(env), settings, control.in_force)
     sinks.write(ProfileOutputs(**streams))
 
 
@@ -413,6 +467,12 @@ class ProductionSinks:
             statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
             pg = sinks.postgres_table(t, config, f"{name}_out", output)
             statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
+        # Added last: the planner numbers the sinks' operators in this order (their uids).
+        erasures = sinks.user_records_table(
+            t, config, "erasures_topic", config.kafka.topics.erasures, "profile-erasures", False
+        )
+        table = t.from_data_stream(streams.erasures)
+        statements.add_insert(erasures, table.select(col("user_id"), col("record")))
         statements.attach_as_datastream()
 
 
@@ -426,7 +486,8 @@ def submit(
     The control topic gets the current models, policy and modifiers first (jobs/control.py)."""
     in_force = tuple(control.in_force(config))
     kafka_control = KafkaControl(config, bounded=stop is not None, in_force=in_force)
-    build = functools.partial(build_pipeline, control=kafka_control)
+    consent = KafkaConsent(config, bounded=stop is not None)
+    build = functools.partial(build_pipeline, control=kafka_control, consent=consent)
     return runtime.submit(SOURCE_GROUP, build, ProductionSinks, config, start, stop, restore_from)
 
 

@@ -43,6 +43,7 @@ class EventType(StrEnum):
     PURCHASE = "purchase"
     OFFER_RESPONSE = "offer_response"
     CONSENT_UPDATE = "consent_update"
+    ERASURE_REQUEST = "erasure_request"
 
 
 class Reason(StrEnum):
@@ -159,6 +160,11 @@ class ConsentUpdate:
     purposes: Mapping[str, bool]
 
 
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    request_id: str
+
+
 Payload = (
     PageView
     | Search
@@ -173,6 +179,7 @@ Payload = (
     | Purchase
     | OfferResponse
     | ConsentUpdate
+    | ErasureRequest
 )
 
 
@@ -212,6 +219,7 @@ PAYLOAD_BUILDERS: dict[EventType, Callable[[dict], Payload]] = {
     EventType.PURCHASE: _purchase,
     EventType.OFFER_RESPONSE: lambda d: OfferResponse(d["action_id"], d["response"]),
     EventType.CONSENT_UPDATE: lambda d: ConsentUpdate(d["purposes"]),
+    EventType.ERASURE_REQUEST: lambda d: ErasureRequest(d["request_id"]),
 }
 
 ENVELOPE_FIELDS = ("event_id", "user_id", "session_id", "type", "ts", "schema_version")

@@ -350,6 +350,23 @@ RECOMMENDATIONS = Output(
     shapes={"items": {"type": "array", "items": RECOMMENDED_ITEM}},
     record_id=("user_id", "ts", "blend"),
 )
+# A user to erase from every table (jobs/erasure.py carries it out after the job's checkpoint
+# has committed the rows before it), with why: `analytics_revoked` or `requested` (an
+# erasure_request event, whose id is `request_id`).
+ERASURES = Output(
+    "erasures",
+    [
+        ("user_id", "text"),
+        ("ts", "bigint"),
+        ("reason", "text"),
+        ("request_id", "text"),
+    ],
+    topic="erasures",
+    table=None,
+    optional=("request_id",),
+    event_time="ts",
+    record_id=("user_id", "ts"),
+)
 # Messages between the profile job's steps, never written anywhere: item interactions to the
 # knowledge step (keyed by item or bucket), requests for a list to the ranking step (by user).
 TOUCHES = Output("touches", [("key", "text"), ("body", "json")], topic=None, table=None)
@@ -406,6 +423,7 @@ EMITTED = (
     LEADS,
     ACTIONS,
     OUTCOMES,
+    ERASURES,
     TOUCHES,
     REQUESTS,
 )
@@ -525,6 +543,10 @@ def cohort_move(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]
         move.reason,
         move.model_version,
     )
+
+
+def erasure(user_id: str, ts: int, reason: str, request_id: str | None) -> Emitted:
+    return ERASURES.record(user_id, ts, reason, request_id)
 
 
 def user_deletions(user_id: str) -> list[Emitted]:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 # The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
 END_OF_EVENT_TIME = 2**63 - 1
+# Why a user is erased (outputs.ERASURES).
+ANALYTICS_REVOKED, REQUESTED = "analytics_revoked", "requested"
 # Events whose profile record goes out at once, whatever profile.emit_interval_ms says.
 SIGNIFICANT = frozenset({EventType.ADD_TO_CART, EventType.CHECKOUT_START, EventType.PURCHASE})
 
@@ -176,6 +178,8 @@ class UserPipeline:
         s, out = self.s, []
         if event.type is EventType.CONSENT_UPDATE:
             return self.on_consent(user, event, source)
+        if event.type is EventType.ERASURE_REQUEST:
+            return self.erase(user, event.user_id, event.ts, REQUESTED, event.data.request_id)
         if not self.consent.allows(user.consent, ANALYTICS):
             self.refused[ANALYTICS].inc()
             return out
@@ -217,9 +221,7 @@ class UserPipeline:
             if source is not None:
                 out.append(outputs.archived(event, source))
         elif profiled:
-            self.forget(user, event.user_id, event.ts, out)
-            self.purge(user)
-            return out
+            return self.erase(user, event.user_id, event.ts, ANALYTICS_REVOKED, None)
         if personalized and not rules.allows(user.consent, PERSONALIZATION):
             self.drop_recommendations(user, event.user_id, event.ts, out)
         return out
@@ -404,6 +406,17 @@ class UserPipeline:
         self.ask_for_list(
             user, decision.ts, decision.event_id, bucket, out, offer=offer, blend=blend
         )
+
+    def erase(
+        self, user: UserState, user_id: str, ts: int, reason: str, request_id: str | None
+    ) -> list[Emitted]:
+        """The user is forgotten here (state, the rows of deletable outputs, recommendations)
+        and everywhere else by jobs/erasure.py; what they said of consent stays."""
+        out: list[Emitted] = []
+        self.forget(user, user_id, ts, out)
+        self.purge(user)
+        out.append(outputs.erasure(user_id, ts, reason, request_id))
+        return out
 
     def forget(self, user: UserState, user_id: str, ts: int, out: list) -> None:
         """A forgotten user's rows of every deletable output, recommendations included."""

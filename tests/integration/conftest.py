@@ -68,8 +68,9 @@ def reference_outputs(local_stack):
 
 
 @contextmanager
-def outputs_of_own(local_stack, topics=(*OUTPUT_TOPICS, "control")):
-    """Own `topics` (default: the outputs and control), transactional ids and database."""
+def outputs_of_own(local_stack, topics=(*OUTPUT_TOPICS, "control", "consent")):
+    """Own `topics` (default: the outputs, control and consent), transactional ids and
+    database."""
     tag = uuid.uuid4().hex[:8]
     p = local_stack.postgres.parts
     dsn = f"postgresql://{p['user']}@{p['host']}:{p['port']}/{TEST_DATABASE}_{tag}"
@@ -214,7 +215,7 @@ STREAM_RUN_DRIFT_THRESHOLD = 0.04
 
 @pytest.fixture(scope="session")
 def stream_run(local_stack, trained, tmp_path_factory):
-    with outputs_of_own(local_stack, ("events", *OUTPUT_TOPICS, "control")) as own:
+    with outputs_of_own(local_stack, ("events", *OUTPUT_TOPICS, "control", "consent")) as own:
         models = own.models.model_copy(update={"directory": str(trained.registry.directory)})
         generator = own.generator.model_copy(
             update={"start_ts_ms": STREAM_RUN_START_MS, "support_page_rate": 0.03, "late_rate": 0}

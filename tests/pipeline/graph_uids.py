@@ -25,7 +25,9 @@ def production_uids() -> list[str]:
     t_env = runtime.create_table_environment(env)
     source = runtime.KafkaRawSource(t_env, settings, {0: 0}, {0: 1}, "profile")
     control = job.KafkaControl(settings, bounded=True)
-    job.build_pipeline(env, settings, source, job.ProductionSinks(t_env, settings), control)
+    consent = job.KafkaConsent(settings, bounded=True)
+    sinks = job.ProductionSinks(t_env, settings)
+    job.build_pipeline(env, settings, source, sinks, control, consent)
     graph = env._generate_stream_graph(clear_transformations=False)
     nodes = sorted(graph.getStreamNodes().toArray(), key=lambda node: node.getId())
     return [node.getTransformationUID() for node in nodes]

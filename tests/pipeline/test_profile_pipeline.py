@@ -118,6 +118,7 @@ class CollectingSinks:
                 for kind, stream in (
                     ("action", outputs.actions.union(outputs.offers)),
                     ("outcome", outputs.outcomes),
+                    ("erasure", outputs.erasures),
                 )
             ),
             outputs.recommendations.rebalance()

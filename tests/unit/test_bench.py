@@ -52,7 +52,7 @@ def test_the_in_memory_pipeline_runs_the_jobs_work_with_timers(settings, small_h
     assert letter[0] == b"t-0-9"
 
 
-def test_a_revocation_drops_the_users_state_but_consent_and_tombstones_their_records(
+def test_a_revocation_keeps_only_consent_tombstones_the_records_and_asks_for_erasure(
     settings, small_history
 ):
     pipeline = in_memory(settings)
@@ -67,7 +67,14 @@ def test_a_revocation_drops_the_users_state_but_consent_and_tombstones_their_rec
     }
     out = send(pipeline, revoke, 1)
     assert [e.output for e in out if e.delete] == [outputs.PROFILES, outputs.SCORES, outputs.LEADS]
-    assert kafka_records(out) == [(first["user_id"].encode(), None)] * 3
+    *tombstones, erasure = kafka_records(out)
+    assert tombstones == [(first["user_id"].encode(), None)] * 3
+    assert json.loads(erasure[1]) == {
+        "user_id": first["user_id"],
+        "ts": revoke["ts"],
+        "reason": "analytics_revoked",
+        "request_id": None,
+    }
     # Of the user only what they said remains: without it their next event would be profiled.
     kept = pipeline.users[first["user_id"]]
     assert kept == UserState(consent=kept.consent)

@@ -9,10 +9,11 @@ from conf.settings import Actions, Privacy
 from jobs.control import ScoringSettings
 from tests.unit.profile_events import DAY, MINUTE, T0, cart, event, page, view
 from tests.unit.test_decision_step import policy_record
-from tests.unit.test_profile_job import CONFIG, Harness, S, counters
+from tests.unit.test_profile_job import CONFIG, TAG, Harness, S, counters
 from tests.unit.test_recommendation_job import REQUESTS, Steps
+from udfs import outputs
 from udfs.consent import ConsentRules, updated
-from udfs.events import ConsentUpdate, EventType
+from udfs.events import ConsentUpdate, ErasureRequest, EventType
 from udfs.recommendation_steps import FORGET
 
 # One marketing action, one of personalization below it, one needing no consent below both:
@@ -122,7 +123,7 @@ def test_a_consent_update_later_than_the_allowed_lateness_is_applied_not_dead_le
     h.send(page(T0 + DAY))
     h.advance(T0 + DAY)
     out = h.send(consent(T0, analytics=False))
-    assert [row for row in out if isinstance(row, tuple)] == [], "no dead letter"
+    assert [o for o in out if o[0] is TAG[outputs.DEAD_LETTERS]] == [], "no dead letter"
     assert h.holds_only_consent()
 
 
@@ -139,3 +140,21 @@ def test_a_refusal_outlives_the_users_expiry_only_where_the_default_would_allow(
         assert h.holds_only_consent() and h.user().consent == {"marketing": (False, T0)}
     else:
         assert h.state_is_empty()
+
+
+def test_an_erasure_request_forgets_the_user_and_asks_for_erasure_everywhere(tmp_path):
+    h = harness(tmp_path)
+    h.send(consent(T0, marketing=False))
+    h.send(page(T0 + MINUTE))
+    request = event(EventType.ERASURE_REQUEST, T0 + 2 * MINUTE, ErasureRequest("dsr-7"))
+    out = h.send(request)
+    [erasure] = [row for tag, row in (o for o in out if o[0] is TAG[outputs.ERASURES])]
+    assert (erasure.user_id, erasure.ts, erasure.reason, erasure.request_id) == (
+        "u1",
+        T0 + 2 * MINUTE,
+        "requested",
+        "dsr-7",
+    )
+    assert h.holds_only_consent()  # what the user said of marketing stays
+    assert h.user().consent == {"marketing": (False, T0)}
+    assert [row.type for row in h.archived] == ["consent_update", "page_view"], "not archived"

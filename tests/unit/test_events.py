@@ -54,6 +54,7 @@ EXAMPLES = {
     },
     "offer_response": {"action_id": "a1", "response": "accepted"},
     "consent_update": {"purposes": {"marketing": False, "analytics": True}},
+    "erasure_request": {"request_id": "dsr-2026-0042"},
 }
 
 

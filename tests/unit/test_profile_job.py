@@ -389,9 +389,11 @@ def test_an_event_after_the_long_term_ttl_starts_afresh_before_the_watermark_exp
 def test_revoking_analytics_consent_purges_state_and_timers_and_emits_a_deletion():
     h = Harness()
     h.send(page(T0))
-    [deletion] = h.send(revocation(T0 + MINUTE))
+    deletion, (tag, erasure) = h.send(revocation(T0 + MINUTE))
     assert deletion.get_row_kind() is RowKind.DELETE
     assert (deletion.user_id, deletion.version, deletion.record) == ("u1", None, None)
+    assert tag == TAG[outputs.ERASURES]
+    assert (erasure.user_id, erasure.reason) == ("u1", "analytics_revoked")
     assert h.holds_only_consent()
     assert h.user().consent["analytics"] == (False, T0 + MINUTE)
     assert h.ctx.timers.registered == set()

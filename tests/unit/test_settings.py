@@ -12,6 +12,7 @@ def test_local_environment_loads_with_every_topic(settings):
         "control",
         "events.dlq",
         "consent",
+        "erasures",
         "profiles",
         "scores",
         "cohort-moves",
