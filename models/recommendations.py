@@ -25,6 +25,7 @@ from conf import settings as settings_module
 from conf.settings import Settings
 from jobs.control import LiveModels, scoring_settings
 from models.history import GeneratedHistory
+from udfs.consent import PERSONALIZATION
 from udfs.profile_state import UserState
 from udfs.recommend import Request, cosine, rank
 from udfs.recommendation_steps import InMemorySteps
@@ -68,13 +69,18 @@ def replay(config: Settings, events, until_ts: int, report: Callable[[str], None
     return pipeline, steps, users
 
 
-def relevant_items(events, split_ts: int, users: dict[str, UserState]) -> dict[str, set[str]]:
-    """Per user, the items carted or bought in the hold-out and not bought before it."""
+def relevant_items(
+    events, split_ts: int, users: dict[str, UserState], personalized: Callable[[UserState], bool]
+) -> dict[str, set[str]]:
+    """Per user whose consent allows personalization, the items carted or bought in the
+    hold-out and not bought before it (the others get no list to be measured by)."""
     relevant: dict[str, set[str]] = {}
     for event in events:
         if event.ts < split_ts or event.type.value not in CARTED:
             continue
         state = users.get(event.user_id)
+        if state is not None and not personalized(state):
+            continue
         bought = set(state.shopper.bought) if state and state.shopper else set()
         for item in item_ids(event):
             if item not in bought:
@@ -138,7 +144,10 @@ def evaluate(config: Settings, report: Callable[[str], None] = print) -> Evaluat
     report(f"[recommendations] {len(events):,} events of {r.eval_users} users; split in time")
     pipeline, steps, users = replay(config, events, split_ts, report)
     steps.advance(split_ts)
-    relevant = relevant_items(events, split_ts, users)
+    consent = pipeline.consent
+    relevant = relevant_items(
+        events, split_ts, users, lambda state: consent.allows(state.consent, PERSONALIZATION)
+    )
 
     vectors, buckets, requests = {}, {}, {}
     for user_id, state in users.items():

@@ -95,6 +95,19 @@ def drop_database(conn, name: str) -> None:
     )
 
 
+def allowing(events: list[dict], purpose: str, settings) -> set[str]:
+    """The users whose consent allows `purpose` at the end of `events` (what they said last of
+    it, or the regime's default)."""
+    said: dict[str, tuple[int, bool]] = {}
+    for e in events:
+        if e["type"] != "consent_update" or purpose not in e["purposes"]:
+            continue
+        if e["user_id"] not in said or said[e["user_id"]][0] <= e["ts"]:
+            said[e["user_id"]] = (e["ts"], e["purposes"][purpose])
+    default = settings.privacy.defaults[purpose]
+    return {e["user_id"] for e in events if said.get(e["user_id"], (0, default))[1]}
+
+
 def without_recommendations(settings):
     """`settings` with recommendations off: for tests of other things, so that their job runs
     skip the two operators the recommendations add (their own tests, the crash, upgrade,

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.integration.conftest import allowing
 from udfs.recommend import SIGNALS
 
 # An event may reach the job this long after a later one of its user (the generator's bound).
@@ -47,7 +48,11 @@ def shoppers(events: list[dict]) -> set[str]:
 def test_every_user_who_touched_an_item_has_a_list_in_topic_and_table(
     stream_run, table, lists, figures
 ):
-    expected = shoppers(stream_run.events)
+    """Every user who touched an item and allows personalization (the others are counted by
+    the job and get no list: tests/unit/test_consent.py)."""
+    events = stream_run.events
+    expected = shoppers(events) & allowing(events, "personalization", stream_run.settings)
+    assert expected != shoppers(events), "the run has users who refuse personalization"
     assert set(table) == expected and set(lists) == expected
     sizes = [len(row["items"]) for row in table.values()]
     limit = stream_run.settings.recommendations.items
