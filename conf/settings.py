@@ -586,6 +586,14 @@ class Recommendations(Strict):
         return self
 
 
+class DifferentialPrivacy(Strict):
+    """Releases of aggregates for sharing (jobs/release.py, udfs/dp.py)."""
+
+    epsilon: Annotated[float, Field(gt=0)] = 0.5  # per release, unless the release says
+    budget: Annotated[float, Field(gt=0)] = 2.0  # total epsilon per period
+    period: Literal["day", "week", "month"] = "day"
+
+
 class Privacy(Strict):
     """Consent and personal data (udfs/consent.py, udfs/privacy.py, docs/privacy.md)."""
 
@@ -593,6 +601,7 @@ class Privacy(Strict):
     # opt_in, refused until granted. `default_consent` overrides it purpose by purpose.
     regime: Literal["opt_out", "opt_in"] = "opt_out"
     default_consent: dict[Literal["analytics", "personalization", "marketing"], bool] = {}
+    dp: DifferentialPrivacy = DifferentialPrivacy()
 
     @property
     def defaults(self) -> dict[str, bool]:

@@ -14,6 +14,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import psycopg.sql
@@ -24,6 +25,7 @@ from conf.policy import load_policy
 from conf.settings import OUTPUT_TOPICS
 from jobs import erasure
 from jobs import profile as profile_job
+from jobs import release as release_job
 from jobs.publish import Publisher
 from models.generator import EventGenerator
 from tests.integration.conftest import (
@@ -34,7 +36,8 @@ from tests.integration.conftest import (
     topic_records,
 )
 from udfs import contracts
-from udfs.timeunits import MINUTE_MS
+from udfs.dp import BudgetExceeded
+from udfs.timeunits import HOUR_MS, MINUTE_MS
 
 START_TS_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: this test's own stretch of event time
 # Topics whose records are a user's latest state: an erased user's latest is a tombstone.
@@ -263,3 +266,62 @@ def test_no_table_or_topic_holds_a_full_ip_address_or_user_agent(privacy_run, ta
     for name, records in topics.items():
         leaked = [r for r in records if r.value is not None and full.search(r.value)]
         assert leaked == [], f"{name}: {leaked[:1]}"
+
+
+def test_releases_are_noised_recorded_and_refused_once_the_budget_is_spent(privacy_run):
+    config = privacy_run.settings  # privacy.dp: 0.5 a release, 2.0 a day
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+    def sizes(conn):
+        return release_job.cohort_sizes(conn, config)
+
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        true = sizes(conn)
+    assert sum(true.counts) > 40
+    released = [release_job.release(config, 0.5, sizes, {}, now) for _ in range(4)]
+    assert all(set(r["values"]) == set(true.bins) for r in released)
+    assert all(r["noise_scale"] == 2.0 for r in released)
+    assert len({tuple(r["values"].values()) for r in released}) > 1, "fresh noise each time"
+    assert released[-1]["budget_left"] == 0
+    with pytest.raises(BudgetExceeded, match="2 spent, 0 left"):
+        release_job.release(config, 0.5, sizes, {}, now)
+    tomorrow = now + timedelta(days=1)
+    release_job.release(config, 0.5, sizes, {}, tomorrow)  # a new period, a new budget
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        ledger = conn.execute(
+            "SELECT period_start, count(*), sum(epsilon) FROM dp_releases GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert [(n, total) for _, n, total in ledger] == [(4, 2.0), (1, 0.5)]
+
+
+def test_window_counts_bound_each_users_contribution_before_the_noise(privacy_run):
+    """The counts a release of active users or events per hour noises are those computed from
+    the events, each user counted in their first `windows` hours, at most `per_window` events
+    an hour."""
+    run, windows, per_window = privacy_run, 3, 4
+    erased = {run.via_consent_topic, run.by_request}
+    archived = [
+        e
+        for e in run.events
+        if e["user_id"] not in erased and e["type"] not in ("erasure_request",)
+    ]
+    per_user_hour: dict[tuple[str, int], int] = {}
+    for e in archived:
+        key = (e["user_id"], e["ts"] // HOUR_MS * HOUR_MS)
+        per_user_hour[key] = per_user_hour.get(key, 0) + 1
+    expected_users: dict[int, int] = {}
+    expected_events: dict[int, int] = {}
+    for user in {u for u, _ in per_user_hour}:
+        hours = sorted(h for u, h in per_user_hour if u == user)[:windows]
+        for h in hours:
+            expected_users[h] = expected_users.get(h, 0) + 1
+            expected_events[h] = expected_events.get(h, 0) + min(per_user_hour[user, h], per_window)
+    lo = min(e["ts"] for e in archived)
+    hi = max(e["ts"] for e in archived) + 1
+    with psycopg.connect(run.settings.postgres.conninfo()) as conn:
+        users = release_job.window_counts(conn, "hour", lo, hi, windows, None)
+        events = release_job.window_counts(conn, "hour", lo, hi, windows, per_window)
+    starts = release_job.window_starts("hour", lo, hi)
+    assert users.counts == [expected_users.get(s, 0) for s in starts]
+    assert events.counts == [expected_events.get(s, 0) for s in starts]
+    assert (users.sensitivity, events.sensitivity) == (windows, windows * per_window)
