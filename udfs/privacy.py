@@ -32,7 +32,7 @@ MAX_TERM_LENGTH = 32
 # A token with this many digits is more likely a phone, card, order or account number than a
 # word a shopper searched for.
 MAX_DIGITS_IN_TERM = 3
-USER_AGENT_CACHE = 4096  # distinct user agents kept parsed (a shop sees a few thousand)
+REDUCED_CACHE = 4096  # distinct user agents and addresses kept reduced (per process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +85,19 @@ def minimize_context(doc: dict) -> Context | None:
     return None if context == Context() else context
 
 
+# The network part of an address, as a mask over its bits.
+_NETWORK_MASK = {
+    4: ((1 << IPV4_PREFIX) - 1) << (32 - IPV4_PREFIX),
+    6: ((1 << IPV6_PREFIX) - 1) << (128 - IPV6_PREFIX),
+}
+
+
+@lru_cache(maxsize=REDUCED_CACHE)
 def truncate_ip(text: str) -> str:
     """The address with its host bits zeroed (IPv4 /24, IPv6 /48). Raises ValueError for text
     that is not an IP address."""
     address = ipaddress.ip_address(text.strip())
-    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+    return str(type(address)(int(address) & _NETWORK_MASK[address.version]))
 
 
 def origin(url: str) -> str | None:
@@ -105,7 +112,7 @@ def origin(url: str) -> str | None:
     return f"{parts.scheme or 'https'}://{host}"
 
 
-@lru_cache(maxsize=USER_AGENT_CACHE)
+@lru_cache(maxsize=REDUCED_CACHE)
 def device_class(user_agent: str) -> str:
     """One of DEVICE_CLASSES, from uap-core's device, OS and browser families."""
     parsed = parse_user_agent(user_agent)
