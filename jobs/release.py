@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def query(conn):
             return window_counts(conn, args.window, lo, hi, args.windows, per_window)
+
     try:
         result = release(config, epsilon, query, params)
     except BudgetExceeded as refused:

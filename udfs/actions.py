@@ -62,7 +62,7 @@ class UserContext:
     cohort_name: str | None
     model_version: int | None
     # The purposes of actions (conf.policy.Action.purposes) the user's consent allows.
-    allowed: frozenset[str] = frozenset(("personalization", "marketing"))
+    allowed: frozenset[str]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ Event time only: `watermark` is the caller's, and the end of the input is told, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -437,7 +436,7 @@ class UserPipeline:
         allowed = frozenset(
             p for p in (PERSONALIZATION, MARKETING) if self.consent.allows(user.consent, p)
         )
-        context = dataclasses.replace(decision_context(sc, snapshot), allowed=allowed)
+        context = decision_context(sc, snapshot, allowed)
         decision = decide(self.live.policy, context, ledger, refused)
         for purpose in refused:
             self.refused[purpose].inc()

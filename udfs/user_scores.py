@@ -120,8 +120,11 @@ def score_user(
     return Scored(scores, state, move)
 
 
-def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
-    """What the decision step sees: every watchable score (conf.policy.SCORES) and the cart."""
+def decision_context(
+    sc: UserScores, snapshot: ProfileSnapshot, allowed: frozenset[str]
+) -> UserContext:
+    """What the decision step sees: every watchable score (conf.policy.SCORES), the cart, and
+    the purposes of actions the user's consent allows."""
     c = snapshot.columns
     scores = {t: p.p for t, p in sc.learned.items()}
     scores |= {
@@ -145,6 +148,7 @@ def decision_context(sc: UserScores, snapshot: ProfileSnapshot) -> UserContext:
         c["top_category"],
         sc.cohort_name,
         sc.model_version,
+        allowed,
     )
 
 

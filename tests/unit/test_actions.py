@@ -14,7 +14,7 @@ HOUR = 3_600_000
 NO_EXPERIMENTS = load_policy().model_copy(update={"experiments": ()})
 
 
-def ctx(ts=T0, user="u1", open_cart=True, **scores):
+def ctx(ts=T0, user="u1", open_cart=True, allowed=("personalization", "marketing"), **scores):
     return UserContext(
         user_id=user,
         ts=ts,
@@ -26,6 +26,7 @@ def ctx(ts=T0, user="u1", open_cart=True, **scores):
         top_category="books",
         cohort_name="Search-led researchers",
         model_version=3,
+        allowed=frozenset(allowed),
     )
 
 
@@ -131,3 +132,10 @@ def test_the_ledger_survives_the_state_round_trip():
     back = Ledger.from_json(ledger.to_json())
     assert differences(ledger, back) == []
     assert decide(NO_EXPERIMENTS, ctx(T0 + HOUR, drift=0.9), back) is None
+
+
+def test_an_action_the_users_consent_does_not_allow_is_passed_over_and_its_purpose_named():
+    refused = []
+    d = decide(NO_EXPERIMENTS, ctx(abandonment=0.75, drift=0.9, allowed=()), Ledger(), refused)
+    assert d is None  # the discount and the recommendations both need marketing
+    assert refused == ["marketing", "marketing", "personalization"]
