@@ -178,8 +178,12 @@ def test_an_erased_user_is_in_no_table_and_only_a_receipt_says_so(privacy_run, t
         ("analytics_revoked", None),
         ("requested", "dsr-2026-0042"),
     ]
+    # The request came after the user's events in their partition: their rows were written,
+    # then deleted. The consent topic's revocation is applied when it arrives, which may be
+    # before their events (then refused, never written): its receipt may count no rows.
+    requested = receipts[1]["rows"]
+    assert requested["events"] > 0 and requested["user_sessions"] > 0
     for receipt in receipts:
-        assert receipt["rows"]["events"] > 0 and receipt["rows"]["user_sessions"] > 0
         assert run.via_consent_topic not in json.dumps(receipt, default=str)
         assert run.by_request not in json.dumps(receipt, default=str)
     assert someone_else["count"] > 40, "the others are kept"
