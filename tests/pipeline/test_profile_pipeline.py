@@ -321,11 +321,14 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
     t0 = settings.generator.start_ts_ms
 
     revoke = {"type": "consent_update", "purposes": {"analytics": False}}
+    grant = {"type": "consent_update", "purposes": {"analytics": True}}
     payloads = [
         event("purged", 1, t0),
         event("purged", 2, t0 + 60_000),
         event("purged", 3, t0 + 120_000, **revoke),
-        event("purged", 4, t0 + 180_000),
+        event("purged", 4, t0 + 180_000),  # refused: analytics is revoked
+        event("purged", 5, t0 + 240_000, **grant),
+        event("purged", 6, t0 + 300_000),
         event("idle", 1, t0),
         event("idle", 2, t0 + 60_000),
         event("clock", 1, t0 + 5 * HOUR),  # moves the watermark past idle's two expiries
@@ -334,11 +337,13 @@ def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings
         event("tail", 1, t0 + 3 * HOUR),
         event("idle", 3, t0 + 6 * HOUR),
     ]
-    # Parallelism 1 keeps arrival order, so the revocation comes between events 2 and 4.
+    # Parallelism 1 keeps arrival order, so the revocation comes between events 2 and 4, and
+    # the grant between 4 and 6.
     out = [o for o in run(settings, payloads, parallelism=1) if o[0] == "profile"]
     purged = [(version, json.loads(value)) for _, user, version, value in out if user == "purged"]
-    # -1 is the deletion (a Kafka tombstone); then a fresh profile, its session's close, and
-    # both its expiries, due well before the data ends.
+    # -1 is the deletion (a Kafka tombstone); nothing of the refused event; then, granted
+    # again, a fresh profile, its session's close, and both its expiries, due well before the
+    # data ends.
     assert [v for v, _ in purged] == [1, 2, -1, 1, 2, 3, -1]
     assert purged[2][1] is None
     assert (purged[3][1]["events"], purged[5][1]["dormant"]) == (1, True)
