@@ -259,12 +259,16 @@ def stream_run(local_stack, trained, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stream_topics(stream_run) -> dict[str, list]:
-    """Every committed record of every output topic of the stream run, by topic (its name in
-    `kafka.topics`), read all at once."""
-    topics = stream_run.settings.kafka.topics
+    return output_topic_records(stream_run.settings)
+
+
+def output_topic_records(settings) -> dict[str, list]:
+    """Every committed record of every output topic, by topic (its name in `kafka.topics`),
+    read all at once."""
+    topics = settings.kafka.topics
     with ThreadPoolExecutor(len(OUTPUT_TOPICS)) as pool:
         read = {
-            name: pool.submit(topic_records, stream_run.settings, getattr(topics, name))
+            name: pool.submit(topic_records, settings, getattr(topics, name))
             for name in OUTPUT_TOPICS
         }
         return {name: future.result() for name, future in read.items()}

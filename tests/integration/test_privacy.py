@@ -12,7 +12,6 @@ the job writes holds a full IP address or user agent."""
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,10 +29,10 @@ from jobs.publish import Publisher
 from models.generator import EventGenerator
 from tests.integration.conftest import (
     allowing,
+    output_topic_records,
     outputs_of_own,
     policy_offering_recommendations_over,
     publish,
-    topic_records,
 )
 from udfs import contracts
 from udfs.dp import BudgetExceeded
@@ -152,14 +151,7 @@ def tables_holding(settings, tables: dict[str, list[str]], pattern: str) -> dict
 
 @pytest.fixture(scope="module")
 def topics(privacy_run) -> dict[str, list]:
-    """Every committed record of every topic the job writes, by topic."""
-    names = privacy_run.settings.kafka.topics
-    with ThreadPoolExecutor(len(OUTPUT_TOPICS)) as pool:
-        read = {
-            name: pool.submit(topic_records, privacy_run.settings, getattr(names, name))
-            for name in OUTPUT_TOPICS
-        }
-        return {name: future.result() for name, future in read.items()}
+    return output_topic_records(privacy_run.settings)
 
 
 def word(text: str) -> str:
