@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 END_OF_EVENT_TIME = 2**63 - 1
 # Why a user is erased (outputs.ERASURES).
 ANALYTICS_REVOKED, REQUESTED = "analytics_revoked", "requested"
+# What a user says of their data is carried out whenever it comes.
+NEVER_LATE = frozenset({EventType.CONSENT_UPDATE, EventType.ERASURE_REQUEST})
 # Events whose profile record goes out at once, whatever profile.emit_interval_ms says.
 SIGNIFICANT = frozenset({EventType.ADD_TO_CART, EventType.CHECKOUT_START, EventType.PURCHASE})
 
@@ -148,8 +150,8 @@ class UserPipeline:
     ) -> tuple[Event | None, list[Emitted]]:
         """The record's event (None when it is dead-lettered) and its dead letter, if any. An
         event later than the allowed lateness is dead-lettered and returned all the same: its
-        user's consent decides whether on_event archives it. A late consent update is no dead
-        letter: it is applied like any other."""
+        user's consent decides whether on_event archives it. A late consent update or erasure
+        request is no dead letter: it is carried out like any other."""
         parsed = self.parser.parse(payload, source)
         if isinstance(parsed, Event) and parsed.user_id != key:
             # The source's JSON path read the user id otherwise: this is another user's state.
@@ -157,7 +159,7 @@ class UserPipeline:
             parsed = DeadLetter(Reason.SCHEMA_VIOLATION, detail, payload, source)
         if isinstance(parsed, DeadLetter):
             return None, [outputs.dead_letter(parsed)]
-        if self.is_late(parsed, watermark) and parsed.type is not EventType.CONSENT_UPDATE:
+        if self.is_late(parsed, watermark) and parsed.type not in NEVER_LATE:
             self.late.inc()
             detail = (
                 f"event time {parsed.ts} is more than the allowed lateness behind watermark"

@@ -158,3 +158,15 @@ def test_an_erasure_request_forgets_the_user_and_asks_for_erasure_everywhere(tmp
     assert h.holds_only_consent()  # what the user said of marketing stays
     assert h.user().consent == {"marketing": (False, T0)}
     assert [row.type for row in h.archived] == ["consent_update", "page_view"], "not archived"
+
+
+def test_an_erasure_request_later_than_the_allowed_lateness_is_carried_out_not_dead_lettered(
+    tmp_path,
+):
+    h = harness(tmp_path)
+    h.send(page(T0 + DAY))
+    h.advance(T0 + DAY)
+    out = h.send(event(EventType.ERASURE_REQUEST, T0, ErasureRequest("dsr-8")))
+    assert [o for o in out if o[0] is TAG[outputs.DEAD_LETTERS]] == [], "no dead letter"
+    assert [o for o in out if o[0] is TAG[outputs.ERASURES]]
+    assert h.state_is_empty()
