@@ -299,21 +299,32 @@ class KafkaControl:
         self.config, self.bounded, self.in_force = config, bounded, in_force
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
-        kafka = self.config.kafka
-        builder = (
-            KafkaSource.builder()
-            .set_bootstrap_servers(kafka.bootstrap_servers)
-            .set_topics(kafka.topics.control.name)
-            .set_group_id(f"{kafka.consumer_group}-{SOURCE_GROUP}-control")
-            .set_starting_offsets(KafkaOffsetsInitializer.earliest())
-            .set_value_only_deserializer(SimpleStringSchema())
-        )
-        if self.bounded:
-            builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-        idleness = Duration.of_millis(CONTROL_IDLENESS_MS)  # a Java object: not made at import
-        watermarks = WatermarkStrategy.no_watermarks().with_idleness(idleness)
-        source = env.from_source(builder.build(), watermarks, "control")
-        return source.uid("control-source").set_parallelism(1)
+        return occasional_records(env, self.config, "control", self.bounded)
+
+
+def occasional_records(
+    env: StreamExecutionEnvironment, config: Settings, name: str, bounded: bool
+) -> DataStream:
+    """The text of every committed record of topic `name` (of `kafka.topics`; an occasional
+    stream: control, consent), from its start (a restored job: from its checkpointed offsets),
+    up to its latest offset when the run is `bounded`, in one subtask (uid `<name>-source`).
+    Idle unless a record has just come, so it never holds event time back."""
+    kafka = config.kafka
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(kafka.bootstrap_servers)
+        .set_topics(getattr(kafka.topics, name).name)
+        .set_group_id(f"{kafka.consumer_group}-{SOURCE_GROUP}-{name}")
+        .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+        .set_property("isolation.level", "read_committed")
+        .set_value_only_deserializer(SimpleStringSchema())
+    )
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    idleness = Duration.of_millis(CONTROL_IDLENESS_MS)  # a Java object: not made at import
+    watermarks = WatermarkStrategy.no_watermarks().with_idleness(idleness)
+    source = env.from_source(builder.build(), watermarks, name)
+    return source.uid(f"{name}-source").set_parallelism(1)
 
 
 class FixedControl:
@@ -343,32 +354,15 @@ def consent_record(topic: str, text: str) -> Row:
 
 
 class KafkaConsent:
-    """The consent topic from its start (a restored job: from its checkpointed offsets), up to
-    its latest offset when the run is bounded. Idle unless an update has just come, like
-    the control input, so it never holds event time back."""
+    """The consent topic's updates as raw records (consent_record). Read from its start: an
+    update read again changes nothing (udfs/consent.py)."""
 
     def __init__(self, config: Settings, bounded: bool):
         self.config, self.bounded = config, bounded
 
     def __call__(self, env: StreamExecutionEnvironment) -> DataStream:
-        kafka = self.config.kafka
-        builder = (
-            KafkaSource.builder()
-            .set_bootstrap_servers(kafka.bootstrap_servers)
-            .set_topics(kafka.topics.consent.name)
-            .set_group_id(f"{kafka.consumer_group}-{SOURCE_GROUP}-consent")
-            # From the start: an update read again changes nothing (udfs/consent.py).
-            .set_starting_offsets(KafkaOffsetsInitializer.earliest())
-            .set_property("isolation.level", "read_committed")
-            .set_value_only_deserializer(SimpleStringSchema())
-        )
-        if self.bounded:
-            builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-        idleness = Duration.of_millis(CONTROL_IDLENESS_MS)
-        watermarks = WatermarkStrategy.no_watermarks().with_idleness(idleness)
-        source = env.from_source(builder.build(), watermarks, "consent")
-        source = source.uid("consent-source").set_parallelism(1)
-        to_record = functools.partial(consent_record, kafka.topics.consent.name)
+        source = occasional_records(env, self.config, "consent", self.bounded)
+        to_record = functools.partial(consent_record, self.config.kafka.topics.consent.name)
         records = source.map(to_record, runtime.KEYED_RAW_RECORD)
         return records.name("consent-records").uid("consent-records").set_parallelism(1)
 
