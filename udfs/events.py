@@ -19,7 +19,7 @@ from typing import Any
 
 import fastjsonschema
 
-from udfs.privacy import Context, minimize_context, normalize_query, scrubbed
+from udfs.privacy import Context, kept_of_refused, minimize_context, normalize_query
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 SCHEMA_BASE_URI = "https://behavior-engine/schemas/"
@@ -375,9 +375,9 @@ class EventParser:
 
     def parse(self, raw: bytes, source: SourceRef) -> Event | DeadLetter:
         parsed = self._parse(raw, source)
-        if isinstance(parsed, DeadLetter) and b'"context"' in raw:
+        if isinstance(parsed, DeadLetter):
             # A refused record keeps its bytes, but not a full IP address or user agent.
-            return DeadLetter(parsed.reason, parsed.detail, scrubbed(raw), source)
+            return DeadLetter(parsed.reason, parsed.detail, kept_of_refused(raw), source)
         return parsed
 
     def _parse(self, raw: bytes, source: SourceRef) -> Event | DeadLetter:

@@ -165,6 +165,12 @@ _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}
 _USER_AGENT = re.compile(rb'"user_agent"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
+def kept_of_refused(raw: bytes) -> bytes:
+    """What a dead letter keeps of a refused record: its bytes, scrubbed when they may hold a
+    context."""
+    return scrubbed(raw) if b'"context"' in raw else raw
+
+
 def scrubbed(raw: bytes) -> bytes:
     """A refused record's bytes as a dead letter keeps them: when they hold a JSON object with
     a `context`, that context minimized field by field (what fails validation dropped);
