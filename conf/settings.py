@@ -266,6 +266,9 @@ class Generator(Strict):
     # Share of users whose tracker sends a `context` (device, IP, user agent, locale, geo,
     # channel): models/tracker_context.py.
     context_rate: Annotated[float, Field(ge=0, le=1)] = 0.7
+    # Shares of users whose first consent update grants personalization and marketing.
+    personalization_consent: Annotated[float, Field(ge=0, le=1)] = 0.85
+    marketing_consent: Annotated[float, Field(ge=0, le=1)] = 0.6
 
 
 class EngagementWeights(Strict):

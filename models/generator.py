@@ -288,6 +288,9 @@ class EventGenerator:
             run += f"-taste{self.settings.item_taste:g}x{self.settings.taste_items}"
         if self.settings.context_rate:
             run += f"-context{self.settings.context_rate:g}"
+        run += (
+            f"-consent{self.settings.personalization_consent:g}x{self.settings.marketing_consent:g}"
+        )
         if self.incident is not None:
             run += f"-outage{self.incident.start_ms}-{self.incident.end_ms}"
         return run
@@ -401,8 +404,8 @@ class EventGenerator:
         if first:
             purposes = {
                 "analytics": True,
-                "personalization": rng.random() < 0.85,
-                "marketing": rng.random() < 0.6,
+                "personalization": rng.random() < self.settings.personalization_consent,
+                "marketing": rng.random() < self.settings.marketing_consent,
             }
             self._emit(s, "consent_update", 500, purposes=purposes)
         if rng.random() < archetype.email_rate:

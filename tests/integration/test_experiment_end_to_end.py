@@ -208,8 +208,14 @@ def experiment_settings(own_outputs, trained, tmp_path):
     actions = own_outputs.actions.model_copy(update={"experiments_file": str(experiments)})
     models = own_outputs.models.model_copy(update={"directory": str(trained.registry.directory)})
     generator = own_outputs.generator.model_copy(
-        # In order and never late, so the history's purchases are exactly the organic outcomes.
-        update={"start_ts_ms": START_TS_MS, "out_of_order_rate": 0.0, "late_rate": 0.0}
+        # In order and never late, so the history's purchases are exactly the organic outcomes;
+        # every user allows marketing, so every user can be offered the discount.
+        update={
+            "start_ts_ms": START_TS_MS,
+            "out_of_order_rate": 0.0,
+            "late_rate": 0.0,
+            "marketing_consent": 1.0,
+        }
     )
     return without_recommendations(
         own_outputs.model_copy(
