@@ -23,7 +23,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format bench-recommendations \
         generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
-        sql consume erasures release contracts metrics
+        sql consume erasures release contracts metrics pseudonym
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -118,6 +118,10 @@ consume: up ## print the committed records of an output topic as they come, vali
 
 erasures: up ## carry out the erasures the profile job asks for (a service; ARGS="--idle-exit-s 30" stops when idle)
 	$(PY) -m jobs.erasure $(ARGS)
+
+pseudonym: $(STAMP) ## the pseudonym the analytical outputs give a user (ID=<their id>)
+	@test -n "$(ID)" || { echo "usage: make pseudonym ID=<user id>" >&2; exit 2; }
+	$(PY) -m udfs.pseudonyms $(ID)
 
 release: up ## an aggregate for sharing with differential privacy (WHAT=cohort_sizes|experiment_arms|active_users|event_counts, ARGS="--epsilon 0.5 ...")
 	@test -n "$(WHAT)" || { echo "usage: make release WHAT=<aggregate> [ARGS=...] (python -m jobs.release --help)" >&2; exit 2; }

@@ -57,10 +57,8 @@ class InMemoryPipeline:
         control = first_records(read_sources(config)) if control is None else control
         self.live = LiveModels(scoring, control)
         self.counters: dict[str, Tally] = {}
-        recommending = config.recommendations if config.recommendations.enabled else None
-        settings = PipelineSettings(
-            config.events, config.profile, scoring, recommending, config.privacy
-        )
+        recommending = config.recommendations.enabled
+        settings = PipelineSettings.of(config, scoring, recommending)
         self.pipeline = UserPipeline(settings, self.live, self.counter, parser)
         # The recommendation steps, as the job runs them after build-profiles.
         self.steps = InMemorySteps(config.recommendations) if recommending else None

@@ -216,7 +216,7 @@ def run_job_function(config, records: list[tuple[str, bytes]], watermark_every: 
     from jobs.control import first_records, read_sources, scoring_settings
     from udfs.user_pipeline import PipelineSettings
 
-    settings = PipelineSettings(config.events, config.profile, scoring_settings(config))
+    settings = PipelineSettings.of(config, scoring_settings(config), False)
     function = job.BuildProfiles(settings, tuple(first_records(read_sources(config))))
     rt = Runtime()
     function.open(rt)

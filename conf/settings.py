@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import tempfile
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -605,12 +607,57 @@ class Privacy(Strict):
     regime: Literal["opt_out", "opt_in"] = "opt_out"
     default_consent: dict[Literal["analytics", "personalization", "marketing"], bool] = {}
     dp: DifferentialPrivacy = DifferentialPrivacy()
+    # Analytical outputs (profiles, sessions, scores, leads, cohort moves) name users by a keyed
+    # pseudonym (udfs/pseudonyms.py), and so does the event archive if `pseudonymize_archive`.
+    # The key: BEHAVIOR_PSEUDONYM_KEY, else `pseudonym_key_file`, made on first use (local).
+    pseudonymize: bool = True
+    pseudonymize_archive: bool = False
+    pseudonym_key_file: str | None = None
 
     @property
     def defaults(self) -> dict[str, bool]:
         granted = self.regime == "opt_out"
         purposes = ("analytics", "personalization", "marketing")
         return {p: self.default_consent.get(p, granted) for p in purposes}
+
+
+PSEUDONYM_KEY_VARIABLE = "BEHAVIOR_PSEUDONYM_KEY"
+
+
+def pseudonym_key(privacy: Privacy) -> bytes | None:
+    """The key of users' pseudonyms (None: pseudonymization is off). From the environment, else
+    the key file, which is made (random, readable by its owner only) if it does not exist. Both
+    are secrets: changing the key changes every pseudonym (docs/privacy.md, key rotation)."""
+    if not privacy.pseudonymize:
+        return None
+    if os.environ.get(PSEUDONYM_KEY_VARIABLE):
+        key = os.environ[PSEUDONYM_KEY_VARIABLE].encode()
+        if len(key) < 32:
+            raise ConfigError(f"{PSEUDONYM_KEY_VARIABLE} must be at least 32 bytes long")
+        return key
+    if privacy.pseudonym_key_file is None:
+        raise ConfigError(
+            f"privacy.pseudonymize is on but no key is given: set {PSEUDONYM_KEY_VARIABLE}"
+            " (at least 32 bytes), or privacy.pseudonym_key_file"
+        )
+    path = Path(privacy.pseudonym_key_file)
+    if not path.exists():
+        # Written aside, then linked in place: a process reading it at the same time sees the
+        # whole key or no file, and of two making one at once, the first link wins.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, made = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(made, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(made)
+    key = path.read_text().strip().encode()
+    if len(key) < 32:
+        raise ConfigError(f"the pseudonym key in {path} is shorter than 32 bytes")
+    return key
 
 
 class Settings(Strict):

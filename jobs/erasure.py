@@ -1,8 +1,9 @@
 """`make erasures`: carries out the erasures the profile job asks for (Kafka `erasures`): deletes
-the user's rows from every PostgreSQL table with a `user_id` column (the event archive,
-sessions, profiles, scores, leads, cohort moves, actions, outcomes, recommendations and any
-table added later) and writes a receipt to `erasure_receipts`: when, why, how many rows of each
-table, and never the user's id (docs/privacy.md).
+the user's rows, under their id or their pseudonym (udfs/pseudonyms.py), from every PostgreSQL
+table with a `user_id` column (the event archive, sessions, profiles, scores, leads, cohort
+moves, actions, outcomes, recommendations and any table added later) and writes a receipt to
+`erasure_receipts`: when, why, how many rows of each table, and never the user's id or
+pseudonym (docs/privacy.md).
 
 The profile job has already removed the user from its state and deleted their rows of the
 upserted outputs (tombstones on the compacted topics). The rest waits for this service because
@@ -48,14 +49,15 @@ def erasable_tables(conn: psycopg.Connection) -> list[str]:
     return [name for (name,) in rows]
 
 
-def erase_user(conn: psycopg.Connection, user_id: str, tables: list[str]) -> dict[str, int]:
-    """Deletes the user's rows from `tables` (in the caller's transaction): rows per table."""
+def erase_user(conn: psycopg.Connection, names: list[str], tables: list[str]) -> dict[str, int]:
+    """Deletes the user's rows, under any of their `names` (their id, their pseudonym), from
+    `tables` (in the caller's transaction): rows per table."""
     deleted = {}
     for table in tables:
-        statement = psycopg.sql.SQL("DELETE FROM {} WHERE user_id = %s").format(
+        statement = psycopg.sql.SQL("DELETE FROM {} WHERE user_id = ANY(%s)").format(
             psycopg.sql.Identifier(table)
         )
-        deleted[table] = conn.execute(statement, (user_id,)).rowcount
+        deleted[table] = conn.execute(statement, (names,)).rowcount
     return deleted
 
 
@@ -76,7 +78,9 @@ class Executor:
         try:
             request = json.loads(value)
             user_id, ts, reason = request["user_id"], int(request["ts"]), request["reason"]
-            if not isinstance(user_id, str) or not user_id:
+            # The analytical tables name the user by `subject` (absent from contract v1).
+            names = [user_id, request.get("subject") or user_id]
+            if not all(isinstance(name, str) and name for name in names):
                 raise ValueError("no user_id")
         except (TypeError, ValueError, KeyError) as exc:
             # Never the record itself in the log: it names a user.
@@ -90,7 +94,7 @@ class Executor:
             if done:
                 self.tally.repeated += 1
                 return
-            deleted = erase_user(conn, user_id, erasable_tables(conn))
+            deleted = erase_user(conn, sorted(set(names)), erasable_tables(conn))
             conn.execute(
                 f"INSERT INTO {RECEIPTS} (receipt_id, reason, request_id, requested_ts, rows)"
                 " VALUES (%s, %s, %s, %s, %s)",

@@ -26,6 +26,7 @@ from jobs.generate import GenerateSummary, generate
 from jobs.publish import PublishReport, iter_topic
 from jobs.replay import replay
 from udfs.events import DeadLetter
+from udfs.pseudonyms import configured_subject, identity
 
 PROPENSITIES = (
     "propensity_purchase",
@@ -78,53 +79,87 @@ def archived_rows(config: Settings, batch: PublishReport, event_ids: list[str]) 
     return sum(1 for topic, p, o in rows if topic == batch.topic and batch.contains(p, o))
 
 
+class Names:
+    """How the run's users (by their ids) are named in the archive and in the analytical
+    outputs: by their ids or by pseudonyms (privacy.pseudonymize, pseudonymize_archive)."""
+
+    def __init__(self, config: Settings, ids: set[str]):
+        self.ids = ids
+        self.in_outputs = configured_subject(config.privacy)
+        archive_pseudonymized = config.privacy.pseudonymize_archive
+        self.in_archive = self.in_outputs if archive_pseudonymized else identity
+
+    def from_archive(self, names: set[str]) -> set[str]:
+        """The ids of the run's users named so in the archive."""
+        return {user for user in self.ids if self.in_archive(user) in names}
+
+    def outputs(self, ids: set[str]) -> set[str]:
+        return {self.in_outputs(user) for user in ids}
+
+
+def archetypes(config: Settings, summary: GenerateSummary) -> dict[str, str]:
+    """The hidden archetype of each user of the run (the generator's ground truth), by id."""
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        truth = conn.execute(
+            "SELECT user_id, archetype FROM ground_truth_users WHERE run_id = %s",
+            (summary.run_id,),
+        ).fetchall()
+    return dict(truth)
+
+
+def with_archetypes(config: Settings, summary: GenerateSummary, sql: str) -> list[dict]:
+    """The rows of `sql` (parameters: `users`, the run's, as the outputs name them, and
+    `start`, the start of its event time), with each user's archetype."""
+    subject = configured_subject(config.privacy)
+    known = {subject(user): archetype for user, archetype in archetypes(config, summary).items()}
+    parameters = {"users": list(known), "start": config.generator.start_ts_ms}
+    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
+        rows = conn.execute(sql, parameters).fetchall()
+    return [{**row, "archetype": known[row["user_id"]]} for row in rows]
+
+
 def batch_profiles(config: Settings, summary: GenerateSummary) -> list[dict]:
     """This run's profiles (updated within its stretch of event time) with each user's hidden
     archetype from the generator's ground truth."""
-    start = config.generator.start_ts_ms
-    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
-        return conn.execute(
-            "SELECT p.*, t.archetype FROM user_profiles p"
-            " JOIN ground_truth_users t ON t.user_id = p.user_id AND t.run_id = %s"
-            " WHERE p.as_of_ts >= %s",
-            (summary.run_id, start),
-        ).fetchall()
+    return with_archetypes(
+        config,
+        summary,
+        "SELECT * FROM user_profiles WHERE user_id = ANY(%(users)s) AND as_of_ts >= %(start)s",
+    )
 
 
-def active_users(config: Settings, event_ids: list[str]) -> set[str]:
-    """Users of this batch with behaviour (a consent update alone makes no profile)."""
+def active_users(config: Settings, event_ids: list[str], names: Names) -> set[str]:
+    """Users of this batch with behaviour (a consent update alone makes no profile), by id."""
     with psycopg.connect(config.postgres.conninfo()) as conn:
         rows = conn.execute(
             "SELECT DISTINCT user_id FROM events"
             " WHERE event_id = ANY(%s) AND type <> 'consent_update'",
             (event_ids,),
         ).fetchall()
-    return {user for (user,) in rows}
+    return names.from_archive({user for (user,) in rows})
 
 
 def closed_sessions(config: Settings, summary: GenerateSummary) -> tuple[int, int]:
+    # Session ids are random UUIDs, one user's each.
     with psycopg.connect(config.postgres.conninfo()) as conn:
         return conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE s.abandoned) FROM user_sessions s"
-            " JOIN ground_truth_sessions t ON t.run_id = %s"
-            " AND t.session_id = s.session_id AND t.user_id = s.user_id",
+            " JOIN ground_truth_sessions t ON t.run_id = %s AND t.session_id = s.session_id",
             (summary.run_id,),
         ).fetchone()
 
 
 def batch_scores(config: Settings, summary: GenerateSummary) -> list[dict]:
     """This run's latest scores, lead scores and cohort moves per user, with the archetype."""
-    start = config.generator.start_ts_ms
-    with psycopg.connect(config.postgres.conninfo(), row_factory=dict_row) as conn:
-        return conn.execute(
-            "SELECT s.*, t.archetype, l.score AS lead_score, l.intent, l.capacity,"
-            "  l.modifiers, (SELECT count(*) FROM cohort_moves m WHERE m.user_id = s.user_id"
-            "  AND m.ts >= %s AND m.reason <> 'first') AS moves"
-            " FROM user_scores s JOIN leads l ON l.user_id = s.user_id"
-            " JOIN ground_truth_users t ON t.user_id = s.user_id AND t.run_id = %s"
-            " WHERE s.ts >= %s",
-            (start, summary.run_id, start),
-        ).fetchall()
+    return with_archetypes(
+        config,
+        summary,
+        "SELECT s.*, l.score AS lead_score, l.intent, l.capacity, l.modifiers,"
+        "  (SELECT count(*) FROM cohort_moves m WHERE m.user_id = s.user_id"
+        "  AND m.ts >= %(start)s AND m.reason <> 'first') AS moves"
+        " FROM user_scores s JOIN leads l ON l.user_id = s.user_id"
+        " WHERE s.user_id = ANY(%(users)s) AND s.ts >= %(start)s",
+    )
 
 
 def print_cohorts(scores: list[dict]) -> None:
@@ -231,7 +266,7 @@ def log_rows(config: Settings, sql: str, users: set[str]) -> list[dict]:
         return conn.execute(sql, (list(users),)).fetchall()
 
 
-def forgotten_users(config: Settings, event_ids: list[str]) -> set[str]:
+def forgotten_users(config: Settings, event_ids: list[str], names: Names) -> set[str]:
     """Users of these events quiet for the long-term retention before the latest of them (less
     the watermark's bound): the job forgot them, so they have no profile row."""
     p = config.profile
@@ -243,7 +278,7 @@ def forgotten_users(config: Settings, event_ids: list[str]) -> set[str]:
             " HAVING max(ts_ms) + %s <= (SELECT max(ts_ms) FROM batch) - %s",
             (event_ids, p.long_term_ttl_ms, p.out_of_orderness_ms),
         ).fetchall()
-    return {user for (user,) in rows}
+    return names.from_archive({user for (user,) in rows})
 
 
 @dataclass
@@ -286,14 +321,14 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
     run = run_job(config, batch, replayed.event_ids, f"events of {file}")
     rows, letters, seconds = run.archived, run.dead_letters, run.seconds
     by_reason = run.by_reason()
-    profiles = log_rows(
-        config, "SELECT * FROM user_profiles WHERE user_id = ANY(%s)", replayed.users
-    )
+    names = Names(config, replayed.users)
+    in_outputs = names.outputs(replayed.users)
+    profiles = log_rows(config, "SELECT * FROM user_profiles WHERE user_id = ANY(%s)", in_outputs)
     scores = log_rows(
         config,
         "SELECT s.*, l.score AS lead_score FROM user_scores s JOIN leads l USING (user_id)"
         " WHERE s.user_id = ANY(%s)",
-        replayed.users,
+        in_outputs,
     )
     dlq = config.kafka.topics.events_dlq.name
     print()
@@ -308,8 +343,8 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
     for reason, count in sorted(by_reason.items()):
         print(f"      {reason:<28}{count:>7,}")
     dormant = sum(1 for p in profiles if p["dormant"])
-    forgotten = forgotten_users(config, replayed.event_ids)
-    active = active_users(config, replayed.event_ids)
+    forgotten = forgotten_users(config, replayed.event_ids, names)
+    active = active_users(config, replayed.event_ids, names)
     print(
         f"  profiles (PG)        {len(profiles):>9,}  table user_profiles ({dormant:,} dormant: "
         "quiet longer than profile.ttl_ms)"
@@ -322,7 +357,7 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
     ok = (
         replayed.rows == batch.sent + replayed.dead
         and rows + len(letters) == batch.sent
-        and {p["user_id"] for p in profiles} == active - forgotten
+        and {p["user_id"] for p in profiles} == names.outputs(active - forgotten)
     )
     print(f"  accounted for        {'all rows' if ok else 'MISMATCH'}")
     print()
@@ -383,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     run = run_job(config, batch, summary.event_ids, f"records of {batch.topic}")
     rows, letters, seconds = run.archived, run.dead_letters, run.seconds
     by_reason = run.by_reason()
-    active = active_users(config, summary.event_ids)
+    names = Names(config, set(archetypes(config, summary)))
+    active = active_users(config, summary.event_ids, names)
     # Only users with events in this batch: a user without any keeps an older run's row.
-    profiles = [p for p in batch_profiles(config, summary) if p["user_id"] in active]
+    profiled = names.outputs(active)
+    profiles = [p for p in batch_profiles(config, summary) if p["user_id"] in profiled]
     sessions, abandoned = closed_sessions(config, summary)
-    scores = [s for s in batch_scores(config, summary) if s["user_id"] in active]
+    scores = [s for s in batch_scores(config, summary) if s["user_id"] in profiled]
     print()
     print("profile run summary")
     print(

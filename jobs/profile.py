@@ -383,10 +383,8 @@ def build_pipeline(
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
     # `consent`: the consent topic's records, in the same form.
-    recommending = config.recommendations if config.recommendations.enabled else None
-    settings = PipelineSettings(
-        config.events, config.profile, scoring_settings(config), recommending, config.privacy
-    )
+    enabled = config.recommendations.enabled
+    settings = PipelineSettings.of(config, scoring_settings(config), enabled)
     records = source(env) if consent is None else source(env).union(consent(env))
     streams = build_profiles(records, control(env), settings, control.in_force)
     sinks.write(ProfileOutputs(**streams))

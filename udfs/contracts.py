@@ -63,11 +63,30 @@ def topic_outputs() -> dict[str, outputs.Output]:
     return {o.topic: o for o in outputs.DECLARED if o.kafka}
 
 
+def who(output: outputs.Output) -> str:
+    """What an output's user_id holds, for its consumers (docs/privacy.md)."""
+    if output.names_user == outputs.PSEUDONYM:
+        return (
+            "the user's keyed pseudonym, p- and 32 hex digits (HMAC-SHA256 of their id);"
+            " their own id where privacy.pseudonymize is off"
+        )
+    if not output.purposes:
+        return "the user's own id, whatever their consent"
+    return (
+        "the user's own id, for the system that acts on the record; only for users whose"
+        f" consent allows {' or '.join(output.purposes)}"
+    )
+
+
 def column_schema(output: outputs.Output, name: str, column_type: str) -> dict:
     if column_type == "json":
         schema = dict(output.shapes.get(name, {}))
     else:
         schema = {"type": JSON_TYPES[column_type]}
+    if name in output.notes:
+        schema["description"] = output.notes[name]
+    elif name == "user_id":
+        schema["description"] = who(output)
     if name not in output.optional:
         return schema
     if set(schema) == {"type"} and isinstance(schema["type"], str):

@@ -18,6 +18,7 @@ import orjson
 from udfs.actions import Decision
 from udfs.attribution import Outcome
 from udfs.cohort_assignment import CohortMove
+from udfs.consent import ANALYTICS, MARKETING, PERSONALIZATION
 from udfs.events import DeadLetter, Event, SourceRef
 from udfs.profile import PROFILE_COLUMNS, ProfileSnapshot
 from udfs.recommend import Touch, bucket_key, item_key
@@ -70,7 +71,12 @@ class Output:
     the column holding its event time (epoch ms); `shapes`, the JSON Schema of each `json`
     column's content; `kafka_key`, the column whose text is the Kafka record's key;
     `record_id`, the columns that identify a record (the same input always gives the same id;
-    default: the table's key), by which consumers drop repeats."""
+    default: the table's key), by which consumers drop repeats.
+
+    Who its `user_id` names (docs/privacy.md): `PSEUDONYM`, an analytical output's keyed
+    pseudonym of the user (udfs/pseudonyms.py); `PERSON`, the user's own id, which the system
+    acting on the record needs, written only for users whose consent allows one of `purposes`
+    (none: it is written whatever the consent, as an erasure must be)."""
 
     def __init__(
         self,
@@ -85,6 +91,9 @@ class Output:
         shapes: dict[str, dict] | None = None,
         kafka_key: str = "user_id",
         record_id: tuple[str, ...] | None = None,
+        names_user: str | None = None,
+        purposes: tuple[str, ...] = (),
+        notes: dict[str, str] | None = None,
     ):
         self.name, self.columns, self.topic, self.deletable = name, columns, topic, deletable
         self.table, self.key = table, key
@@ -93,8 +102,12 @@ class Output:
             raise ValueError("a deletable output is keyed by its first column, user_id")
         self.optional, self.event_time, self.shapes = frozenset(optional), event_time, shapes or {}
         self.kafka_key, self.record_id = kafka_key, record_id or key
+        self.names_user, self.purposes = names_user, purposes
+        self.notes = notes or {}  # column -> what consumers should know of it
+        if (names_user is None) != ("user_id" not in self.names):
+            raise ValueError(f"{name}: say who its user_id names (PSEUDONYM or PERSON)")
         named = self.optional | {event_time, kafka_key if topic else None} | set(self.shapes)
-        named |= set(self.record_id)
+        named |= set(self.record_id) | set(self.notes)
         unknown = named - {None, *self.names}
         if unknown:
             raise ValueError(f"{name}: no such columns {sorted(unknown)}")
@@ -121,6 +134,10 @@ class Output:
 
     def deletion(self, user_id: str) -> Emitted:
         return Emitted(self, (user_id, *([None] * (len(self.names) - 1))), None, True)
+
+
+# Who an output's user_id names.
+PSEUDONYM, PERSON = "pseudonym", "person"
 
 
 class Emitted(NamedTuple):
@@ -151,6 +168,8 @@ ARCHIVE = Output(
     optional=("context",),
     event_time="ts_ms",
     shapes={"properties": {"type": "object"}, "context": {"type": "object"}},
+    names_user=PERSON,  # a pseudonym if privacy.pseudonymize_archive
+    purposes=(ANALYTICS,),
 )
 # Kafka `events.dlq`: the key is the record's source coordinates, the value the letter's JSON.
 DEAD_LETTERS = Output(
@@ -175,6 +194,7 @@ PROFILES = Output(
     event_time="as_of_ts",
     shapes={"details": {"type": "object"}},
     record_id=("user_id", "version"),
+    names_user=PSEUDONYM,
 )
 SESSIONS = Output(
     "sessions",
@@ -194,6 +214,7 @@ SESSIONS = Output(
     table="user_sessions",
     key=("user_id", "session_id"),
     event_time="start_ts",
+    names_user=PSEUDONYM,
 )
 SCORES = Output(
     "scores",
@@ -229,6 +250,7 @@ SCORES = Output(
     event_time="ts",
     shapes={"ranked": RANKED_SHAPE},
     record_id=("user_id", "profile_version"),
+    names_user=PSEUDONYM,
 )
 COHORT_MOVES = Output(
     "cohort_moves",
@@ -248,6 +270,7 @@ COHORT_MOVES = Output(
     key=("move_id",),
     optional=("from_cohort", "from_cohort_name", "to_cohort_name"),
     event_time="ts",
+    names_user=PSEUDONYM,
 )
 LEADS = Output(
     "leads",
@@ -271,6 +294,7 @@ LEADS = Output(
     optional=("model_version", "cohort_name"),
     event_time="ts",
     record_id=("user_id", "profile_version"),
+    names_user=PSEUDONYM,
 )
 ACTIONS = Output(
     "actions",
@@ -296,6 +320,12 @@ ACTIONS = Output(
     optional=("event_id", "experiment", "variant", "model_version"),
     event_time="ts",
     shapes={"payload": {"type": "object"}, "scores": {"type": "object"}},
+    names_user=PERSON,
+    purposes=(MARKETING, PERSONALIZATION),
+    notes={
+        "user_id": "the user's own id, for the system that delivers the action; only for users"
+        " whose consent allows every purpose the action declares (marketing, personalization)"
+    },
 )
 OUTCOMES = Output(
     "outcomes",
@@ -317,6 +347,9 @@ OUTCOMES = Output(
     key=("decision_id",),
     optional=("experiment", "variant", "response"),
     event_time="decided_ts",
+    names_user=PERSON,
+    purposes=(MARKETING, PERSONALIZATION),
+    notes={"user_id": "the user's own id, as in the action decided (topic actions)"},
 )
 # The latest recommendation list of a user (udfs/recommend.py), from the ranking step.
 RECOMMENDED_ITEM = {
@@ -349,10 +382,13 @@ RECOMMENDATIONS = Output(
     event_time="ts",
     shapes={"items": {"type": "array", "items": RECOMMENDED_ITEM}},
     record_id=("user_id", "ts", "blend"),
+    names_user=PERSON,
+    purposes=(PERSONALIZATION,),
 )
 # A user to erase from every table (jobs/erasure.py carries it out after the job's checkpoint
 # has committed the rows before it), with why: `analytics_revoked` or `requested` (an
-# erasure_request event, whose id is `request_id`).
+# erasure_request event, whose id is `request_id`), and `subject`, the pseudonym by which the
+# analytical outputs name the user (the id itself where pseudonymization is off).
 ERASURES = Output(
     "erasures",
     [
@@ -360,17 +396,22 @@ ERASURES = Output(
         ("ts", "bigint"),
         ("reason", "text"),
         ("request_id", "text"),
+        ("subject", "text"),
     ],
     topic="erasures",
     table=None,
     optional=("request_id",),
     event_time="ts",
     record_id=("user_id", "ts"),
+    names_user=PERSON,
+    notes={"subject": "the user's pseudonym in the analytical outputs (their id if none)"},
 )
 # Messages between the profile job's steps, never written anywhere: item interactions to the
 # knowledge step (keyed by item or bucket), requests for a list to the ranking step (by user).
 TOUCHES = Output("touches", [("key", "text"), ("body", "json")], topic=None, table=None)
-REQUESTS = Output("requests", [("user_id", "text"), ("body", "json")], topic=None, table=None)
+REQUESTS = Output(
+    "requests", [("user_id", "text"), ("body", "json")], None, None, names_user=PERSON
+)
 # Written by the metrics job (jobs/metrics.py, Flink SQL): one row per metric, dimension value
 # and window, and an alert where a window's value leaves the range of its trailing baseline.
 METRICS = Output(
@@ -458,11 +499,12 @@ def dead_letter(letter: DeadLetter) -> Emitted:
     return Emitted(DEAD_LETTERS, (letter.dead_letter_id.encode(), letter.to_json()), None)
 
 
-def archived(event: Event, source: SourceRef) -> Emitted:
+def archived(event: Event, source: SourceRef, subject: str) -> Emitted:
+    """`subject`: who the row names (the id, or its pseudonym: privacy.pseudonymize_archive)."""
     properties = json.dumps(event.properties(), separators=(",", ":"))
     return ARCHIVE.record(
         event.event_id,
-        event.user_id,
+        subject,
         event.session_id,
         event.type.value,
         event.ts,
@@ -475,23 +517,29 @@ def archived(event: Event, source: SourceRef) -> Emitted:
     )
 
 
-def profile(snapshot: ProfileSnapshot) -> Emitted:
+# An analytical record names its user by `subject` (udfs/pseudonyms.py), in its first column.
+
+
+def profile(snapshot: ProfileSnapshot, subject: str) -> Emitted:
     c = snapshot.columns
-    return PROFILES.record(*(c[name] for name in PROFILE_COLUMNS), compact(snapshot.details))
+    columns = (c[name] for name in PROFILE_COLUMNS[1:])
+    return PROFILES.record(subject, *columns, compact(snapshot.details))
 
 
-def session(s: SessionSummary) -> Emitted:
-    return SESSIONS.record(*(getattr(s, name) for name in SESSIONS.names))
+def session(s: SessionSummary, subject: str) -> Emitted:
+    return SESSIONS.record(subject, *(getattr(s, name) for name in SESSIONS.names[1:]))
 
 
-def scores(scored: Scored, version: int, names: dict[int, dict[int, str]]) -> list[Emitted]:
+def scores(
+    scored: Scored, version: int, names: dict[int, dict[int, str]], subject: str
+) -> list[Emitted]:
     """The scores and cohort move (if any) of profile update `version`; `names`: cohort names
     by model version, then cohort."""
     sc = scored.scores
     learned = {t: p.p for t, p in sc.learned.items()}
     out = [
         SCORES.record(
-            sc.user_id,
+            subject,
             sc.ts,
             sc.event_id,
             version,
@@ -507,15 +555,15 @@ def scores(scored: Scored, version: int, names: dict[int, dict[int, str]]) -> li
         )
     ]
     if scored.move is not None:
-        out.append(cohort_move(sc.user_id, scored.move, names))
+        out.append(cohort_move(subject, scored.move, names))
     return out
 
 
-def lead(sc: UserScores, version: int) -> Emitted:
+def lead(sc: UserScores, version: int, subject: str) -> Emitted:
     """The lead score of profile update `version`."""
     lead = sc.lead
     return LEADS.record(
-        sc.user_id,
+        subject,
         sc.ts,
         version,
         sc.model_version,
@@ -529,12 +577,12 @@ def lead(sc: UserScores, version: int) -> Emitted:
     )
 
 
-def cohort_move(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Emitted:
+def cohort_move(subject: str, move: CohortMove, names: dict[int, dict[int, str]]) -> Emitted:
     # Derived from the move itself, so a replay after a failure upserts the same row.
-    move_id = f"{user_id}|{move.ts}|{move.model_version}|{move.to_cohort}"
+    move_id = f"{subject}|{move.ts}|{move.model_version}|{move.to_cohort}"
     return COHORT_MOVES.record(
         move_id,
-        user_id,
+        subject,
         move.ts,
         move.from_cohort,
         move.to_cohort,
@@ -545,14 +593,14 @@ def cohort_move(user_id: str, move: CohortMove, names: dict[int, dict[int, str]]
     )
 
 
-def erasure(user_id: str, ts: int, reason: str, request_id: str | None) -> Emitted:
-    return ERASURES.record(user_id, ts, reason, request_id)
+def erasure(user_id: str, ts: int, reason: str, request_id: str | None, subject: str) -> Emitted:
+    return ERASURES.record(user_id, ts, reason, request_id, subject)
 
 
-def user_deletions(user_id: str) -> list[Emitted]:
+def user_deletions(subject: str) -> list[Emitted]:
     """A forgotten user's rows of every deletable output build-profiles writes (tombstones on
     the topics); the ranking step deletes the recommendations (udfs.recommend.FORGET)."""
-    return [output.deletion(user_id) for output in (PROFILES, SCORES, LEADS)]
+    return [output.deletion(subject) for output in (PROFILES, SCORES, LEADS)]
 
 
 def action(d: Decision) -> Emitted:

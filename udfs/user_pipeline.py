@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from conf.policy import RECOMMENDED_ITEMS, Policy
-from conf.settings import EventContract, Privacy
+from conf.settings import EventContract, Privacy, Settings
 from conf.settings import Profile as ProfileSettings
 from conf.settings import Recommendations as RecommendationSettings
 from udfs import outputs
@@ -41,6 +41,7 @@ from udfs.leads import Modifier
 from udfs.outputs import Emitted
 from udfs.profile import ProfileSnapshot, UserProfile
 from udfs.profile_state import UserState
+from udfs.pseudonyms import Pseudonyms, configured, identity, subject_of
 from udfs.recommend import Hyperplanes, Shopper, segment_vector
 from udfs.recommendation_steps import FORGET
 from udfs.rfm import RfmBreakpoints
@@ -85,6 +86,14 @@ class PipelineSettings:
     scoring: ScoringSettings  # the models, lead scores and actions, and where they are kept
     recommendations: RecommendationSettings | None = None  # None: no recommendations
     privacy: Privacy = Privacy()
+    pseudonyms: Pseudonyms | None = None  # None: analytical outputs carry users' own ids
+
+    @classmethod
+    def of(cls, config: Settings, scoring: ScoringSettings, recommending: bool) -> PipelineSettings:
+        """As configured, with the configured pseudonyms (recommendations if `recommending`)."""
+        r = config.recommendations if recommending else None
+        privacy = config.privacy
+        return cls(config.events, config.profile, scoring, r, privacy, configured(privacy))
 
 
 def item_interactions(event: Event) -> list[tuple[str, str | None, float | None]]:
@@ -135,6 +144,10 @@ class UserPipeline:
         self.decisions = counter("actions_decided")
         self.dropped_outcomes = counter("outcomes_dropped_on_purge")
         self.consent = ConsentRules(settings.privacy.defaults)
+        # Who analytical outputs name (udfs/pseudonyms.py), and the archive.
+        self.subject = subject_of(settings.pseudonyms)
+        archive_pseudonymized = settings.privacy.pseudonymize_archive
+        self.archive_subject = self.subject if archive_pseudonymized else identity
         # What a user's consent did not allow, by purpose: events not profiled (analytics),
         # item interactions not learnt from and content actions not decided (personalization),
         # offers not decided (marketing).
@@ -185,7 +198,7 @@ class UserPipeline:
             self.refused[ANALYTICS].inc()
             return out
         if source is not None:
-            out.append(outputs.archived(event, source))
+            out.append(outputs.archived(event, source, self.archive_subject(event.user_id)))
         if self.is_late(event, watermark):
             return out  # dead-lettered by on_record
         if user.has_seen(event.event_id):
@@ -220,7 +233,7 @@ class UserPipeline:
         user.consent = updated(user.consent, event.data.purposes, event.ts)
         if rules.allows(user.consent, ANALYTICS):
             if source is not None:
-                out.append(outputs.archived(event, source))
+                out.append(outputs.archived(event, source, self.archive_subject(event.user_id)))
         elif profiled:
             return self.erase(user, event.user_id, event.ts, ANALYTICS_REVOKED, None)
         if personalized and not rules.allows(user.consent, PERSONALIZATION):
@@ -269,7 +282,7 @@ class UserPipeline:
         profile expired (the user's state is then cleared)."""
         s, profile, schedule = self.s, user.profile, user.schedule
         closed = profile.close_sessions(now, s)
-        out += [outputs.session(summary) for summary in closed]
+        out += [outputs.session(c, self.subject(c.user_id)) for c in closed]
         if schedule.outcome_due is not None and schedule.outcome_due <= now:
             self.expire_outcomes(user, now, out)
         user.forget_seen(now - s.allowed_lateness_ms)
@@ -284,7 +297,8 @@ class UserPipeline:
         if profile.dormant_since is None and profile.expires_at(s) <= now:
             self.dormancies.inc()
             profile.expire_short_term(now, s)
-            out.append(outputs.profile(profile.snapshot(s, self.live.breakpoints)))
+            snapshot = profile.snapshot(s, self.live.breakpoints)
+            out.append(outputs.profile(snapshot, self.subject(profile.user_id)))
             user.schedule.last_emit = now
             self.emit(user, now, out, scores=False, significant=False)
         if profile.expires_at(s) <= now:
@@ -317,7 +331,7 @@ class UserPipeline:
             record = schedule.should_emit(now, s.emit_interval_ms, significant)
             snapshot = profile.snapshot(s, self.live.breakpoints, full=record)
             if record:
-                out.append(outputs.profile(snapshot))
+                out.append(outputs.profile(snapshot, self.subject(profile.user_id)))
             self.score(user, snapshot, event, out)
         due = profile.timers(s)
         expiry = profile.expires_at(s)
@@ -344,13 +358,13 @@ class UserPipeline:
         )
         if scored.cohort_state is not None:
             user.cohort = scored.cohort_state
-        version = snapshot.columns["version"]
-        out += outputs.scores(scored, version, live.cohort_names)
+        version, subject = snapshot.columns["version"], self.subject(user.profile.user_id)
+        out += outputs.scores(scored, version, live.cohort_names, subject)
         lead = scored.scores.lead
         current = (lead.score, scored.scores.cohort_name, lead.modifiers)
         if lead_moved(user.last_lead, current, sc.leads.min_change):
             user.last_lead = current
-            out.append(outputs.lead(scored.scores, version))
+            out.append(outputs.lead(scored.scores, version, subject))
         if live.policy is not None:
             self.decide(user, scored.scores, snapshot, out)
 
@@ -416,12 +430,12 @@ class UserPipeline:
         out: list[Emitted] = []
         self.forget(user, user_id, ts, out)
         self.purge(user)
-        out.append(outputs.erasure(user_id, ts, reason, request_id))
+        out.append(outputs.erasure(user_id, ts, reason, request_id, self.subject(user_id)))
         return out
 
     def forget(self, user: UserState, user_id: str, ts: int, out: list) -> None:
         """A forgotten user's rows of every deletable output, recommendations included."""
-        out += outputs.user_deletions(user_id)
+        out += outputs.user_deletions(self.subject(user_id))
         self.drop_recommendations(user, user_id, ts, out)
 
     @staticmethod

@@ -28,6 +28,7 @@ from models.generator import EventGenerator
 from tests.conftest import without_ranked_items
 from tests.integration.conftest import publish
 from tests.integration.job_process import exit_code, job_process
+from udfs.pseudonyms import configured_subject
 
 TABLES = {
     "events": "event_id",
@@ -177,7 +178,10 @@ def assert_same_outputs(reference, run, events: list[dict], same_offsets: bool =
         repeated = len(got) - len(set(got))
         report.append(f"{name}: {len(set(got))} records as in the reference, {repeated} again")
         if name == "profiles":
-            per_user = Counter(e["user_id"] for e in events if e["type"] != "consent_update")
+            subject = configured_subject(run.privacy)  # profiles name users by pseudonym
+            per_user = Counter(
+                subject(e["user_id"]) for e in events if e["type"] != "consent_update"
+            )
             faults = sequence_faults(got, per_user)
             assert not faults, f"{len(faults)} users with a gap: {faults[:5]}"
     return report

@@ -42,7 +42,11 @@ def job_process(settings, config_file: Path, start, stop, *extra: str, code: Pat
     each process, and a restore needs the same numbers. Its output goes to `<config>.log`, its
     Flink log to a folder of this start's own (`<config>.flink-<n>/`).
     `code`: the folder its packages are imported from (another version of them)."""
-    config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    dumped = settings.model_dump(mode="json")
+    key_file = settings.privacy.pseudonym_key_file
+    if key_file:  # the same key (the same pseudonyms) whatever folder the code runs from
+        dumped["privacy"]["pseudonym_key_file"] = str(Path(key_file).resolve())
+    config_file.write_text(yaml.safe_dump(dumped))
     command = [sys.executable, "-m", "jobs.profile"]
     command += ["--start-offsets", runtime.format_offsets(start), *extra]
     if stop is not None:

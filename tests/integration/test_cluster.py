@@ -10,6 +10,7 @@ from conf import stack
 from jobs.runtime import format_offsets
 from models.generator import EventGenerator
 from tests.integration.conftest import archived, archived_ids, publish
+from udfs.pseudonyms import configured_subject
 
 pytestmark = pytest.mark.cluster
 
@@ -30,13 +31,14 @@ def test_profile_job_runs_on_the_standalone_cluster(flink_cluster):
     assert archived_ids(settings, event_ids) == event_ids
     assert len(archived(settings, batch)) == len(events)
     sessions = [s.session_id for s in history.sessions]
+    subject = configured_subject(settings.privacy)  # as the job on the cluster names users
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         closed = conn.execute(
             "SELECT count(*) FROM user_sessions WHERE session_id = ANY(%s)", (sessions,)
         ).fetchone()[0]
         profiled = conn.execute(
             "SELECT count(*) FROM user_profiles WHERE user_id = ANY(%s) AND as_of_ts >= %s",
-            ([u.user_id for u in history.users], settings.generator.start_ts_ms),
+            ([subject(u.user_id) for u in history.users], settings.generator.start_ts_ms),
         ).fetchone()[0]
     assert closed == len(sessions)
     assert profiled == len({e["user_id"] for e in events})

@@ -20,6 +20,7 @@ from models.generator import EventGenerator
 from models.responses import OfferResponses
 from tests.conftest import event_bytes
 from tests.integration.conftest import without_recommendations
+from udfs.pseudonyms import configured_subject
 
 EXPERIMENT = "offer_uplift"
 ACCEPT = 0.5  # a delivered discount is accepted (the cart bought) with this probability
@@ -163,11 +164,12 @@ def archived(settings, event_ids: list[str]) -> int:
 def job_progress(settings) -> int:
     """Event time up to which the job has profiled every clock user: the slowest of its
     parallel instances has processed the traffic that far."""
+    clocks = [configured_subject(settings.privacy)(user) for user in CLOCK_USERS]
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         rows = conn.execute(
             "SELECT user_id, as_of_ts FROM user_profiles WHERE user_id = ANY(%s)"
             " AND as_of_ts BETWEEN %s AND %s",
-            (CLOCK_USERS, START_TS_MS - 60_000, START_TS_MS + (DAYS + 1) * 86_400_000),
+            (clocks, START_TS_MS - 60_000, START_TS_MS + (DAYS + 1) * 86_400_000),
         ).fetchall()
     return min(ts for _, ts in rows) if len(rows) == len(CLOCK_USERS) else 0
 

@@ -22,6 +22,7 @@ from models.registry import Registry
 from models.train import collect, register, train
 from tests.data import shop_log
 from tests.integration.conftest import topic_records, without_recommendations
+from udfs.pseudonyms import configured_subject
 from udfs.timeunits import DAY_MS
 
 MAPPING = Path(__file__).resolve().parents[2] / "conf" / "mappings" / "retail_clickstream.yaml"
@@ -67,9 +68,13 @@ def test_a_shops_log_keeps_exact_purchases_across_quiet_months_and_trains_from_t
     summary = capsys.readouterr().out
     assert re.search(r"accounted for +all rows", summary), summary
 
-    with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
-        rows = {r["user_id"]: r for r in conn.execute("SELECT * FROM user_profiles").fetchall()}
     orders, last_valid, valid_rows = from_the_log()
+    # The outputs name each visitor by pseudonym: back to the log's ids.
+    subject = configured_subject(settings.privacy)
+    visitor = {subject(u): u for u in last_valid}
+    with psycopg.connect(settings.postgres.conninfo(), row_factory=dict_row) as conn:
+        profiles = conn.execute("SELECT * FROM user_profiles").fetchall()
+    rows = {visitor[r["user_id"]]: r for r in profiles}
     # The log is longer than the long-term retention: visitors not seen for that long before
     # it ended are forgotten, their rows deleted and their records tombstoned.
     end = max(last_valid.values())
@@ -77,7 +82,7 @@ def test_a_shops_log_keeps_exact_purchases_across_quiet_months_and_trains_from_t
     assert len(forgotten) > 50 and not forgotten & set(rows)
     assert re.search(rf"users forgotten +{len(forgotten)} ", summary), summary
     assert {u for u, ts in last_valid.items() if ts + long_ttl > end} <= set(rows)
-    latest = latest_records(settings)
+    latest = {visitor[u]: record for u, record in latest_records(settings).items()}
     assert all(latest[u] is None for u in forgotten)
 
     # Exact standard RFM for every customer still known, those back after long silences too.

@@ -5,11 +5,14 @@ revocation of analytics sent to the `consent` topic (as a consent platform would
 an erasure request in the event stream; the generator's own consent updates refuse marketing
 or personalization for some users.
 
-Checked: an erased user's id is in no table and no compacted topic's latest records, only a
-receipt (without it) says they were erased; no offer for users who refused marketing, no
-recommendation or content action for those who refused personalization; no table and no topic
-the job writes holds a full IP address or user agent."""
+Checked: an erased user's id and pseudonym are in no table and no compacted topic's latest
+records, only a receipt (without either) says they were erased; no analytical table or topic
+holds any user's own id; no offer for users who refused marketing, no recommendation or content
+action for those who refused personalization, and the outputs that name users by their id do
+so only under their purpose; no table and no topic the job writes holds a full IP address or
+user agent."""
 
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -34,8 +37,9 @@ from tests.integration.conftest import (
     policy_offering_recommendations_over,
     publish,
 )
-from udfs import contracts
+from udfs import contracts, outputs, pseudonyms
 from udfs.dp import BudgetExceeded
+from udfs.pseudonyms import configured_subject
 from udfs.timeunits import HOUR_MS, MINUTE_MS
 
 START_TS_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: this test's own stretch of event time
@@ -52,6 +56,10 @@ class PrivacyRun:
     ips: set[str]
     user_agents: set[str]
     erased: erasure.Tally
+
+    def subject(self, user: str) -> str:
+        """How the analytical outputs name the user."""
+        return configured_subject(self.settings.privacy)(user)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +170,9 @@ def test_an_erased_user_is_in_no_table_and_only_a_receipt_says_so(privacy_run, t
     run = privacy_run
     assert run.erased.erased == 2 and run.erased.invalid == []
     for user in (run.via_consent_topic, run.by_request):
-        assert tables_holding(run.settings, tables, word(user)) == {}, user
+        assert run.subject(user) != user
+        for name in (user, run.subject(user)):
+            assert tables_holding(run.settings, tables, word(name)) == {}, name
     with psycopg.connect(run.settings.postgres.conninfo(), row_factory=dict_row) as conn:
         receipts = conn.execute("SELECT * FROM erasure_receipts ORDER BY reason").fetchall()
         someone_else = conn.execute("SELECT count(DISTINCT user_id) FROM events").fetchone()
@@ -175,9 +185,9 @@ def test_an_erased_user_is_in_no_table_and_only_a_receipt_says_so(privacy_run, t
     # before their events (then refused, never written): its receipt may count no rows.
     requested = receipts[1]["rows"]
     assert requested["events"] > 0 and requested["user_sessions"] > 0
-    for receipt in receipts:
-        assert run.via_consent_topic not in json.dumps(receipt, default=str)
-        assert run.by_request not in json.dumps(receipt, default=str)
+    for receipt, user in itertools.product(receipts, (run.via_consent_topic, run.by_request)):
+        assert user not in json.dumps(receipt, default=str)
+        assert run.subject(user) not in json.dumps(receipt, default=str)
     assert someone_else["count"] > 40, "the others are kept"
     figures(
         "erased: " + "; ".join(f"{r['reason']}: {sum(r['rows'].values())} rows" for r in receipts)
@@ -185,11 +195,14 @@ def test_an_erased_user_is_in_no_table_and_only_a_receipt_says_so(privacy_run, t
 
 
 def test_an_erased_users_latest_record_on_every_compacted_topic_is_a_tombstone(privacy_run, topics):
+    declared = contracts.topic_outputs()
     for name in COMPACTED:
         latest = {}
         for record in topics[name]:
             latest[record.key.decode()] = record.value
-        for user in (privacy_run.via_consent_topic, privacy_run.by_request):
+        for person in (privacy_run.via_consent_topic, privacy_run.by_request):
+            pseudonymized = declared[name].names_user == outputs.PSEUDONYM
+            user = privacy_run.subject(person) if pseudonymized else person
             if name == "profiles":
                 assert user in latest, f"{user} never had a profile: the test proves nothing"
             if user in latest:
@@ -205,7 +218,55 @@ def test_erasure_records_meet_their_contract(privacy_run, topics):
     }
     for record in records:
         key_valid(record.key.decode())
-        value_valid(json.loads(record.value))
+        value = json.loads(record.value)
+        value_valid(value)
+        assert value["subject"] == privacy_run.subject(value["user_id"])
+
+
+def test_no_analytical_table_or_topic_holds_a_users_own_id(privacy_run, tables, topics):
+    """Analytical: every declared output that does not name users by their own id (profiles,
+    sessions, scores, leads, cohort moves; metrics and alerts name none)."""
+    run = privacy_run
+    analytical = [o for o in outputs.DECLARED if o.names_user != outputs.PERSON]
+    users = {e["user_id"] for e in run.events}
+    ids = "|".join(word(u) for u in sorted(users))
+    in_tables = {o.table: tables[o.table] for o in analytical if o.table}
+    assert tables_holding(run.settings, in_tables, ids) == {}
+    pseudonymized = [o for o in analytical if o.table and "user_id" in o.names]
+    named = rf"^{re.escape(pseudonyms.PREFIX)}[0-9a-f]{{{pseudonyms.DIGITS}}}$"
+    with psycopg.connect(run.settings.postgres.conninfo()) as conn:
+        for output in pseudonymized:
+            query = psycopg.sql.SQL("SELECT count(*), count(*) FILTER (WHERE user_id ~ %s) FROM {}")
+            rows, named_rows = conn.execute(
+                query.format(psycopg.sql.Identifier(output.table)), (named,)
+            ).fetchone()
+            assert rows > 0 and named_rows == rows, output.table
+    pattern = re.compile(ids.encode())
+    for output in (o for o in analytical if o.kafka):
+        records = topics[output.topic]
+        leaked = [r for r in records if pattern.search((r.key or b"") + b" " + (r.value or b""))]
+        assert leaked == [], f"{output.topic}: {leaked[:1]}"
+    assert all(topics[o.topic] for o in pseudonymized if o.kafka), "the topics were written"
+
+
+def test_outputs_naming_users_by_their_id_do_so_only_under_their_purpose(privacy_run, topics):
+    run = privacy_run
+    allowed = {p: allowing(run.events, p, run.settings) for p in ("marketing", "personalization")}
+    policy = load_policy(run.settings.actions.actions_file, run.settings.actions.experiments_file)
+    purposes = {a.name: a.purposes for a in policy.actions}
+    named = {
+        name: [json.loads(r.value) for r in topics[name] if r.value is not None]
+        for name in ("actions", "action_outcomes", "recommendations")
+    }
+    with psycopg.connect(run.settings.postgres.conninfo(), row_factory=dict_row) as conn:
+        for table in ("actions", "action_outcomes"):
+            named[table] += conn.execute(f"SELECT user_id, action FROM {table}").fetchall()
+        named["recommendations"] += conn.execute("SELECT user_id FROM recommendations").fetchall()
+    assert all(named.values()), "every operational output was written"
+    for row in named["actions"] + named["action_outcomes"]:
+        refused = [p for p in purposes[row["action"]] if row["user_id"] not in allowed[p]]
+        assert refused == [], row
+    assert {r["user_id"] for r in named["recommendations"]} <= allowed["personalization"]
 
 
 def marketing_actions(settings) -> set[str]:

@@ -1,6 +1,7 @@
 """Generated events through the real broker, the profile job (local Flink, checkpointing on,
 scoring with a registered model version) and the real PostgreSQL: the committed Kafka profiles,
-scores, lead scores and cohort moves equal the PostgreSQL rows."""
+scores, lead scores and cohort moves equal the PostgreSQL rows, and name each user by their
+pseudonym."""
 
 import json
 from collections import Counter
@@ -12,6 +13,7 @@ from jobs import profile as job
 from models.generator import EventGenerator, with_hostile_records
 from tests.integration.conftest import dead_letters, publish, topic_records
 from udfs.profile import PROFILE_COLUMNS
+from udfs.pseudonyms import configured_subject
 
 REVOKING_USER = "u000003"
 # This test's own stretch of event time, so profiles from other runs are told apart.
@@ -61,12 +63,15 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
 
     batch = publish(settings, [(key, raw) for key, raw, _ in records])
     job.run(settings, *batch.bounds())
+    # The analytical outputs name users by pseudonym.
+    subject = configured_subject(settings.privacy)
+    revoking = subject(REVOKING_USER)
 
     latest = {}
     for record in topic_records(settings):
         user = record.key.decode()
         value = json.loads(record.value) if record.value is not None else None
-        if value is None and user != REVOKING_USER:
+        if value is None and user != revoking:
             continue
         if (
             value is not None
@@ -90,9 +95,9 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
             for r in conn.execute("SELECT session_id, abandoned FROM user_sessions").fetchall()
         }
 
-    active = {e["user_id"] for e in events} - {REVOKING_USER}
-    assert set(latest) == active | {REVOKING_USER}
-    assert latest[REVOKING_USER][1] is None, "a purge is a tombstone in Kafka"
+    active = {subject(e["user_id"]) for e in events} - {revoking}
+    assert set(latest) == active | {revoking}
+    assert latest[revoking][1] is None, "a purge is a tombstone in Kafka"
     assert set(rows) == active, "every user has a row, but the purged one"
     for user in active:
         assert latest[user][1] == rows[user], user
@@ -109,14 +114,14 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     topics = settings.kafka.topics
     scores = latest_by_user(topic_records(settings, topics.scores))
     score_rows = rows_by(settings, "SELECT * FROM user_scores WHERE ts >= %s", "user_id")
-    assert set(scores) == active | {REVOKING_USER}
-    assert scores[REVOKING_USER] is None and set(score_rows) == active, "a purge deletes scores"
+    assert set(scores) == active | {revoking}
+    assert scores[revoking] is None and set(score_rows) == active, "a purge deletes scores"
     for user, row in score_rows.items():
         assert scores[user] == row, user
         assert row["model_version"] == 1 and row["cohort_name"]
     leads = latest_by_user(topic_records(settings, topics.lead_scores))
     lead_rows = rows_by(settings, "SELECT * FROM leads WHERE ts >= %s", "user_id")
-    assert leads.pop(REVOKING_USER) is None and leads == lead_rows
+    assert leads.pop(revoking) is None and leads == lead_rows
     assert any(row["modifiers"] for row in lead_rows.values()), "a cohort modifier applied"
 
     # Cohort moves: the same set in both, every user entered a cohort once.
@@ -128,7 +133,7 @@ def test_committed_kafka_outputs_equal_the_postgres_rows(own_outputs, trained):
     move_rows = rows_by(settings, "SELECT * FROM cohort_moves WHERE ts >= %s", "move_id")
     assert moves == move_rows
     firsts = Counter(m["user_id"] for m in moves.values() if m["reason"] == "first")
-    assert set(firsts.values()) == {1} and set(firsts) == active | {REVOKING_USER}
+    assert set(firsts.values()) == {1} and set(firsts) == active | {revoking}
 
     # Decisions and outcomes: the same in both, at most one outcome per decision, and the
     # control arm's decisions recorded but not delivered.

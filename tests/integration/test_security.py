@@ -14,6 +14,7 @@ from jobs import report
 from models.generator import EventGenerator
 from tests.integration.conftest import publish, topic_records
 from udfs.privacy import normalize_query
+from udfs.pseudonyms import configured_subject
 
 # Free-text fields of the contract (envelope and per-type), each given one of these.
 TEXT_FIELDS = (  # the envelope's three first
@@ -103,7 +104,8 @@ def test_sql_in_every_text_field_is_stored_as_text_and_the_password_is_never_sho
                 # A search query keeps its normalized terms only (docs/privacy.md).
                 sent = normalize_query(e[name]) if name == "query" else e[name]
                 assert properties.get(name) == sent, name
-    assert profiled == {e["user_id"] for e in events}
+    subject = configured_subject(settings.privacy)
+    assert profiled == {subject(e["user_id"]) for e in events}
     # The report's own query takes the experiment name as a parameter too.
     assert report.user_outcomes(settings, INJECTIONS[0]) == []
 

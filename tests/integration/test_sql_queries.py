@@ -18,6 +18,7 @@ from conf.settings import OUTPUT_TOPICS
 from jobs import sql
 from tests.integration.conftest import config_file
 from udfs import outputs
+from udfs.pseudonyms import configured_subject
 from udfs.timeunits import DAY_MS, HOUR_MS
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
@@ -28,8 +29,12 @@ def session(stream_run):
     return sql.Session(stream_run.settings, batch=True)
 
 
-def run_query(session, name: str) -> list[dict]:
+def run_query(session, name: str, edits: dict[str, str] | None = None) -> list[dict]:
+    """The query file's rows, with the `edits` its comment asks for (text -> replacement)."""
     [statement] = sql.statements((QUERIES / f"{name}.sql").read_text())
+    for text, replacement in (edits or {}).items():
+        assert text in statement
+        statement = statement.replace(text, replacement)
     names, rows = session.rows(statement)
     return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -145,12 +150,13 @@ def test_dead_letters_per_reason_per_hour(session, stream_topics, stream_run):
     assert by_reason == {reason.value: n for reason, n in stream_run.hostile.items()}
 
 
-def test_scores_of_one_user(session, stream_topics):
+def test_scores_of_one_user(session, stream_topics, stream_run):
+    user = configured_subject(stream_run.settings.privacy)("u000007")
     mine = sorted(
-        (s for s in values(stream_topics["scores"]) if s["user_id"] == "u000007"),
+        (s for s in values(stream_topics["scores"]) if s["user_id"] == user),
         key=lambda s: s["profile_version"],
     )
-    rows = run_query(session, "scores_of_one_user")
+    rows = run_query(session, "scores_of_one_user", {"p-0123456789abcdef0123456789abcdef": user})
     assert mine
     assert [ms(r["event_time"]) for r in rows] == [s["ts"] for s in mine]
     for column in ("profile_version", "cohort_name", "purchase", "abandonment", "drift"):

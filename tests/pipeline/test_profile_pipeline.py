@@ -209,9 +209,15 @@ def latest_profiles(out):
     return latest
 
 
+def local_settings(overrides: dict | None = None):
+    """The local settings with every output naming users by their ids, as these tests name
+    them (pseudonyms have tests of their own: tests/unit/test_pseudonyms.py)."""
+    return settings_module.load("local", {"privacy.pseudonymize": False, **(overrides or {})})
+
+
 @pytest.fixture(scope="module")
 def profile_settings():
-    return settings_module.load("local")
+    return local_settings()
 
 
 def test_out_of_order_duplicated_input_gives_the_profiles_of_an_in_order_replay(
@@ -249,8 +255,8 @@ def test_rocksdb_state_with_incremental_checkpoints_gives_the_outputs_of_heap_st
 ):
     events = EventGenerator(profile_settings.generator, users=12, days=2, seed=5).generate()
     payloads = [event_bytes(e) for e in events.events]
-    rocksdb = settings_module.load(
-        "local", {"flink.state_backend": "rocksdb", "flink.incremental_checkpoints": True}
+    rocksdb = local_settings(
+        {"flink.state_backend": "rocksdb", "flink.incremental_checkpoints": True}
     )
     flink_options = runtime.create_environment(rocksdb)._j_stream_execution_environment
     flink_options = dict(flink_options.getConfiguration().toMap())
@@ -317,7 +323,7 @@ def test_a_session_closes_before_the_users_next_event_wherever_the_watermark_is(
 
 def test_purge_and_expiry_drop_a_users_state_so_it_starts_again(profile_settings):
     retention = {"profile.ttl_ms": 2 * HOUR, "profile.long_term_ttl_ms": 3 * HOUR}
-    settings = settings_module.load("local", {"profile.idleness_ms": 0, **retention})
+    settings = local_settings({"profile.idleness_ms": 0, **retention})
     t0 = settings.generator.start_ts_ms
 
     revoke = {"type": "consent_update", "purposes": {"analytics": False}}
@@ -458,7 +464,7 @@ def test_a_model_version_published_mid_stream_takes_over_with_no_event_lost(trai
     # No checkpoint while it runs: a barrier would wait in the held-back control record's
     # task, and the events behind it with it (exactly once aligns both inputs).
     overrides = {"models.directory": str(tmp_path), "flink.checkpoint_interval_ms": 3_600_000}
-    settings = settings_module.load("local", overrides)
+    settings = local_settings(overrides)
     history = EventGenerator(settings.generator, users=30, days=2, seed=5).generate()
     events = [e for e in history.events if e["type"] != "consent_update"]
     env = runtime.create_environment(settings)

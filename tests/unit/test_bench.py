@@ -13,6 +13,7 @@ from tests.conftest import TEST_NOW_MS
 from udfs import outputs
 from udfs.events import DeadLetter, EventParser, SourceRef
 from udfs.profile_state import UserState
+from udfs.pseudonyms import configured
 
 
 def in_memory(settings):
@@ -35,12 +36,15 @@ def test_the_in_memory_pipeline_runs_the_jobs_work_with_timers(settings, small_h
     for emitted in out:
         by_output.setdefault(emitted.output.name, []).append(emitted)
     assert len(by_output["archive"]) == len(events)
-    assert {e.values[0] for e in by_output["profiles"]} == {e["user_id"] for e in events}
+    users = {e["user_id"] for e in events}
+    subject = configured(settings.privacy).of
+    assert {e.values[0] for e in by_output["profiles"]} == {subject(u) for u in users}
     # Sessions closed by the watermark as it moved, each once.
     closed = [(e.values[0], e.values[1]) for e in by_output["sessions"]]
     assert closed and len(closed) == len(set(closed))
-    records = kafka_records(out)
-    assert {k for k, _ in records} == {e["user_id"].encode() for e in events}
+    analytical = [e for e in out if e.output.names_user == outputs.PSEUDONYM]
+    assert {k for k, _ in kafka_records(analytical)} == {subject(u).encode() for u in users}
+    assert not any(u.encode() in e.value for e in analytical if e.value for u in users)
 
     again = send(pipeline, events[-1], len(events))
     assert [e.output for e in again] == [outputs.ARCHIVE], "a repeat is archived, nothing else"
@@ -68,12 +72,14 @@ def test_a_revocation_keeps_only_consent_tombstones_the_records_and_asks_for_era
     out = send(pipeline, revoke, 1)
     assert [e.output for e in out if e.delete] == [outputs.PROFILES, outputs.SCORES, outputs.LEADS]
     *tombstones, erasure = kafka_records(out)
-    assert tombstones == [(first["user_id"].encode(), None)] * 3
+    subject = configured(settings.privacy).of(first["user_id"])
+    assert tombstones == [(subject.encode(), None)] * 3
     assert json.loads(erasure[1]) == {
         "user_id": first["user_id"],
         "ts": revoke["ts"],
         "reason": "analytics_revoked",
         "request_id": None,
+        "subject": subject,
     }
     # Of the user only what they said remains: without it their next event would be profiled.
     kept = pipeline.users[first["user_id"]]

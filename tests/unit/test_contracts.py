@@ -3,6 +3,7 @@ would break a consumer of a published version is refused."""
 
 import copy
 import json
+import shutil
 
 import fastjsonschema
 import pytest
@@ -20,11 +21,13 @@ def actions_with(columns=None, optional=()) -> dict:
         table="actions",
         optional=tuple(outputs.ACTIONS.optional | set(optional)),
         shapes=outputs.ACTIONS.shapes,
+        names_user=outputs.ACTIONS.names_user,
+        notes=outputs.ACTIONS.notes,
     )
     return {**contracts.current()["actions"], "value": contracts.value_schema(changed)}
 
 
-PUBLISHED_ACTIONS = contracts.content(contracts.published("actions", 1))
+PUBLISHED_ACTIONS = contracts.content(contracts.latest("actions"))
 
 
 def test_every_output_topic_has_a_published_contract_equal_to_its_declaration():
@@ -78,24 +81,23 @@ def test_a_nested_field_removed_from_a_json_column_breaks_consumers():
 
 def test_publishing_refuses_a_breaking_change_and_writes_a_compatible_one(tmp_path, monkeypatch):
     for topic in contracts.current():
-        (tmp_path / topic).mkdir()
-        source = contracts.contracts_dir() / topic / "v1.json"
-        (tmp_path / topic / "v1.json").write_text(source.read_text())
+        shutil.copytree(contracts.contracts_dir() / topic, tmp_path / topic)
+    latest = contracts.published_versions("actions")[-1]
     monkeypatch.setattr(contracts, "contracts_dir", lambda: tmp_path)
     current = contracts.current()
     breaking = copy.deepcopy(current)
     del breaking["actions"]["value"]["properties"]["threshold"]
     monkeypatch.setattr(contracts, "current", lambda: breaking)
-    with pytest.raises(ValueError, match="actions: v1: threshold: removed"):
+    with pytest.raises(ValueError, match=f"actions: v{latest}: threshold: removed"):
         contracts.publish()
-    assert not (tmp_path / "actions" / "v2.json").exists()
+    assert not (tmp_path / "actions" / f"v{latest + 1}.json").exists()
 
     compatible = copy.deepcopy(current)
     compatible["actions"]["value"]["properties"]["channel"] = {"type": "string"}
     monkeypatch.setattr(contracts, "current", lambda: compatible)
-    assert contracts.publish() == ["actions v2"]
-    written = json.loads((tmp_path / "actions" / "v2.json").read_text())
-    assert written["version"] == 2 and "channel" in written["value"]["properties"]
+    assert contracts.publish() == [f"actions v{latest + 1}"]
+    written = json.loads((tmp_path / "actions" / f"v{latest + 1}.json").read_text())
+    assert written["version"] == latest + 1 and "channel" in written["value"]["properties"]
 
 
 def test_a_dead_letter_validates_against_its_contract_field_for_field():

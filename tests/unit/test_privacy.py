@@ -151,7 +151,7 @@ def test_an_events_context_is_minimized_where_it_is_parsed(parser):
     # The wire and archive forms are contract input too: parsing them again changes nothing.
     again = parser.parse(json.dumps(event_to_dict(parsed)).encode(), SOURCE)
     assert again == parsed
-    archived = outputs.archived(parsed, SOURCE)
+    archived = outputs.archived(parsed, SOURCE, parsed.user_id)
     stored = dict(zip(outputs.ARCHIVE.names, archived.values, strict=True))
     assert json.loads(stored["context"]) == parsed.context.to_json()
 
