@@ -23,7 +23,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format bench-recommendations \
         generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
-        sql consume erasures release contracts metrics pseudonym
+        sql consume erasures release contracts metrics pseudonym browser serve bench-api
 
 help: ## list every target with one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create the virtualenv and install pinned dependencies (skipped when current)
+
+# Debian's headless Chromium and its driver, for the dashboard's browser test.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: ## install Debian's Chromium and ChromeDriver if missing (the dashboard test drives them)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }; }
 
 up: $(STAMP) ## start the local broker and PostgreSQL if needed; create topics and apply migrations
 	$(PY) -m conf.stack up
@@ -54,7 +62,7 @@ $(REGISTRY):
 run: up $(REGISTRY) ## run the profile job locally on generated events, or on your log (FILE= MAPPING=); prints a summary
 	$(PY) -m jobs.local_run $(if $(USERS),--users $(USERS)) $(if $(DAYS),--days $(DAYS)) $(if $(SEED),--seed $(SEED)) $(if $(FILE),--file $(FILE)) $(if $(MAPPING),--mapping $(MAPPING))
 
-test: up ## run every test tier: unit, models, pipeline (local Flink), integration (broker, PostgreSQL, cluster)
+test: up browser ## run every test tier: unit, models, pipeline (local Flink), integration (broker, PostgreSQL, cluster, browser)
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP) ## unit tests only (no JVM, no services, no training; under a minute)
@@ -66,7 +74,7 @@ test-models: $(STAMP) ## model tests: one default-size training run (about four 
 test-pipeline: $(STAMP) ## pipeline tests on a local Flink MiniCluster
 	$(PY) -m pytest tests/pipeline
 
-test-integration: up ## integration tests against the real broker, PostgreSQL and a standalone cluster
+test-integration: up browser ## integration tests against the real broker, PostgreSQL, a standalone cluster and a browser
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP) ## check style and errors without changing anything
@@ -119,6 +127,9 @@ consume: up ## print the committed records of an output topic as they come, vali
 erasures: up ## carry out the erasures the profile job asks for (a service; ARGS="--idle-exit-s 30" stops when idle)
 	$(PY) -m jobs.erasure $(ARGS)
 
+serve: up ## the REST API and live dashboard on the local stack (after `make run`): http://127.0.0.1:8000/dashboard
+	$(PY) -m jobs.api $(ARGS)
+
 pseudonym: $(STAMP) ## the pseudonym the analytical outputs give a user (ID=<their id>)
 	@test -n "$(ID)" || { echo "usage: make pseudonym ID=<user id>" >&2; exit 2; }
 	$(PY) -m udfs.pseudonyms $(ID)
@@ -158,6 +169,9 @@ bench: up $(REGISTRY) $(PEER_STAMP) ## benchmark the profile job against a plain
 
 bench-recommendations: $(STAMP) ## growth of the recommendation steps' item and bucket state on the benchmark's workloads (ARGS="--users N --events N ..."); writes bench/results/
 	$(PY) -m bench.recommendation_state $(ARGS)
+
+bench-api: up ## requests/s and p50/p99 of the API's profile read at a concurrency, against PostgreSQL read directly (ARGS="--concurrency N --seconds S ..."); writes bench/results/
+	$(PY) -m bench.api $(ARGS)
 
 bench-stages: $(REGISTRY) ## per-stage cost of the profile job's Python work per event, without Flink (ARGS="--measured N ..."); writes bench/results/
 	$(PY) -m bench.stages $(ARGS)

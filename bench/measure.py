@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 from kafka import KafkaConsumer, TopicPartition
 
+from jobs.progress import Progress
 from jobs.publish import iter_topic
 
 CHECKPOINT_LINE = re.compile(
@@ -114,7 +115,7 @@ def run_measured(
     stop = threading.Event()
 
     def sample() -> None:
-        last_report = 0.0
+        progress = Progress(f"[bench] {name}", events, "events", every_s=15)
         while not stop.wait(0.5):
             committed = {p: consumer.committed(tp) for p, tp in partitions.items()}
             consumed = sum(max((committed[p] or 0) - start[p], 0) for p in partitions)
@@ -124,9 +125,8 @@ def run_measured(
                     rss += tree_rss(process)
             t = time.monotonic() - started
             run.samples.append(Sample(t, consumed, rss))
-            if t - last_report >= 15:
-                print(f"[bench] {name}: {consumed:,}/{events:,} events at {t:.0f} s", flush=True)
-                last_report = t
+            progress.update(max(consumed - progress.done, 0))
+        progress.close()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

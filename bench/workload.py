@@ -106,8 +106,8 @@ def publish_workload(
         topic,
         partitions,
         rate=rate,
-        progress_every=250_000,
         label="bench publish",
+        total=len(records),
     )
     for key, raw in records:
         publisher.send(key, raw)

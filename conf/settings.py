@@ -200,6 +200,10 @@ class Postgres(Strict):
         return options
 
 
+# Flink's Prometheus reporter ships in PyFlink's plugins folder (pyflink/plugins).
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
 class Flink(Strict):
     parallelism: Annotated[int, Field(ge=1, le=256)] = 2
     execution_mode: Literal["thread", "process"] = "thread"
@@ -226,6 +230,18 @@ class Flink(Strict):
     # fails for good, so it can be started again from the latest (`--restore latest`). A URI, or
     # a local path (made absolute). Cluster jobs need a place every task manager can reach.
     checkpoint_dir: str = ".local/checkpoints"
+    # Flink's Prometheus reporter (docs/operations.md): each JobManager and TaskManager serves
+    # /metrics on the first free port of this range; None turns it off.
+    prometheus_ports: str | None = "9249-9259"
+
+    def reporter_options(self) -> dict[str, str]:
+        """Flink configuration that turns the Prometheus reporter on, if it is."""
+        if self.prometheus_ports is None:
+            return {}
+        return {
+            "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+            "metrics.reporter.prom.port": self.prometheus_ports,
+        }
 
 
 class EventContract(Strict):
@@ -641,11 +657,20 @@ def pseudonym_key(privacy: Privacy) -> bytes | None:
             " (at least 32 bytes), or privacy.pseudonym_key_file"
         )
     path = Path(privacy.pseudonym_key_file)
+    key = local_secret(path).encode()
+    if len(key) < 32:
+        raise ConfigError(f"the pseudonym key in {path} is shorter than 32 bytes")
+    return key
+
+
+def local_secret(path: Path) -> str:
+    """The secret in `path`, made (64 random hex digits, readable by its owner only) if the file
+    does not exist."""
     if not path.exists():
         # Written aside, then linked in place: a process reading it at the same time sees the
-        # whole key or no file, and of two making one at once, the first link wins.
+        # whole secret or no file, and of two making one at once, the first link wins.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, made = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600
+        fd, made = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
         try:
@@ -654,10 +679,35 @@ def pseudonym_key(privacy: Privacy) -> bytes | None:
             pass
         finally:
             os.unlink(made)
-    key = path.read_text().strip().encode()
-    if len(key) < 32:
-        raise ConfigError(f"the pseudonym key in {path} is shorter than 32 bytes")
-    return key
+    return path.read_text().strip()
+
+
+API_KEYS_VARIABLE = "BEHAVIOR_API_KEYS"
+
+
+class Api(Strict):
+    """`make serve`: the REST API and dashboard (jobs/api.py, docs/api.md)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # Data whose event time is older than this (by the server's clock) is flagged stale.
+    stale_after_ms: Annotated[int, Field(ge=1000)] = 15 * 60_000
+    # Connections to PostgreSQL the server keeps (reads share them).
+    pool_min: Annotated[int, Field(ge=1)] = 1
+    pool_max: Annotated[int, Field(ge=1, le=100)] = 8
+    # API keys: BEHAVIOR_API_KEYS (comma-separated), else this file, made on first use (local).
+    key_file: str | None = None
+
+    def keys(self) -> frozenset[str]:
+        if os.environ.get(API_KEYS_VARIABLE):
+            keys = {k.strip() for k in os.environ[API_KEYS_VARIABLE].split(",") if k.strip()}
+        elif self.key_file is not None:
+            keys = {local_secret(Path(self.key_file))}
+        else:
+            raise ConfigError(f"no API key: set {API_KEYS_VARIABLE} (comma-separated keys)")
+        if any(len(k) < 16 for k in keys):
+            raise ConfigError("an API key must be at least 16 characters long")
+        return frozenset(keys)
 
 
 class Settings(Strict):
@@ -674,6 +724,7 @@ class Settings(Strict):
     metrics: Metrics = Metrics()
     recommendations: Recommendations = Recommendations()
     privacy: Privacy = Privacy()
+    api: Api = Api()
     local: Local = Local()
 
     def with_own_topics(self, tag: str, names=(*OUTPUT_TOPICS, "control")) -> Settings:

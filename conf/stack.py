@@ -447,6 +447,7 @@ def _write_flink_conf(settings: Settings) -> Path:
         "python.execution-mode": flink.cluster_execution_mode,
         "state.checkpoints.dir": f"file://{state_dir(settings) / 'flink' / 'checkpoints'}",
         "state.savepoints.dir": f"file://{state_dir(settings) / 'flink' / 'savepoints'}",
+        **flink.reporter_options(),
     }
     # Start from the distribution's defaults: they carry the JVM --add-opens flags Flink needs.
     defaults = yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from conf import settings as settings_module
 from conf.settings import Generator, Settings
 from conf.stack import state_dir
+from jobs.progress import Progress
 from jobs.publish import Publisher, PublishReport
 from models.generator import EventGenerator, History, with_hostile_records
 
@@ -127,7 +128,8 @@ def generate(
         file=sys.stderr,
         flush=True,
     )
-    history = generator.generate()
+    with Progress("[generate]", generator.users, "users") as simulated:
+        history = generator.generate(on_user=simulated.update)
     run_id = generator.run_id
     truth_file = state_dir(settings) / "generated" / f"{run_id}.truth.jsonl"
     write_truth_file(history, truth_file, run_id)
@@ -150,7 +152,12 @@ def generate(
         return summary
     topic = settings.kafka.topics.events
     publisher = Publisher(
-        settings.kafka.bootstrap_servers, topic.name, topic.partitions, rate=rate, label="generate"
+        settings.kafka.bootstrap_servers,
+        topic.name,
+        topic.partitions,
+        rate=rate,
+        label="generate",
+        total=len(history.events),
     )
     mixed = with_hostile_records(
         history.events, invalid_rate, generator.seed, bounds, settings.events.max_bytes

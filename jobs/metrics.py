@@ -20,7 +20,7 @@ from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
 
 from conf import settings as settings_module
 from conf.settings import AlertRule, Settings, redact_secrets
-from jobs import sinks
+from jobs import runtime, sinks
 from sql import catalog, flink_statement
 from udfs import outputs
 from udfs.events import EventType
@@ -104,7 +104,10 @@ def alert_query(rule: AlertRule, metric_windows_view: str) -> str:
 
 
 def create_environment(config: Settings) -> TableEnvironment:
+    runtime.reporters_on_local_classpath(config)
     conf = Configuration()
+    for key, value in config.flink.reporter_options().items():
+        conf.set_string(key, value)
     conf.set_string("pipeline.name", NAME)
     conf.set_string("parallelism.default", str(config.flink.parallelism))
     conf.set_string("execution.checkpointing.interval", f"{config.flink.checkpoint_interval_ms} ms")

@@ -61,7 +61,7 @@ from pyflink.table.expressions import col
 
 from conf.settings import Recommendations, Settings
 from jobs import control, runtime, sinks
-from jobs.control import ControlRecord, LiveModels, scoring_settings
+from jobs.control import POLICY, ControlRecord, LiveModels, scoring_settings
 from jobs.flink_outputs import FLINK_OUTPUTS, RECOMMENDATIONS, FlinkOutput
 from jobs.recommendations import keyed_by_first_field, recommend
 from udfs import outputs, profile_state
@@ -132,6 +132,9 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
         self.restored_control = False  # the broadcast state is read on the first call
         metrics = runtime_context.get_metrics_group()
         self.pipeline = UserPipeline(self.settings, self.live, metrics.counter)
+        # What this subtask scores with now (0: no models) and the policy in force.
+        metrics.gauge("model_version", lambda: self.live.models.version if self.live.models else 0)
+        metrics.gauge("policy_sequence", lambda: self.live.sequences.get(POLICY, 0))
         self.user = runtime_context.get_state(state_descriptor("user"))
         self.states = profile_state.StateCodec(self.settings.profile)
         # Where event ids were kept before they moved into the user's value: read once, then

@@ -7,7 +7,6 @@ request: the local broker answers those wrongly at times (README, "The local bro
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+
+from jobs.progress import Progress
 
 
 @dataclass
@@ -54,7 +55,7 @@ class PublishReport:
 
 
 class Publisher:
-    """Sends records keyed by user, at an optional rate, printing progress on long runs."""
+    """Sends records keyed by user, at an optional rate, showing its progress (jobs/progress.py)."""
 
     def __init__(
         self,
@@ -62,9 +63,12 @@ class Publisher:
         topic: str,
         partitions: int,
         rate: float = 0.0,
-        progress_every: int = 50_000,
         label: str = "publish",
+        total: int | None = None,
+        show_progress: bool = True,
     ):
+        """`total`: the records to come, if known (the progress's ETA); `show_progress`: off
+        when the caller shows the progress of its own work."""
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
@@ -74,8 +78,7 @@ class Publisher:
         )
         self.report = PublishReport(topic, partitions)
         self._rate = rate
-        self._progress_every = progress_every
-        self._label = label
+        self._progress = Progress(f"[{label}]", total, "records") if show_progress else None
         self._lock = threading.Lock()
         self._errors: list[Exception] = []
         self._started = time.monotonic()
@@ -101,13 +104,8 @@ class Publisher:
             ahead = n / self._rate - (time.monotonic() - self._started)
             if ahead > 0:
                 time.sleep(ahead)
-        if n % self._progress_every == 0:
-            elapsed = time.monotonic() - self._started
-            print(
-                f"[{self._label}] {n:,} records sent ({n / elapsed:,.0f}/s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self._progress is not None:
+            self._progress.update()
 
     def flush(self) -> None:
         """Waits until everything sent so far is acknowledged."""
@@ -116,6 +114,8 @@ class Publisher:
     def close(self) -> PublishReport:
         self._producer.flush()
         self._producer.close()
+        if self._progress is not None:
+            self._progress.close()
         if self._errors:
             raise RuntimeError(
                 f"{len(self._errors)} records were not acknowledged: {self._errors[0]}"

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conf import settings as settings_module
 from conf.settings import Settings
+from jobs.progress import Progress
 from jobs.publish import Publisher, PublishReport
 from udfs import privacy
 from udfs.events import (
@@ -312,22 +313,26 @@ def replay(settings: Settings, file: Path, mapping_path: Path) -> Replayed:
         topics.events.name,
         topics.events.partitions,
         label="replay",
+        show_progress=False,
     )
     dead = Publisher(
         settings.kafka.bootstrap_servers,
         topics.events_dlq.name,
         topics.events_dlq.partitions,
         label="replay-dlq",
+        show_progress=False,
     )
     letters, event_ids, users = Counter(), [], set()
-    for result in mapper.map_rows(rows):
-        if isinstance(result, DeadLetter):
-            dead.send(result.dead_letter_id, result.to_json())
-            letters[result.reason.value] += 1
-        else:
-            events.send(result.user_id, json.dumps(event_to_dict(result)).encode())
-            event_ids.append(result.event_id)
-            users.add(result.user_id)
+    with Progress("[replay]", len(rows), "rows") as progress:
+        for result in mapper.map_rows(rows):
+            if isinstance(result, DeadLetter):
+                dead.send(result.dead_letter_id, result.to_json())
+                letters[result.reason.value] += 1
+            else:
+                events.send(result.user_id, json.dumps(event_to_dict(result)).encode())
+                event_ids.append(result.event_id)
+                users.add(result.user_id)
+            progress.update()
     dead.close()
     return Replayed(events.close(), len(rows), letters, event_ids, users)
 

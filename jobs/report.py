@@ -15,23 +15,41 @@ from collections import defaultdict
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from conf import settings as settings_module
-from conf.policy import load_policy
+from conf.policy import Experiment, load_policy
 from conf.settings import Settings
 from models.experiment_stats import Arm, compare, sample_ratio
 from udfs.timeunits import DAY_MS
 
 
 def user_outcomes(config: Settings, experiment: str) -> list[tuple[str, str, int, bool]]:
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        return exposures(conn, experiment)
+
+
+def exposures(conn: psycopg.Connection, experiment: str) -> list[tuple[str, str, int, bool]]:
     """(variant, user, first exposure time, converted in its window) per user whose first
     exposure has an outcome; users whose window is still open are not counted yet."""
-    with psycopg.connect(config.postgres.conninfo()) as conn:
-        return conn.execute(
+    return (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
             "SELECT variant, user_id, first_ts, converted FROM experiment_exposures"
             " WHERE experiment = %s AND converted IS NOT NULL",
             (experiment,),
-        ).fetchall()
+        )
+        .fetchall()
+    )
+
+
+def control_of(spec: Experiment) -> str:
+    return next((v.name for v in spec.variants if v.control), spec.variants[0].name)
+
+
+def experiment_result(rows, spec: Experiment) -> dict:
+    """The report of the experiment `spec` from its user_outcomes rows."""
+    return analyse(rows, {v.name: v.weight for v in spec.variants}, control_of(spec))
 
 
 def arms_of(rows) -> dict[str, Arm]:
@@ -110,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(e.name for e in policy.experiments) or "none"
         print(f"error: no experiment {args.experiment!r} (configured: {known})", file=sys.stderr)
         return 2
-    control = next((v.name for v in spec.variants if v.control), spec.variants[0].name)
+    control = control_of(spec)
     rows = user_outcomes(config, spec.name)
     if not rows:
         print(f"experiment {spec.name}: no exposed users yet")
         return 0
-    result = analyse(rows, {v.name: v.weight for v in spec.variants}, control)
+    result = experiment_result(rows, spec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{spec.name}.json").write_text(json.dumps(result, indent=2))

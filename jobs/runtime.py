@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyflink
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from py4j.protocol import Py4JJavaError
@@ -159,11 +160,26 @@ def latest_snapshot(flink: FlinkSettings) -> str | None:
     return str(max(complete, key=lambda p: p.joinpath("_metadata").stat().st_mtime))
 
 
+def reporters_on_local_classpath(config: Settings) -> None:
+    """A cluster loads the Prometheus reporter from PyFlink's plugins folder; a local
+    MiniCluster finds reporters only on its JVM's classpath, which PyFlink's gateway extends
+    by HADOOP_CLASSPATH. So the reporter's jar goes there, before the JVM starts."""
+    if config.flink.prometheus_ports is None:
+        return
+    plugins = Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus"
+    jars = [str(jar) for jar in plugins.glob("flink-metrics-prometheus-*.jar")]
+    present = os.environ.get("HADOOP_CLASSPATH", "")
+    missing = [jar for jar in jars if jar not in present.split(os.pathsep)]
+    if missing:
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [present, *missing]))
+
+
 def create_environment(
     config: Settings, restore_from: str | None = None
 ) -> StreamExecutionEnvironment:
     """The job's environment; `restore_from`: a checkpoint or savepoint to start from."""
     flink = config.flink
+    reporters_on_local_classpath(config)
     # Workers must run the interpreter that has the project installed, whatever PATH says;
     # thread mode (pemja) finds it through PATH only, and the JVM
     # inherits PATH when the first Java object is made.
@@ -194,6 +210,8 @@ def create_environment(
     conf.set_string(
         "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
     )
+    for key, value in flink.reporter_options().items():
+        conf.set_string(key, value)
     if restore_from is not None:
         conf.set_string("execution.state-recovery.path", restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

@@ -21,7 +21,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from conf.settings import Generator as GeneratorSettings
@@ -323,7 +323,8 @@ class EventGenerator:
 
     # ---------------------------------------------------------------- whole history
 
-    def generate(self) -> History:
+    def generate(self, on_user: Callable[[], None] | None = None) -> History:
+        """`on_user`: called after each user is simulated (progress)."""
         start = self.settings.start_ts_ms
         end = start + int(self.days * DAY_MS)
         names = list(ARCHETYPES)
@@ -362,6 +363,8 @@ class EventGenerator:
                     rate *= math.exp(-(ts - drift_start) / (3 * DAY_MS))  # fades within days
                 gap = self.rng.expovariate(max(rate, 0.02)) * DAY_MS
                 ts = session.ts + max(int(gap), 30 * MINUTE_MS)
+            if on_user is not None:
+                on_user()
         timeline.sort(key=lambda e: e["ts"])
         incidents = [self.incident] if self.incident is not None else []
         tastes = {

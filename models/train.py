@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conf import settings as settings_module
 from conf.settings import ConfigError, Models, Settings
+from jobs.progress import Progress
 from models import cohorts as cohort_models
 from models import datasets, propensity, recommendations, report_files, uplift
 from models.export import export
@@ -92,7 +93,8 @@ def collect(history, m: Models, s, report=progress) -> Collected:
     samples = datasets.Reservoir(m.max_samples, seed=m.train_seed)
     users = datasets.Reservoir(m.max_cohort_users, seed=m.train_seed + 1)
     days, counts, means = [], [], []
-    for done, (user, events) in enumerate(history.users(), start=1):
+    replaying = Progress("[train] replaying", span.users, "users")
+    for user, events in history.users():
         replayed = datasets.replay_user(events, s, m, span.last_ts, split_ts)
         for sample in replayed.samples:
             samples.add(sample)
@@ -103,8 +105,8 @@ def collect(history, m: Models, s, report=progress) -> Collected:
             days.append(lifetime.days_since(span.last_ts))
             counts.append(float(lifetime.count))
             means.append(lifetime.mean())
-        if done % 5000 == 0:
-            report(f"[train] {done:,} of {span.users:,} users replayed")
+        replaying.update()
+    replaying.close()
     kept = sorted(samples.items, key=lambda x: (x.ts, x.user_id, x.kind))
     report(
         f"[train] {span.events:,} events of {span.users:,} users from {history.description}: "

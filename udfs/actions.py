@@ -118,13 +118,21 @@ def render(payload: dict, fields: dict) -> dict:
 
 
 def decide(
-    policy: Policy, ctx: UserContext, ledger: Ledger, refused: list[str] | None = None
+    policy: Policy,
+    ctx: UserContext,
+    ledger: Ledger,
+    refused: list[str] | None = None,
+    requested: str | None = None,
 ) -> Decision | None:
     """The one action (or control-arm non-action) for this update, recorded in the ledger. An
     action the user's consent does not allow is passed over, and the purposes it lacked are
-    added to `refused`."""
+    added to `refused`. `requested`: only that action is considered, and its threshold does
+    not apply (it was asked for: an action_request); consent, eligibility, cooldown, cap and
+    experiments do."""
     layers: dict = {}  # the user's experiment assignments, hashed once per layer
     for action in policy.by_priority:
+        if requested is not None and action.name != requested:
+            continue
         value = ctx.scores.get(action.score)
         if value is None or not eligible(action, ctx) or not ledger.allows(action, ctx.ts):
             continue
@@ -138,7 +146,7 @@ def decide(
         threshold = (
             change.threshold if change and change.threshold is not None else action.threshold
         )
-        if value <= threshold:
+        if value <= threshold and requested is None:
             continue
         lacking = [p for p in action.purposes if p not in ctx.allowed]
         if lacking:

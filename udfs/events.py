@@ -44,6 +44,7 @@ class EventType(StrEnum):
     OFFER_RESPONSE = "offer_response"
     CONSENT_UPDATE = "consent_update"
     ERASURE_REQUEST = "erasure_request"
+    ACTION_REQUEST = "action_request"
 
 
 class Reason(StrEnum):
@@ -165,6 +166,12 @@ class ErasureRequest:
     request_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    action: str
+    request_id: str
+
+
 Payload = (
     PageView
     | Search
@@ -180,6 +187,7 @@ Payload = (
     | OfferResponse
     | ConsentUpdate
     | ErasureRequest
+    | ActionRequest
 )
 
 
@@ -220,6 +228,7 @@ PAYLOAD_BUILDERS: dict[EventType, Callable[[dict], Payload]] = {
     EventType.OFFER_RESPONSE: lambda d: OfferResponse(d["action_id"], d["response"]),
     EventType.CONSENT_UPDATE: lambda d: ConsentUpdate(d["purposes"]),
     EventType.ERASURE_REQUEST: lambda d: ErasureRequest(d["request_id"]),
+    EventType.ACTION_REQUEST: lambda d: ActionRequest(d["action"], d["request_id"]),
 }
 
 ENVELOPE_FIELDS = ("event_id", "user_id", "session_id", "type", "ts", "schema_version")

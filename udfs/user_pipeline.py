@@ -16,6 +16,7 @@ Event time only: `watermark` is the caller's, and the end of the input is told, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class UserPipeline:
         self.expiries = counter("profiles_expired")
         self.decisions = counter("actions_decided")
         self.dropped_outcomes = counter("outcomes_dropped_on_purge")
+        self.declined = counter("action_requests_declined")
         self.consent = ConsentRules(settings.privacy.defaults)
         # Who analytical outputs name (udfs/pseudonyms.py), and the archive.
         self.subject = subject_of(settings.pseudonyms)
@@ -211,6 +213,9 @@ class UserPipeline:
                 # Expired, though the watermark has not yet fired its timer: do what it would do.
                 self.catch_up(user, event.ts, out)
         user.remember(event.event_id, event.ts, s.max_seen_ids)
+        if event.type is EventType.ACTION_REQUEST:
+            self.on_action_request(user, event, out)
+            return out
         user.profile = user.profile or UserProfile.new(event.user_id, s)
         user.profile.apply(event, watermark, s)
         self.attribute(user, event, out)
@@ -221,6 +226,30 @@ class UserPipeline:
             elif item_interactions(event):
                 self.refused[PERSONALIZATION].inc()
         return out
+
+    def on_action_request(self, user: UserState, event: Event, out: list) -> None:
+        """An action asked for through the API, decided now on the user's current scores by the
+        rules of the job's own decisions but the threshold; one not decided (no profile yet, an
+        unknown action, consent, eligibility, cooldown, cap) is counted."""
+        if user.profile is None or self.live.policy is None:
+            self.declined.inc()
+            return
+        sc, live = self.scoring, self.live
+        snapshot = user.profile.snapshot(self.s, live.breakpoints)
+        scored = score_user(
+            snapshot,
+            live.models,
+            user.cohort,
+            event.event_id,
+            False,
+            sc.models,
+            sc.leads,
+            live.modifiers,
+        )
+        # Decided at the request's time: cooldowns and daily caps count from it.
+        scores = dataclasses.replace(scored.scores, ts=event.ts)
+        if not self.decide(user, scores, snapshot, out, event.data.action):
+            self.declined.inc()
 
     def on_consent(self, user: UserState, event: Event, source: SourceRef | None) -> list[Emitted]:
         """What the user said is kept, whatever the update's lateness. Analytics refused: the
@@ -447,17 +476,26 @@ class UserPipeline:
 
     # ------------------------------------------------------------ actions and outcomes
 
-    def decide(self, user: UserState, sc: UserScores, snapshot: ProfileSnapshot, out: list) -> None:
+    def decide(
+        self,
+        user: UserState,
+        sc: UserScores,
+        snapshot: ProfileSnapshot,
+        out: list,
+        requested: str | None = None,
+    ) -> bool:
+        """Decides the update's action, if any (`requested`: only that one, asked for);
+        returns whether one was decided."""
         ledger, refused = Ledger.from_json(user.ledger), []
         allowed = frozenset(
             p for p in (PERSONALIZATION, MARKETING) if self.consent.allows(user.consent, p)
         )
         context = decision_context(sc, snapshot, allowed)
-        decision = decide(self.live.policy, context, ledger, refused)
+        decision = decide(self.live.policy, context, ledger, refused, requested)
         for purpose in refused:
             self.refused[purpose].inc()
         if decision is None:
-            return
+            return False
         self.decisions.inc()
         user.ledger = ledger.to_json()
         self.attribute_later(user, decision)
@@ -466,6 +504,7 @@ class UserPipeline:
             self.offer(user, decision, snapshot, out)
         else:
             out.append(outputs.action(decision))
+        return True
 
     def attribute_later(self, user: UserState, decision) -> None:
         """The decision awaits its outcome."""

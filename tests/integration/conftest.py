@@ -1,6 +1,8 @@
 import json
 import random
+import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +14,7 @@ import psycopg
 import psycopg.sql
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from conf import settings as settings_module
 from conf import stack
@@ -204,10 +207,43 @@ class StreamRun:
     history: History
     hostile: Counter
     batch: PublishReport
+    scraped: dict[str, list]  # metric family -> samples Prometheus read while the job ran
 
     @property
     def events(self) -> list[dict]:
         return self.history.events
+
+
+class PrometheusScraper:
+    """Reads every endpoint of a port range (`flink.prometheus_ports`) once a second while a job
+    runs, as Prometheus would, keeping each metric family's latest samples."""
+
+    def __init__(self, ports: str):
+        low, high = (int(p) for p in ports.split("-"))
+        self.ports = range(low, high + 1)
+        self.families: dict[str, list] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._scrape, daemon=True)
+
+    def _scrape(self) -> None:
+        while not self.stopped.wait(1.0):
+            for port in self.ports:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                        text = r.read().decode()
+                except OSError:
+                    continue
+                for family in text_string_to_metric_families(text):
+                    if family.samples:
+                        self.families[family.name] = family.samples
+
+    def __enter__(self) -> "PrometheusScraper":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(10)
 
 
 def policy_offering_recommendations_over(shipped: str, drift: float, folder: Path) -> str:
@@ -249,9 +285,10 @@ def stream_run(local_stack, trained, tmp_path_factory):
             if reason is None or reason in SKIPPED_BY_METRICS
         ]
         batch = publish(settings, [(key, value) for key, value, _ in records])
-        profile_job.run(settings, *batch.bounds())
+        with PrometheusScraper(settings.flink.prometheus_ports) as prometheus:
+            profile_job.run(settings, *batch.bounds())
         hostile = Counter(reason for _, _, reason in records if reason is not None)
-        run = StreamRun(settings, history, hostile, batch)
+        run = StreamRun(settings, history, hostile, batch, prometheus.families)
         closed = closed_hours(run.events, settings)
         run_metrics_job(settings, lambda: hourly_event_windows(settings, closed) == len(closed))
         yield run

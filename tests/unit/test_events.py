@@ -55,6 +55,7 @@ EXAMPLES = {
     "offer_response": {"action_id": "a1", "response": "accepted"},
     "consent_update": {"purposes": {"marketing": False, "analytics": True}},
     "erasure_request": {"request_id": "dsr-2026-0042"},
+    "action_request": {"action": "discount_offer", "request_id": "checkout-7f3a"},
 }
 
 

@@ -59,7 +59,7 @@ class FakeRuntime:
     """One user's state, as Flink scopes it to the current key."""
 
     def __init__(self):
-        self.values, self.maps, self.counters = {}, {}, {}
+        self.values, self.maps, self.counters, self.gauges = {}, {}, {}, {}
 
     def get_state(self, descriptor):
         return self.values.setdefault(descriptor.name, FakeValueState())
@@ -72,6 +72,9 @@ class FakeRuntime:
 
     def counter(self, name):
         return self.counters.setdefault(name, FakeCounter())
+
+    def gauge(self, name, read):
+        self.gauges[name] = read
 
 
 class FakeTimers:
