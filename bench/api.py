@@ -56,7 +56,7 @@ def bench_config(config: Settings) -> Settings:
 
 def fill_profiles(config: Settings, users: int, days: float, seed: int) -> list[str]:
     """A fresh database with the latest profile of each generated user, as the job writes it;
-    returns the users' ids."""
+    returns the ids of the users with one."""
     admin = config.postgres.conninfo(config.postgres.admin_database)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -81,7 +81,9 @@ def fill_profiles(config: Settings, users: int, days: float, seed: int) -> list[
     ):
         for values in latest.values():
             copy.write_row(values)
-    return sorted({u.user_id for u in history.users})
+    # Users whose consent refuses analytics have no profile: only those with one are read.
+    subject = configured_subject(config.privacy)
+    return sorted(u.user_id for u in history.users if subject(u.user_id) in latest)
 
 
 def free_port() -> int:
