@@ -414,9 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     # No access log: its lines would carry user ids (in the paths) to wherever logs go.
-    uvicorn.run(
-        app, host=config.api.host, port=config.api.port, log_level="info", access_log=False
-    )
+    uvicorn.run(app, host=config.api.host, port=config.api.port, log_level="info", access_log=False)
     return 0
 
 
