@@ -97,9 +97,9 @@ export-outcomes: up ## write labelled outcomes (decisions with their outcome) fo
 
 EXPERIMENT ?=
 
-report: up ## results of an experiment (EXPERIMENT=name): lift, tests, sample ratio, PNG in .local/reports
-	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }
-	$(PY) -m jobs.report --experiment $(EXPERIMENT)
+report: up ## results of one run of an experiment (EXPERIMENT=name, FROM= UNTIL= ISO dates): lift with and without CUPED, ratio metrics, balance, sample ratio, PNG in .local/reports
+	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml> [FROM=2026-11-01 UNTIL=2026-12-01]" >&2; exit 2; }
+	$(PY) -m jobs.report --experiment $(EXPERIMENT) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
 
 refine: up ## move an experiment's variant weights towards the best variant (EXPERIMENT=name), bounded and logged; publishes them to running jobs
 	@test -n "$(EXPERIMENT)" || { echo "usage: make refine EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }

@@ -8,13 +8,14 @@ so a changed experiment takes effect without a restart.
 from __future__ import annotations
 
 import string
+from datetime import UTC, date, datetime, time
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from conf.settings import ConfigError, Strict
 
@@ -114,9 +115,37 @@ class Experiment(Strict):
     active: bool = True
     actions: tuple[str, ...]  # the actions this experiment is about
     variants: tuple[Variant, ...]
+    # The run a report covers, in event time: users first exposed from `start` until `end`
+    # (UTC; a date alone is its midnight). Changing an arm (its payload, threshold or weight)
+    # starts a new run: decisions before the change answer a different question.
+    start: datetime | None = None
+    end: datetime | None = None
+    # How far before a user's first exposure the report looks for the pre-exposure covariate
+    # (purchases and revenue) that CUPED adjusts by and the balance check compares.
+    pre_period_days: Annotated[int, Field(ge=1, le=366)] = 28
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def utc(cls, value):
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time(), UTC)
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+    def run_ms(self) -> tuple[int | None, int | None]:
+        """The run's start and end as epoch milliseconds (None: open)."""
+        return tuple(
+            None if t is None else int(t.timestamp() * 1000) for t in (self.start, self.end)
+        )
 
     @model_validator(mode="after")
     def variants_make_sense(self):
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("an experiment's end must come after its start")
         names = [v.name for v in self.variants]
         if len(names) < 2 or len(set(names)) != len(names):
             raise ValueError("an experiment needs at least two variants with distinct names")

@@ -381,13 +381,13 @@ def create_app(
     def experiment(
         request: Request, name: Annotated[str, Path(min_length=1, max_length=200)]
     ) -> dict[str, Any]:
-        """The experiment's report, as `make report` computes it."""
+        """The report of the experiment's configured run, as `make report` computes it."""
         found = next((e for e in policy.experiments if e.name == name), None)
         if found is None:
             raise missing(f"no experiment {name!r} in the configuration")
         with request.app.state.pool.connection() as conn:
-            outcomes = report.exposures(conn, name)
-        return {"experiment": name, **report.experiment_result(outcomes, found)}
+            _, result = report.experiment_report(conn, found, config.privacy)
+        return {"experiment": name, **result}
 
     return app
 

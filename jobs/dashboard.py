@@ -76,7 +76,7 @@ def experiments(conn: psycopg.Connection, policy: Policy | None) -> list[dict]:
     """Each configured experiment's arms and lift against its control, with the interval."""
     shown = []
     for spec in policy.experiments if policy else ():
-        result = report.experiment_result(report.exposures(conn, spec.name), spec)
+        result = report.experiment_result(report.exposures(conn, spec.name, *spec.run_ms()), spec)
         shown.append({"experiment": spec.name, "control": report.control_of(spec), **result})
     return shown
 

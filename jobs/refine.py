@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: experiment {spec.name} has no control variant", file=sys.stderr)
         return 2
     arms = {
-        v: (a.users, a.conversions) for v, a in arms_of(user_outcomes(config, spec.name)).items()
+        v: (a.users, a.conversions)
+        for v, a in arms_of(user_outcomes(config, spec.name, *spec.run_ms())).items()
     }
     weights = {v.name: v.weight for v in spec.variants}
     bounds = Bounds()

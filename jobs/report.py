@@ -12,57 +12,177 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from conf import settings as settings_module
 from conf.policy import Experiment, load_policy
-from conf.settings import Settings
-from models.experiment_stats import Arm, compare, sample_ratio
+from conf.settings import Privacy, Settings
+from models.experiment_stats import (
+    Arm,
+    Effect,
+    balance,
+    compare,
+    mean_effect,
+    ratio_effect,
+    sample_ratio,
+)
+from udfs.pseudonyms import configured_subject
 from udfs.timeunits import DAY_MS
 
+OPEN_START, OPEN_END = -(2**63), 2**63 - 1  # an open end of a run, as a bigint bound
 
-def user_outcomes(config: Settings, experiment: str) -> list[tuple[str, str, int, bool]]:
+
+class UserOutcome(NamedTuple):
+    """A user at their first exposure in the run, with the outcome of its attribution window."""
+
+    variant: str
+    user_id: str
+    first_ts: int
+    converted: bool
+    revenue: float = 0.0
+
+
+class UserHistory(NamedTuple):
+    """What the per-user metrics beyond conversion need: the pre-exposure covariate (purchases
+    and revenue in the experiment's pre-period, from the event archive) and the user's exposed
+    sessions in the run, with how many of them converted."""
+
+    pre_purchases: int
+    pre_revenue: float
+    sessions: int
+    converted_sessions: int
+
+
+def user_outcomes(
+    config: Settings, experiment: str, since: int | None = None, until: int | None = None
+) -> list[UserOutcome]:
     with psycopg.connect(config.postgres.conninfo()) as conn:
-        return exposures(conn, experiment)
+        return exposures(conn, experiment, since, until)
 
 
-def exposures(conn: psycopg.Connection, experiment: str) -> list[tuple[str, str, int, bool]]:
-    """(variant, user, first exposure time, converted in its window) per user whose first
-    exposure has an outcome; users whose window is still open are not counted yet."""
-    return (
+def exposures(
+    conn: psycopg.Connection, experiment: str, since: int | None = None, until: int | None = None
+) -> list[UserOutcome]:
+    """Each user whose first decision in [since, until) (event time) has an outcome; users whose
+    window is still open are not counted yet."""
+    rows = (
         conn.cursor(row_factory=tuple_row)
         .execute(
-            "SELECT variant, user_id, first_ts, converted FROM experiment_exposures"
-            " WHERE experiment = %s AND converted IS NOT NULL",
-            (experiment,),
+            "SELECT f.variant, f.user_id, f.ts, o.converted, o.revenue FROM ("
+            "  SELECT DISTINCT ON (user_id) variant, user_id, decision_id, ts FROM actions"
+            "  WHERE experiment = %(e)s AND ts >= %(since)s AND ts < %(until)s"
+            "  ORDER BY user_id, ts, decision_id) f"
+            " JOIN action_outcomes o USING (decision_id)",
+            {
+                "e": experiment,
+                "since": OPEN_START if since is None else since,
+                "until": OPEN_END if until is None else until,
+            },
         )
         .fetchall()
     )
+    return [UserOutcome(*row) for row in rows]
+
+
+def histories(
+    conn: psycopg.Connection,
+    experiment: str,
+    outcomes: list[UserOutcome],
+    pre_period_ms: int,
+    archive_id,
+    until: int | None = None,
+) -> dict[str, UserHistory]:
+    """The UserHistory of each user in `outcomes`; `archive_id` names a user as the event archive
+    does (their id, or its pseudonym with privacy.pseudonymize_archive)."""
+    users = [o.user_id for o in outcomes]
+    cursor = conn.cursor(row_factory=tuple_row)
+    before = dict.fromkeys(users, (0, 0.0))
+    before |= {
+        user: (purchases, revenue)
+        for user, purchases, revenue in cursor.execute(
+            "SELECT u.user_id, count(e.event_id),"
+            " coalesce(sum((e.properties ->> 'total')::double precision), 0)"
+            " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(user_id, archived, first_ts)"
+            " LEFT JOIN events e ON e.user_id = u.archived AND e.type = 'purchase'"
+            "  AND e.ts_ms >= u.first_ts - %s AND e.ts_ms < u.first_ts"
+            " GROUP BY u.user_id",
+            (users, [archive_id(u) for u in users], [o.first_ts for o in outcomes], pre_period_ms),
+        )
+    }
+    # An exposed session: one with a decision of the experiment in the run, counted when its
+    # outcome is known (a decision without an event, from a timer, is a session of its own).
+    sessions = dict.fromkeys(users, (0, 0))
+    sessions |= {
+        user: (n, converted)
+        for user, n, converted in cursor.execute(
+            "SELECT a.user_id, count(DISTINCT coalesce(e.session_id, a.decision_id)),"
+            " count(DISTINCT coalesce(e.session_id, a.decision_id)) FILTER (WHERE o.converted)"
+            " FROM unnest(%s::text[], %s::bigint[]) AS u(user_id, first_ts)"
+            " JOIN actions a ON a.user_id = u.user_id AND a.experiment = %s"
+            "  AND a.ts >= u.first_ts AND a.ts < %s"
+            " JOIN action_outcomes o ON o.decision_id = a.decision_id"
+            " LEFT JOIN events e ON e.event_id = a.event_id"
+            " GROUP BY a.user_id",
+            (
+                users,
+                [o.first_ts for o in outcomes],
+                experiment,
+                OPEN_END if until is None else until,
+            ),
+        )
+    }
+    return {u: UserHistory(*before[u], *sessions[u]) for u in users}
+
+
+def archive_naming(privacy: Privacy):
+    """How the event archive names a user: by their id, or with privacy.pseudonymize_archive
+    by their pseudonym."""
+    return configured_subject(privacy) if privacy.pseudonymize_archive else str
 
 
 def control_of(spec: Experiment) -> str:
     return next((v.name for v in spec.variants if v.control), spec.variants[0].name)
 
 
-def experiment_result(rows, spec: Experiment) -> dict:
-    """The report of the experiment `spec` from its user_outcomes rows."""
-    return analyse(rows, {v.name: v.weight for v in spec.variants}, control_of(spec))
+def experiment_result(rows, spec: Experiment, users: dict[str, UserHistory] | None = None) -> dict:
+    """The report of the experiment `spec` from its user_outcomes rows (and their histories)."""
+    return analyse(rows, {v.name: v.weight for v in spec.variants}, control_of(spec), users)
+
+
+def experiment_report(
+    conn: psycopg.Connection,
+    spec: Experiment,
+    privacy: Privacy,
+    since: int | None = None,
+    until: int | None = None,
+) -> tuple[list[UserOutcome], dict]:
+    """The whole report of one run of `spec`: [since, until) defaults to its configured run."""
+    start, end = spec.run_ms()
+    since, until = start if since is None else since, end if until is None else until
+    rows = exposures(conn, spec.name, since, until)
+    pre_period = spec.pre_period_days * DAY_MS
+    users = histories(conn, spec.name, rows, pre_period, archive_naming(privacy), until)
+    result = experiment_result(rows, spec, users)
+    result["run"] = {"since": since, "until": until, "pre_period_days": spec.pre_period_days}
+    return rows, result
 
 
 def arms_of(rows) -> dict[str, Arm]:
     """Exposed and converted users per variant, from user_outcomes rows."""
     users: dict[str, int] = defaultdict(int)
     converted: dict[str, int] = defaultdict(int)
-    for variant, _, _, bought in rows:
-        users[variant] += 1
-        converted[variant] += bought
+    for row in rows:
+        users[row.variant] += 1
+        converted[row.variant] += row.converted
     return {v: Arm(users[v], converted[v]) for v in users}
 
 
-def analyse(rows, weights: dict[str, float], control: str) -> dict:
+def analyse(rows, weights: dict[str, float], control: str, users=None) -> dict:
     names = list(weights)
     counted = arms_of(rows)
     arms = {v: counted.get(v, Arm(0, 0)) for v in names}
@@ -75,6 +195,9 @@ def analyse(rows, weights: dict[str, float], control: str) -> dict:
         "sample_ratio": {"checked": srm.checked, "p_value": srm.p_value, "mismatch": srm.mismatch},
         "against_control": {},
     }
+    by_variant = defaultdict(list)
+    for row in rows:
+        by_variant[row.variant].append(row)
     for v in names:
         if v == control or not arms[v].users or not arms[control].users:
             continue
@@ -88,7 +211,64 @@ def analyse(rows, weights: dict[str, float], control: str) -> dict:
             "p_value": c.p_value,
             "always_valid_p": c.always_valid_p,
         }
+        if users is not None and min(len(by_variant[control]), len(by_variant[v])) >= 2:
+            result["against_control"][v] |= per_user_metrics(
+                by_variant[control], by_variant[v], users
+            )
     return result
+
+
+def per_user_metrics(control: list, treated: list, users: dict[str, UserHistory]) -> dict:
+    """Conversion and revenue per user, each without and with CUPED adjustment by its own
+    pre-exposure counterpart; conversion per exposed session (delta method); and the balance of
+    the pre-exposure purchases between the arms."""
+
+    def column(rows, pick):
+        return [pick(r, users[r.user_id]) for r in rows]
+
+    metrics = {}
+    for name, outcome, covariate in (
+        ("conversion", lambda r, h: float(r.converted), lambda r, h: h.pre_purchases),
+        ("revenue_per_user", lambda r, h: r.revenue, lambda r, h: h.pre_revenue),
+    ):
+        m = mean_effect(
+            column(control, outcome),
+            column(treated, outcome),
+            column(control, covariate),
+            column(treated, covariate),
+        )
+        metrics[name] = {
+            "unadjusted": effect_dict(m.unadjusted),
+            "cuped": effect_dict(m.adjusted),
+            "variance_reduction": m.variance_reduction,
+        }
+    sessions = [
+        (column(rows, lambda r, h: h.converted_sessions), column(rows, lambda r, h: h.sessions))
+        for rows in (control, treated)
+    ]
+    if all(sum(den) > 0 for _, den in sessions):
+        control_ratio, treated_ratio, effect = ratio_effect(*sessions)
+        metrics["conversion_per_exposed_session"] = {
+            "control": control_ratio,
+            "treated": treated_ratio,
+            **effect_dict(effect),
+        }
+    b = balance(
+        column(control, lambda r, h: h.pre_purchases), column(treated, lambda r, h: h.pre_purchases)
+    )
+    metrics["balance"] = {
+        "covariate": "pre_purchases",
+        "control_mean": b.control_mean,
+        "treated_mean": b.treated_mean,
+        "standardized_difference": b.standardized_difference,
+        "p_value": b.p_value,
+        "imbalanced": b.imbalanced,
+    }
+    return metrics
+
+
+def effect_dict(e: Effect) -> dict:
+    return {"lift": e.estimate, "ci": list(e.ci), "p_value": e.p_value}
 
 
 def plot(rows, path: Path, experiment: str) -> None:
@@ -98,14 +278,14 @@ def plot(rows, path: Path, experiment: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for variant in sorted({r[0] for r in rows}):
-        mine = sorted((ts, bought) for v, _, ts, bought in rows if v == variant)
+    for variant in sorted({r.variant for r in rows}):
+        mine = sorted((r.first_ts, r.converted) for r in rows if r.variant == variant)
         days, rates, n, hits = [], [], 0, 0
         for ts, bought in mine:
             n, hits = n + 1, hits + bought
             days.append(ts / DAY_MS)
             rates.append(hits / n)
-        start = min(r[2] for r in rows) / DAY_MS
+        start = min(r.first_ts for r in rows) / DAY_MS
         ax.plot([d - start for d in days], rates, label=f"{variant} ({n} users)")
     ax.set_xlabel("days since the first exposure (event time)")
     ax.set_ylabel("cumulative conversion of exposed users")
@@ -116,9 +296,77 @@ def plot(rows, path: Path, experiment: str) -> None:
     plt.close(fig)
 
 
+def epoch_ms(text: str) -> int:
+    """An ISO date or time on the command line (UTC unless it says otherwise) as epoch ms."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def interval(ci) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def print_report(spec: Experiment, result: dict, out: Path) -> None:
+    control = control_of(spec)
+    run = result["run"]
+    period = " to ".join(
+        "open" if t is None else datetime.fromtimestamp(t / 1000, UTC).isoformat()
+        for t in (run["since"], run["until"])
+    )
+    print(f"experiment {spec.name} (control: {control}), first exposures from {period}")
+    for v, a in result["arms"].items():
+        print(f"  {v:<16}{a['users']:>7,} users{a['converted']:>7,} converted  {a['rate']:.3f}")
+    for v, c in result["against_control"].items():
+        print(
+            f"  {v} vs {control}: lift {c['absolute_lift']:+.4f} {interval(c['absolute_ci'])},"
+            f" p = {c['p_value']:.3g}, always-valid p = {c['always_valid_p']:.3g}"
+        )
+        for metric in ("conversion", "revenue_per_user"):
+            if metric in c:
+                m = c[metric]
+                print(
+                    f"    {metric:<18} unadjusted {m['unadjusted']['lift']:+.4f}"
+                    f" {interval(m['unadjusted']['ci'])}   CUPED {m['cuped']['lift']:+.4f}"
+                    f" {interval(m['cuped']['ci'])}   variance -{m['variance_reduction']:.0%}"
+                )
+        if "conversion_per_exposed_session" in c:
+            r = c["conversion_per_exposed_session"]
+            print(
+                f"    conversion per exposed session {r['control']:.4f} -> {r['treated']:.4f}:"
+                f" {r['lift']:+.4f} {interval(r['ci'])} (delta method)"
+            )
+        if "balance" in c:
+            b = c["balance"]
+            verdict = "IMBALANCED" if b["imbalanced"] else "ok"
+            print(
+                f"    balance of pre-exposure purchases: {b['control_mean']:.3f} vs"
+                f" {b['treated_mean']:.3f}, standardized difference"
+                f" {b['standardized_difference']:+.3f}, p = {b['p_value']:.3g} ({verdict})"
+            )
+    srm = result["sample_ratio"]
+    if srm["checked"]:
+        verdict = "MISMATCH" if srm["mismatch"] else "ok"
+        print(f"  sample ratio: p = {srm['p_value']:.3g} ({verdict})")
+    else:
+        print("  sample ratio: not checked (an arm expects fewer than 5 users)")
+    print(f"  written: {out / (spec.name + '.png')}, {out / (spec.name + '.json')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__)
     parser.add_argument("--experiment", required=True)
+    parser.add_argument(
+        "--from",
+        dest="since",
+        type=epoch_ms,
+        help="first exposures from (ISO date or time, UTC);"
+        " default: the experiment's configured start",
+    )
+    parser.add_argument(
+        "--until", type=epoch_ms, help="first exposures before (ISO); default: its configured end"
+    )
     parser.add_argument("--out", default=".local/reports", help="folder for the PNG and JSON")
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
@@ -128,32 +376,16 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(e.name for e in policy.experiments) or "none"
         print(f"error: no experiment {args.experiment!r} (configured: {known})", file=sys.stderr)
         return 2
-    control = control_of(spec)
-    rows = user_outcomes(config, spec.name)
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        rows, result = experiment_report(conn, spec, config.privacy, args.since, args.until)
     if not rows:
-        print(f"experiment {spec.name}: no exposed users yet")
+        print(f"experiment {spec.name}: no exposed users with an outcome in the run yet")
         return 0
-    result = experiment_result(rows, spec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{spec.name}.json").write_text(json.dumps(result, indent=2))
     plot(rows, out / f"{spec.name}.png", spec.name)
-    print(f"experiment {spec.name} (control: {control})")
-    for v, a in result["arms"].items():
-        print(f"  {v:<16}{a['users']:>7,} users{a['converted']:>7,} converted  {a['rate']:.3f}")
-    for v, c in result["against_control"].items():
-        low, high = c["absolute_ci"]
-        print(
-            f"  {v} vs {control}: lift {c['absolute_lift']:+.3f} [{low:+.3f}, {high:+.3f}],"
-            f" p = {c['p_value']:.3g}, always-valid p = {c['always_valid_p']:.3g}"
-        )
-    srm = result["sample_ratio"]
-    if srm["checked"]:
-        verdict = "MISMATCH" if srm["mismatch"] else "ok"
-        print(f"  sample ratio: p = {srm['p_value']:.3g} ({verdict})")
-    else:
-        print("  sample ratio: not checked (an arm expects fewer than 5 users)")
-    print(f"  written: {out / (spec.name + '.png')}, {out / (spec.name + '.json')}")
+    print_report(spec, result, out)
     return 0
 
 

@@ -15,12 +15,13 @@ from psycopg.rows import dict_row
 from conf.policy import load_policy
 from jobs import profile as job
 from jobs.publish import Publisher
-from jobs.report import analyse, user_outcomes
+from jobs.report import archive_naming, experiment_report, histories
 from models.generator import EventGenerator
 from models.responses import OfferResponses
 from tests.conftest import event_bytes
 from tests.integration.conftest import without_recommendations
 from udfs.pseudonyms import configured_subject
+from udfs.timeunits import DAY_MS
 
 EXPERIMENT = "offer_uplift"
 ACCEPT = 0.5  # a delivered discount is accepted (the cart bought) with this probability
@@ -226,7 +227,9 @@ def experiment_settings(own_outputs, trained, tmp_path):
     )
 
 
-def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(experiment_settings):
+def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(
+    experiment_settings, figures
+):
     settings = experiment_settings
     window = settings.actions.attribution_window_ms
     history = EventGenerator(settings.generator, USERS, DAYS, SEED).generate()
@@ -276,17 +279,19 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(experim
 
     policy = load_policy(settings.actions.actions_file, settings.actions.experiments_file)
     [spec] = policy.experiments
-    rows = user_outcomes(settings, EXPERIMENT)
-    rows = [r for r in rows if r[2] >= START_TS_MS]
-    result = analyse(rows, {v.name: v.weight for v in spec.variants}, "control")
+    # The report of the run that starts with this test's stretch of event time.
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        rows, result = experiment_report(conn, spec, settings.privacy, since=START_TS_MS)
+        pre_period = spec.pre_period_days * DAY_MS
+        covariates = histories(conn, EXPERIMENT, rows, pre_period, archive_naming(settings.privacy))
 
     # Exact, per user: control users convert exactly when the history has them buying; treated
     # users when it does or when they accepted their first offer.
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         first = dict(
             conn.execute(
-                "SELECT user_id, decision_id FROM experiment_exposures"
-                " WHERE experiment = %s AND first_ts >= %s",
+                "SELECT DISTINCT ON (user_id) user_id, decision_id FROM actions"
+                " WHERE experiment = %s AND ts >= %s ORDER BY user_id, ts, decision_id",
                 (EXPERIMENT, START_TS_MS),
             ).fetchall()
         )
@@ -298,11 +303,14 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(experim
     # The generated history ignores offers: its purchases are what users do anyway.
     bought = purchase_times(events)
     organic = {}
-    for variant, user, first_ts, converted in rows:
+    for variant, user, first_ts, converted, _ in rows:
         organic[user] = any(first_ts <= ts < first_ts + window for ts in bought.get(user, []))
         answer = users.answered.get(first[user], [])
         accepted = any(e["type"] == "purchase" for e in answer)
         assert converted == (organic[user] or (variant != "control" and accepted)), user
+        # The covariate CUPED adjusts by: the user's purchases before exposure, from the archive.
+        before = [ts for ts in bought.get(user, []) if first_ts - pre_period <= ts < first_ts]
+        assert covariates[user].pre_purchases == len(before), user
     assert delivered_control == 0 and users.missed == 0
 
     # Statistical: the report's interval covers the true uplift ACCEPT * (1 - organic rate).
@@ -322,4 +330,13 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(experim
     assert min(a["users"] for a in arms.values()) >= 80, arms
     assert low <= truth <= high
     assert low > 0, "the effect is large enough for the experiment to see"
+    conversion = lift["conversion"]
+    cuped_low, cuped_high = conversion["cuped"]["ci"]
+    figures(
+        f"conversion lift unadjusted {lift['absolute_lift']:+.3f} [{low:+.3f}, {high:+.3f}],"
+        f" CUPED {conversion['cuped']['lift']:+.3f} [{cuped_low:+.3f}, {cuped_high:+.3f}]"
+        f" (variance -{conversion['variance_reduction']:.0%}); true {truth:+.3f}"
+    )
+    assert cuped_low <= truth <= cuped_high
+    assert not lift["balance"]["imbalanced"]
     assert not result["sample_ratio"]["mismatch"]
