@@ -452,11 +452,15 @@ class Models(Strict):
     # A new version becomes active only if no target's hold-out ROC AUC is below the active
     # version's on the same hold-out by more than this; otherwise it is kept as rejected.
     gate_margin: Annotated[float, Field(ge=0, le=1)] = 0.01
-    # k-means: k with the best silhouette in [k_min, k_max]; DBSCAN radius in scaled units.
+    # k-means: k with the best silhouette in [k_min, k_max].
     k_min: Annotated[int, Field(ge=2)] = 5
     k_max: Annotated[int, Field(ge=2)] = 9
+    # Dense cohorts (models/cohorts.py): DBSCAN with one radius in scaled units, or OPTICS,
+    # which finds clusters of different densities (steepness xi of the reachability plot).
+    dense_algorithm: Literal["dbscan", "optics"] = "dbscan"
+    dense_min_samples: Annotated[int, Field(ge=2)] = 8
     dbscan_eps: Annotated[float, Field(gt=0)] = 2.2
-    dbscan_min_samples: Annotated[int, Field(ge=2)] = 8
+    optics_xi: Annotated[float, Field(gt=0, lt=1)] = 0.02
     # A cohort needs this many training samples for its own propensity model.
     min_cohort_samples: Annotated[int, Field(ge=10)] = 300
     onnx_opset: Annotated[int, Field(ge=9)] = 17

@@ -1,12 +1,20 @@
-"""Cohorts: k-means (k chosen by silhouette) for assignment, DBSCAN for discovering dense groups
-of any shape, and readable names generated from each centroid's most distinctive traits."""
+"""Cohorts: k-means (k chosen by silhouette) for assignment, DBSCAN or OPTICS
+(`models.dense_algorithm`) for discovering dense groups of any shape, and readable names generated
+from each centroid's most distinctive traits.
+
+A dense cohort is served as a nearest-neighbour lookup: a user belongs to the cohort of the
+nearest reference sample if they are within its radius, else to none (noise). For DBSCAN the
+references are the core samples and the radius is eps; for OPTICS, whose clusters have no single
+density, they are the clustered samples and each one's radius is its own core distance (the
+distance to its min_samples-th neighbour), so a new user joins a cluster only where they are as
+close as its members are to each other."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import DBSCAN, KMeans
+from sklearn.cluster import DBSCAN, OPTICS, KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -46,14 +54,22 @@ LOW = {
 class Cohorts:
     kmeans: Pipeline  # scaler + k-means: label and distances to every centroid
     silhouette: dict[int, float]  # k -> silhouette score, for the report
-    dbscan_neighbors: Pipeline  # scaler + nearest core sample: DBSCAN cohort within eps
-    dbscan_labels: list[int]  # cohort of each core sample, in the neighbour index's order
-    dbscan_eps: float
+    dense_algorithm: str  # "dbscan" or "optics"
+    dense_neighbors: Pipeline  # scaler + nearest reference sample
+    dense_labels: list[int]  # dense cohort of each reference sample, in the index's order
+    dense_radii: list[float]  # how near a user must be to a reference sample to join its cohort
     profiles: list[dict]  # per k-means cohort: id, name, size, traits
 
     @property
     def k(self) -> int:
         return len(self.profiles)
+
+    def dense_cohorts(self, X: np.ndarray) -> np.ndarray:
+        """The dense cohort of each row as the scoring step serves it (NOISE if none)."""
+        distance, index = self.dense_neighbors[1].kneighbors(self.dense_neighbors[0].transform(X))
+        labels = np.asarray(self.dense_labels)[index[:, 0]]
+        within = distance[:, 0] <= np.asarray(self.dense_radii)[index[:, 0]]
+        return np.where(within, labels, NOISE)
 
 
 def fit(X: np.ndarray, m: Models, progress=print) -> Cohorts:
@@ -72,25 +88,39 @@ def fit(X: np.ndarray, m: Models, progress=print) -> Cohorts:
     kmeans = fitted[best]
     scaler = kmeans[0]
     scaled = scaler.transform(X)
-    dbscan = DBSCAN(eps=m.dbscan_eps, min_samples=m.dbscan_min_samples).fit(scaled)
-    core = dbscan.core_sample_indices_
+    all_labels, references, radii = dense_fit(scaled, m)
     neighbors = Pipeline(
         [("scale", scaler), ("nearest", NearestNeighbors(n_neighbors=1, radius=None))]
     )
-    neighbors[1].fit(scaled[core] if len(core) else scaled[:1])
-    found = len(set(dbscan.labels_) - {NOISE})
-    noise = int((dbscan.labels_ == NOISE).sum())
-    progress(f"[train] DBSCAN eps={m.dbscan_eps}: {found} dense cohorts, {noise} users as noise")
+    neighbors[1].fit(scaled[references] if len(references) else scaled[:1])
+    found = len(set(all_labels) - {NOISE})
+    noise = int((all_labels == NOISE).sum())
+    progress(f"[train] {m.dense_algorithm}: {found} dense cohorts, {noise} users as noise")
     labels = kmeans[1].labels_
     profiles = describe(kmeans[1].cluster_centers_, labels)
+    if not len(references):  # everyone is noise: one reference nobody is near
+        return Cohorts(kmeans, scores, m.dense_algorithm, neighbors, [NOISE], [0.0], profiles)
     return Cohorts(
         kmeans,
         scores,
+        m.dense_algorithm,
         neighbors,
-        [int(x) for x in dbscan.labels_[core]] if len(core) else [NOISE],
-        m.dbscan_eps,
+        [int(x) for x in all_labels[references]],
+        [float(r) for r in radii],
         profiles,
     )
+
+
+def dense_fit(scaled: np.ndarray, m: Models) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row's dense cohort (NOISE for none), the rows kept as references for serving, and
+    each reference's radius."""
+    if m.dense_algorithm == "optics":
+        optics = OPTICS(min_samples=m.dense_min_samples, xi=m.optics_xi).fit(scaled)
+        references = np.flatnonzero(optics.labels_ != NOISE)
+        return optics.labels_, references, optics.core_distances_[references]
+    dbscan = DBSCAN(eps=m.dbscan_eps, min_samples=m.dense_min_samples).fit(scaled)
+    references = dbscan.core_sample_indices_
+    return dbscan.labels_, references, np.full(len(references), m.dbscan_eps)
 
 
 def describe(centers: np.ndarray, labels: np.ndarray) -> list[dict]:

@@ -114,7 +114,7 @@ class ModelSet:
         self.propensity: dict[tuple[str, int | None], tuple[str, OnnxModel]] = {}
         self.kmeans = self.dense = None
         self.core_labels: list[int] = []
-        self.eps = 0.0
+        self.radii: list[float] = []
         for name, entry in manifest["models"].items():
             if entry["kind"] not in PROFILE_MODELS:
                 continue
@@ -126,7 +126,9 @@ class ModelSet:
                 self.kmeans = model
                 self.cohort_names = {c["cohort"]: c["name"] for c in entry["cohorts"]}
             elif entry["kind"] == "dense_cohorts":
-                self.dense, self.core_labels, self.eps = model, entry["core_labels"], entry["eps"]
+                self.dense, self.core_labels = model, entry["core_labels"]
+                # Versions before OPTICS recorded DBSCAN's one radius.
+                self.radii = entry.get("radii") or [entry["eps"]] * len(self.core_labels)
             elif entry["kind"] == "propensity":
                 self.propensity[(entry["target"], entry["cohort"])] = (name, model)
         if self.kmeans is None:
@@ -138,11 +140,13 @@ class ModelSet:
         return [float(d) for d in distances[0]]
 
     def dense_cohort(self, features: FeatureVector) -> int:
-        """DBSCAN's cohort: that of the nearest core sample within eps, else noise."""
+        """The dense cohort (DBSCAN or OPTICS): that of the nearest reference sample if within
+        its radius, else noise (models/cohorts.py)."""
         if self.dense is None:
             return NOISE
         index, distance = self.dense.run(self.dense.vector_rows([features]))
-        return int(self.core_labels[int(index[0][0])]) if distance[0][0] <= self.eps else NOISE
+        nearest = int(index[0][0])
+        return int(self.core_labels[nearest]) if distance[0][0] <= self.radii[nearest] else NOISE
 
     def propensities(self, features: FeatureVector, cohort: int, targets=None) -> list[Propensity]:
         """Each target's probability from the cohort's own model, or the global one."""

@@ -185,3 +185,50 @@ def test_the_report_sets_each_model_beside_a_baseline_on_the_same_hold_out(train
         )
         assert {"roc_auc", "pr_auc", "brier", "calibration"} <= set(baseline)
         assert model["roc_auc"] > baseline["roc_auc"], target
+
+
+def test_optics_cohorts_are_exported_and_served_like_dbscan_and_measured_on_the_archetypes(
+    trained, tmp_path, figures
+):
+    """OPTICS selected in config, fitted on the session's collected users: the registered
+    artifact is served by the scoring step's own lookup, every clustered user is served their
+    own OPTICS cluster, and the training report's quality against the archetypes is recorded."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from models import cohorts as cohort_models
+    from models.train import cohort_artifacts
+    from udfs.model_features import FeatureVector
+    from udfs.scoring import NOISE, ModelSet
+
+    m = CONFIG.models.model_copy(update={"dense_algorithm": "optics"})
+    collected = trained.collected
+    X = np.array(list((collected.cohort_train or collected.cohort_final).values()))
+    fitted = cohort_models.fit(X, m, progress=lambda line: None)
+    labels, references, radii = cohort_models.dense_fit(fitted.kmeans[0].transform(X), m)
+    assert len(set(labels) - {NOISE}) >= 2 and 0 < len(references) < len(X)
+    assert (fitted.dense_cohorts(X)[references] == labels[references]).all()
+
+    dense = {"algorithm": "optics"}
+    artifacts = cohort_artifacts(fitted, X, {}, dense, m)
+    registry = Registry(tmp_path)
+    manifest = registry.write(1, artifacts, (0, 1))
+    assert manifest["models"]["cohorts-optics"]["algorithm"] == "optics"
+    served = ModelSet(manifest, registry.model_bytes)
+    rows = list(collected.cohort_final.values())
+    expected = fitted.dense_cohorts(np.array(rows))
+    for row, cohort in zip(rows, expected, strict=True):
+        values = [0.0] * len(FEATURES)
+        for name, value in zip(COHORT_FEATURES, row, strict=True):
+            values[FEATURES.index(name)] = float(value)
+        assert served.dense_cohort(FeatureVector(values)) == cohort
+
+    truth = [collected.archetypes[u] for u in collected.cohort_final]
+    optics_ari = adjusted_rand_score(truth, expected)
+    dbscan = trained.report["cohorts"]["dense"]
+    assert dbscan["algorithm"] == "dbscan" and "adjusted_rand_index" in dbscan
+    figures(
+        f"dense cohorts against the hidden archetypes (adjusted Rand index): OPTICS"
+        f" {optics_ari:.3f} ({(expected == NOISE).mean():.0%} noise), DBSCAN"
+        f" {dbscan['adjusted_rand_index']:.3f} ({dbscan['noise_share']:.0%} noise)"
+    )
+    assert optics_ari > 0.1, "OPTICS finds more of the archetypes' structure than chance"
