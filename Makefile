@@ -21,7 +21,7 @@ STREAMING ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format bench-recommendations \
+.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format estimate bench-recommendations \
         generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
         sql consume erasures release contracts metrics pseudonym browser serve bench-api
 
@@ -100,6 +100,10 @@ EXPERIMENT ?=
 report: up ## results of one run of an experiment (EXPERIMENT=name, FROM= UNTIL= ISO dates): lift with and without CUPED, ratio metrics, balance, sample ratio, PNG in .local/reports
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml> [FROM=2026-11-01 UNTIL=2026-12-01]" >&2; exit 2; }
 	$(PY) -m jobs.report --experiment $(EXPERIMENT) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
+
+estimate: up ## what candidate targeting policies would have achieved on an experiment's logged decisions (CANDIDATE="conf/candidates/a.yaml ..."), off-policy with intervals, or why unsupported
+	@test -n "$(CANDIDATE)" || { echo "usage: make estimate CANDIDATE=\"conf/candidates/<name>.yaml ...\" [FROM= UNTIL=]" >&2; exit 2; }
+	$(PY) -m jobs.estimate --candidate $(CANDIDATE) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
 
 refine: up ## move an experiment's variant weights towards the best variant (EXPERIMENT=name), bounded and logged; publishes them to running jobs
 	@test -n "$(EXPERIMENT)" || { echo "usage: make refine EXPERIMENT=<name from conf/experiments.yaml>" >&2; exit 2; }

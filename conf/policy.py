@@ -223,6 +223,60 @@ def default_paths() -> tuple[Path, Path]:
     return folder / "actions.yaml", folder / "experiments.yaml"
 
 
+class Bound(Strict):
+    """A score's range, from `min` (included) to `max` (excluded)."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class CandidateRule(Strict):
+    arm: Name  # a variant of the experiment
+    when: dict[str, Bound] = {}  # every bound must hold; a score the unit lacks fails it
+
+    @model_validator(mode="after")
+    def known_scores(self):
+        unknown = set(self.when) - set(SCORES)
+        if unknown:
+            raise ValueError(f"unknown scores {sorted(unknown)}; known: {', '.join(SCORES)}")
+        return self
+
+    def matches(self, scores: dict[str, float]) -> bool:
+        for name, bound in self.when.items():
+            value = scores.get(name)
+            if value is None or (bound.min is not None and value < bound.min):
+                return False
+            if bound.max is not None and value >= bound.max:
+                return False
+        return True
+
+
+class Candidate(Strict):
+    """A candidate targeting policy for an experiment's users (`make estimate`): the first rule
+    that matches a user's scores picks their arm, else `otherwise`."""
+
+    name: Name
+    experiment: Name
+    rules: tuple[CandidateRule, ...] = ()
+    otherwise: Name
+
+    def arm_for(self, scores: dict[str, float]) -> str:
+        return next((r.arm for r in self.rules if r.matches(scores)), self.otherwise)
+
+
+def load_candidate(path: str | Path) -> Candidate:
+    """Reads and validates a candidate policy file; raises ConfigError naming every bad value."""
+    try:
+        return Candidate.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except OSError as exc:
+        raise ConfigError(f"cannot read the candidate policy: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid candidate policy in {path}:\n" + "\n".join(lines)) from None
+
+
 def load_policy(actions_path: str | Path | None = None, experiments_path=None) -> Policy:
     """Reads and validates both files; raises ConfigError naming every bad value."""
     default_actions, default_experiments = default_paths()

@@ -12,11 +12,13 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from conf.policy import load_policy
+from conf.policy import Candidate, load_policy
 from jobs import profile as job
+from jobs.estimate import logged_units, propensities
 from jobs.publish import Publisher
 from jobs.report import archive_naming, experiment_report, histories
 from models.generator import EventGenerator
+from models.off_policy import evaluate
 from models.responses import OfferResponses
 from tests.conftest import event_bytes
 from tests.integration.conftest import without_recommendations
@@ -196,6 +198,13 @@ def wait_for(condition, timeout_s: float, what: str, users: Users | None = None)
             time.sleep(0.5)
 
 
+def everyone_gets(arm: str) -> Candidate:
+    """A candidate policy giving `arm` to every user the logged policy decided for."""
+    return Candidate.model_validate(
+        {"name": arm, "experiment": EXPERIMENT, "rules": [{"arm": arm}], "otherwise": "control"}
+    )
+
+
 def purchase_times(events: list[dict]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for e in events:
@@ -339,4 +348,21 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(
     )
     assert cuped_low <= truth <= cuped_high
     assert not lift["balance"]["imbalanced"]
+
+    # Off-policy, from the same logged decisions: the discount for everyone the policy decided
+    # for, against the control for everyone, is the true uplift; a discount the experiment never
+    # gave cannot be estimated.
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        units = logged_units(conn, EXPERIMENT, START_TS_MS, None)
+    everyone = everyone_gets("discount")
+    estimated = evaluate(everyone, units, propensities(spec), "control")
+    off_policy = estimated.lift_over_control
+    figures(
+        f"off-policy lift of the discount for everyone {off_policy.value:+.3f}"
+        f" [{off_policy.ci[0]:+.3f}, {off_policy.ci[1]:+.3f}] (doubly robust); true {truth:+.3f}"
+    )
+    assert estimated.supported and estimated.units == len(rows)
+    assert off_policy.ci[0] <= truth <= off_policy.ci[1]
+    refused = evaluate(everyone_gets("discount_20"), units, propensities(spec), "control")
+    assert not refused.supported and refused.doubly_robust is None
     assert not result["sample_ratio"]["mismatch"]
