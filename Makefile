@@ -15,13 +15,16 @@ RATE ?= 0
 FILE ?=
 MAPPING ?=
 FROM ?=
+POLICY ?=
+MODELS ?=
+CANDIDATE ?=
 UNTIL ?=
 JOB ?= profile
 STREAMING ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format estimate bench-recommendations \
+.PHONY: help install up down status run test test-unit test-models test-pipeline test-integration lint format backtest estimate bench-recommendations \
         generate replay cluster-up cluster-down submit clean train control report refine export-outcomes bench bench-train bench-stages \
         sql consume erasures release contracts metrics pseudonym browser serve bench-api
 
@@ -100,6 +103,9 @@ EXPERIMENT ?=
 report: up ## results of one run of an experiment (EXPERIMENT=name, FROM= UNTIL= ISO dates): lift with and without CUPED, ratio metrics, balance, sample ratio, PNG in .local/reports
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml> [FROM=2026-11-01 UNTIL=2026-12-01]" >&2; exit 2; }
 	$(PY) -m jobs.report --experiment $(EXPERIMENT) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
+
+backtest: up ## what candidate policies and a model version would have decided on archived history, in Flink's batch mode (POLICY="a.yaml b.yaml" MODELS= FROM= UNTIL=); writes .local/backtests/
+	$(PY) -m jobs.backtest $(if $(POLICY),--policy $(POLICY)) $(if $(MODELS),--models $(MODELS)) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
 
 estimate: up ## what candidate targeting policies would have achieved on an experiment's logged decisions (CANDIDATE="conf/candidates/a.yaml ..."), off-policy with intervals, or why unsupported
 	@test -n "$(CANDIDATE)" || { echo "usage: make estimate CANDIDATE=\"conf/candidates/<name>.yaml ...\" [FROM= UNTIL=]" >&2; exit 2; }

@@ -41,6 +41,7 @@ Run locally with `python -m jobs.profile` or on a cluster with `make submit JOB=
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -382,12 +383,15 @@ def build_pipeline(
     sinks: ProfileSinks,
     control: ControlSource,
     consent: runtime.RawSource | None = None,
+    data_end_ts: int | None = None,
 ) -> None:
     # The source stamps records with their event time and emits watermarks (per Kafka partition
     # in production) and reads the user key; records are parsed where their user's state is.
-    # `consent`: the consent topic's records, in the same form.
+    # `consent`: the consent topic's records, in the same form. `data_end_ts`: the latest event
+    # time of a bounded input known up front (a backtest's).
     enabled = config.recommendations.enabled
     settings = PipelineSettings.of(config, scoring_settings(config), enabled)
+    settings = dataclasses.replace(settings, data_end_ts=data_end_ts)
     records = source(env) if consent is None else source(env).union(consent(env))
     streams = build_profiles(records, control(env), settings, control.in_force)
     sinks.write(ProfileOutputs(**streams))

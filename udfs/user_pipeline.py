@@ -88,6 +88,7 @@ class PipelineSettings:
     recommendations: RecommendationSettings | None = None  # None: no recommendations
     privacy: Privacy = Privacy()
     pseudonyms: Pseudonyms | None = None  # None: analytical outputs carry users' own ids
+    data_end_ts: int | None = None  # a bounded run's latest event time, when known up front
 
     @classmethod
     def of(cls, config: Settings, scoring: ScoringSettings, recommending: bool) -> PipelineSettings:
@@ -136,7 +137,9 @@ class UserPipeline:
             r = self.recommending
             self.hyperplanes = Hyperplanes(r.lsh_bits, r.lsh_seed)
         self.parser = parser or EventParser(c.max_bytes, c.min_ts_ms, c.max_future_skew_ms)
-        self.latest_ts: int | None = None  # the latest event time this pipeline has seen
+        # The latest event time this pipeline has seen; a backtest tells where its input ends
+        # (in batch mode users come one after another, so none has seen it by then).
+        self.latest_ts: int | None = settings.data_end_ts
         self.duplicates = counter("duplicate_events")
         self.late = counter("late_events_dead_lettered")
         self.purges = counter("profiles_purged")
@@ -271,18 +274,24 @@ class UserPipeline:
 
     def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
         """The user's timer at event time `time` has fired (`end_of_input`: the watermark
-        jumped to the end of event time)."""
+        jumped to the end of event time). At the end of the input every later timer of the
+        user is due too, and fires here, in order: Flink's batch mode never fires a timer set
+        by a timer once the input has ended."""
         out: list[Emitted] = []
-        user.schedule.wake_at = None  # this timer has fired
-        if user.profile is None:
-            return out
-        # At the end of the input (a bounded run, or a drain) event time jumps to its end, but
-        # the users' time ends with the data: a layer expires only if a watermark as far as the
-        # latest event would have expired it. (Watermarks are periodic: the last one before the
-        # end can trail the data by any stretch of event time.)
-        expire = not end_of_input or time <= self.data_watermark()
-        self.catch_up(user, time, out, expire=expire)
-        return out
+        while True:
+            user.schedule.wake_at = None  # this timer has fired
+            if user.profile is None:
+                return out
+            # At the end of the input (a bounded run, or a drain) event time jumps to its end,
+            # but the users' time ends with the data: a layer expires only if a watermark as
+            # far as the latest event would have expired it. (Watermarks are periodic: the last
+            # one before the end can trail the data by any stretch of event time.)
+            expire = not end_of_input or time <= self.data_watermark()
+            self.catch_up(user, time, out, expire=expire)
+            later = user.schedule.wake_at
+            if not end_of_input or later is None or later <= time:
+                return out
+            time = later
 
     def data_watermark(self) -> int:
         """The watermark the latest event seen by this pipeline allows."""
