@@ -344,7 +344,7 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(
     figures(
         f"conversion lift unadjusted {lift['absolute_lift']:+.3f} [{low:+.3f}, {high:+.3f}],"
         f" CUPED {conversion['cuped']['lift']:+.3f} [{cuped_low:+.3f}, {cuped_high:+.3f}]"
-        f" (variance -{conversion['variance_reduction']:.0%}); true {truth:+.3f}"
+        f" (variance reduced {conversion['variance_reduction']:.0%}); true {truth:+.3f}"
     )
     assert cuped_low <= truth <= cuped_high
     assert not lift["balance"]["imbalanced"]
