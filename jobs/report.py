@@ -329,7 +329,8 @@ def print_report(spec: Experiment, result: dict, out: Path) -> None:
                 print(
                     f"    {metric:<18} unadjusted {m['unadjusted']['lift']:+.4f}"
                     f" {interval(m['unadjusted']['ci'])}   CUPED {m['cuped']['lift']:+.4f}"
-                    f" {interval(m['cuped']['ci'])}   variance reduced {m['variance_reduction']:.0%}"
+                    f" {interval(m['cuped']['ci'])}"
+                    f"   variance reduced {m['variance_reduction']:.0%}"
                 )
         if "conversion_per_exposed_session" in c:
             r = c["conversion_per_exposed_session"]
