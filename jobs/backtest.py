@@ -180,19 +180,30 @@ def archive_span(config: Settings, since: int | None, until: int | None) -> tupl
 
 
 def plot(names: list[str], summaries: list[dict], path: Path) -> None:
+    """Decisions per day of each candidate over the whole range (days without any at 0)."""
+    from datetime import date, timedelta
+
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    days = sorted({day for s in summaries for day in s["per_day"]})
+    found = sorted({day for s in summaries for day in s["per_day"]})
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for name, summary in zip(names, summaries, strict=True):
-        ax.plot(days, [summary["per_day"].get(d, 0) for d in days], marker="o", label=name)
+    if found:
+        first, last = date.fromisoformat(found[0]), date.fromisoformat(found[-1])
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        styles = ("-", "--", ":", "-.")
+        for n, (name, summary) in enumerate(zip(names, summaries, strict=True)):
+            counts = [summary["per_day"].get(d.isoformat(), 0) for d in days]
+            ax.plot(days, counts, styles[n % len(styles)], drawstyle="steps-mid", label=name)
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("day (event time, UTC)")
     ax.set_ylabel("decisions")
     ax.set_title("backtest: decisions per day")
-    ax.tick_params(axis="x", labelrotation=60)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
