@@ -372,7 +372,7 @@ def run_log(config: Settings, file: Path, mapping: Path) -> int:
             ranked = [s for s in scores if s[column] is not None]
             print(f"  top users by {column.replace('_', ' ')}")
             for s in sorted(ranked, key=lambda s: (-s[column], s["user_id"]))[:5]:
-                print(f"      {s['user_id']:<12}{s[column]:.3f}  ({s['cohort_name'] or '-'})")
+                print(f"      {s['user_id']:<12}  {s[column]:.3f}  ({s['cohort_name'] or '-'})")
         print()
     buyers = [p for p in profiles if p["purchase_count"]]
     print(f"  standard RFM: {len(buyers):,} customers with a purchase; the top by R+F+M")
