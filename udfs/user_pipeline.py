@@ -140,6 +140,7 @@ class UserPipeline:
         # The latest event time this pipeline has seen; a backtest tells where its input ends
         # (in batch mode users come one after another, so none has seen it by then).
         self.latest_ts: int | None = settings.data_end_ts
+        self.runs_out_timers = settings.data_end_ts is not None  # a backtest, in batch mode
         self.duplicates = counter("duplicate_events")
         self.late = counter("late_events_dead_lettered")
         self.purges = counter("profiles_purged")
@@ -274,9 +275,9 @@ class UserPipeline:
 
     def on_timer(self, user: UserState, time: int, end_of_input: bool) -> list[Emitted]:
         """The user's timer at event time `time` has fired (`end_of_input`: the watermark
-        jumped to the end of event time). At the end of the input every later timer of the
-        user is due too, and fires here, in order: Flink's batch mode never fires a timer set
-        by a timer once the input has ended."""
+        jumped to the end of event time). In a backtest every later timer of the user fires here
+        at the end of the input, in order: Flink's batch mode never fires a timer set by a timer
+        once the input has ended."""
         out: list[Emitted] = []
         while True:
             user.schedule.wake_at = None  # this timer has fired
@@ -289,7 +290,8 @@ class UserPipeline:
             expire = not end_of_input or time <= self.data_watermark()
             self.catch_up(user, time, out, expire=expire)
             later = user.schedule.wake_at
-            if not end_of_input or later is None or later <= time:
+            # Streaming leaves later timers to Flink, which fires them at the end of the input.
+            if not end_of_input or not self.runs_out_timers or later is None or later <= time:
                 return out
             time = later
 
