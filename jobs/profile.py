@@ -118,6 +118,19 @@ route_side_outputs_of_broadcast_timers()
 CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.STRING())
 
 
+class Level:
+    """A level (a version in use) exported as a counter moved to it. A Python gauge would be
+    called by the reporter's thread, and in thread mode such a call made while the job's Python
+    closes crashes the JVM; a counter's value is kept in the JVM."""
+
+    def __init__(self, counter):
+        self.counter, self.value = counter, 0
+
+    def set(self, value: int) -> None:
+        self.counter.inc(value - self.value)
+        self.value = value
+
+
 class BuildProfiles(KeyedBroadcastProcessFunction):
     """The Flink side of udfs.user_pipeline.UserPipeline: loads the user's state (one value,
     UserState) once per record or timer and stores it once, keeps the user's single timer where
@@ -134,8 +147,9 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.pipeline = UserPipeline(self.settings, self.live, metrics.counter)
         # What this subtask scores with now (0: no models) and the policy in force.
-        metrics.gauge("model_version", lambda: self.live.models.version if self.live.models else 0)
-        metrics.gauge("policy_sequence", lambda: self.live.sequences.get(POLICY, 0))
+        self.model_version = Level(metrics.counter("model_version"))
+        self.policy_sequence = Level(metrics.counter("policy_sequence"))
+        self.show_control()
         self.user = runtime_context.get_state(state_descriptor("user"))
         self.states = profile_state.StateCodec(self.settings.profile)
         # Where event ids were kept before they moved into the user's value: read once, then
@@ -152,6 +166,11 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
             return
         if self.live.apply(record):
             ctx.get_broadcast_state(CONTROL_STATE).put(record.kind, value)
+            self.show_control()
+
+    def show_control(self) -> None:
+        self.model_version.set(self.live.models.version if self.live.models else 0)
+        self.policy_sequence.set(self.live.sequences.get(POLICY, 0))
 
     def use_restored_control(self, ctx) -> None:
         """Records of a restored snapshot newer than the submission's (a restart after a
@@ -159,6 +178,7 @@ class BuildProfiles(KeyedBroadcastProcessFunction):
         self.restored_control = True
         for _, value in ctx.get_broadcast_state(CONTROL_STATE).items():
             self.live.apply(ControlRecord.decode(value))
+        self.show_control()
 
     def process_element(self, record: Row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         if not self.restored_control:

@@ -7,9 +7,10 @@ logic; docs/recommendations.md the design):
 
 learn-items keeps one Knowledge per item and per bucket in keyed state, with an event-time timer
 for a pending summary or its expiry. rank keeps every summary in broadcast state (checkpointed;
-read into memory once per subtask) and each user's latest list in keyed state. There is no cycle:
-build-profiles never reads what the later steps know, and an offer that needs a list is finished
-by rank.
+read into memory once per subtask) and each user's latest list in keyed state, with the requests
+waiting behind an offer held while it knows no item (until the watermark passes the offer). There
+is no cycle: build-profiles never reads what the later steps know, and an offer that needs a list
+is finished by rank.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class Rank(KeyedBroadcastProcessFunction):
         self.loaded = False  # the broadcast state is read into memory on the first call
         descriptor = ValueStateDescriptor("latest-list", Types.PICKLED_BYTE_ARRAY())
         self.latest = runtime_context.get_state(descriptor)
+        # Requests waiting behind an offer held until some item is known (RankingStep.answer).
+        descriptor = ValueStateDescriptor("waiting-requests", Types.PICKLED_BYTE_ARRAY())
+        self.waiting = runtime_context.get_state(descriptor)
 
     def load(self, ctx) -> None:
         self.loaded = True
@@ -129,11 +133,26 @@ class Rank(KeyedBroadcastProcessFunction):
     def process_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         if not self.loaded:
             self.load(ctx)
-        out, ids = self.step.on_request(self.latest.value(), json.loads(value.body))
+        queue = (self.waiting.value() or []) + [json.loads(value.body)]
+        yield from self.answer(queue, ctx.timer_service().current_watermark(), ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
+        """The watermark passed a held offer: every summary of earlier events is here."""
+        if not self.loaded:
+            self.load(ctx)
+        yield from self.answer(self.waiting.value() or [], timestamp, ctx)
+
+    def answer(self, queue: list[dict], watermark: int, ctx):
+        out, ids, waiting = self.step.answer(self.latest.value(), queue, watermark)
         if ids is None:
             self.latest.clear()
         else:
             self.latest.update(ids)
+        if waiting:
+            self.waiting.update(waiting)
+            ctx.timer_service().register_event_time_timer(waiting[0]["ts"])
+        else:
+            self.waiting.clear()
         for emitted in out:
             if emitted.output is outputs.ACTIONS:
                 yield OFFERS.tag, OFFERS.row(emitted)

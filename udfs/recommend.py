@@ -354,8 +354,11 @@ class Catalogue:
         elif name in self._popularity:
             self._as_of = None  # a forgotten item leaves the ranking at once
 
-    def refresh(self, now: int, half_life: float) -> None:
-        if self._as_of is not None and 0 <= now - self._as_of < self.refresh_ms:
+    def refresh(self, now: int, half_life: float, wanted: int = 0) -> None:
+        """`wanted`: a ranking shorter than this is stale if the catalogue has more items (one
+        made before the first summaries arrived would otherwise leave lists empty)."""
+        fresh = self._as_of is not None and 0 <= now - self._as_of < self.refresh_ms
+        if fresh and len(self._ranked) >= min(wanted, len(self.items)):
             return
         self._as_of = now
         self._popularity = {
@@ -370,7 +373,7 @@ class Catalogue:
 
     def popular(self, now: int, half_life: float, n: int) -> list[tuple[float, str]]:
         """The `n` most popular items, (popularity, item)."""
-        self.refresh(now, half_life)
+        self.refresh(now, half_life, wanted=n)
         return [(self._popularity[i], i) for i in self._ranked[:n]]
 
 

@@ -10,6 +10,8 @@ and the benchmark run the same steps with state in dicts (InMemorySteps).
     RankingStep.on_summary(key, summary)        the catalogue updated
     RankingStep.on_request(last, body)          the user's list (when it changed), an offer
                                                 with its items, or the user forgotten
+    RankingStep.answer(last, queue, watermark)  a user's requests in order, an offer held
+                                                (and those after it) while no item is known
 """
 
 from __future__ import annotations
@@ -86,6 +88,25 @@ class RankingStep:
         if offer is not None:
             out.append(with_items(offer, ids))
         return out, ids
+
+    def must_wait(self, body: dict, watermark: int) -> bool:
+        """Whether an offer waits: ranking knows no item yet and the watermark is short of the
+        offer's event time, so the summaries of earlier events may still be on their way (a job
+        starting on a backlog); an empty offer would reach the user."""
+        return body.get("offer") is not None and not self.catalogue.items and body["ts"] > watermark
+
+    def answer(
+        self, last: list[str] | None, queue: list[dict], watermark: int
+    ) -> tuple[list[Emitted], list | None, list[dict]]:
+        """A user's queued requests answered in order until one must wait: (outputs, the user's
+        latest list now, the requests still waiting, the first of them the one that waits)."""
+        out: list[Emitted] = []
+        for i, body in enumerate(queue):
+            if self.must_wait(body, watermark):
+                return out, last, queue[i:]
+            made, last = self.on_request(last, body)
+            out += made
+        return out, last, []
 
 
 def with_items(offer: list, ids: list[str]) -> Emitted:

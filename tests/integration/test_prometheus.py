@@ -1,8 +1,8 @@
 """Flink's Prometheus reporter (`flink.prometheus_ports`) during the stream run's profile job:
-the endpoints a Prometheus server would scrape serve the job's own counters and gauges, the
+the endpoints a Prometheus server would scrape serve the job's own counters and levels, the
 Kafka source's lag and the checkpoints' durations (docs/operations.md)."""
 
-# The job's own metrics (udfs/user_pipeline.py counters, jobs/profile.py gauges).
+# The job's own metrics (udfs/user_pipeline.py counters, jobs/profile.py levels).
 OWN = (
     "duplicate_events",
     "late_events_dead_lettered",

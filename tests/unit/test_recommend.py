@@ -274,3 +274,30 @@ def test_a_short_list_is_filled_up_with_popular_items_scored_zero():
     assert [r.item for r in ranked][:3] == ["bought", "hit", "pricey"]
     assert all(r.score == 0.0 and r.reasons == ("popularity",) for r in ranked)
     assert len(ranked) == len(CATALOGUE.items)  # fewer items than a list holds
+
+
+def test_an_offer_waits_while_no_item_is_known_and_later_requests_queue_behind_it():
+    """A job starting on a backlog: a user's offer can reach ranking before the summaries of
+    earlier events do. It waits (and so does what follows it) until an item is known or the
+    watermark passes it; then the user's requests are answered in order."""
+    step = RankingStep(R)
+    offer = ["d1", "u1", T0, "e1", "recommendation_offer", "drift", 0.9, 0.8]
+    offer += ['{"kind":"recommendations","items":"${recommendations}"}', None, None, True, 3, "{}"]
+    offered = {**request().to_json(), "offer": offer}
+    later = {**request().to_json(), "ts": T0 + 5}
+    out, last, waiting = step.answer(None, [offered, later], watermark=T0 - 1)
+    assert (out, last, waiting) == ([], None, [offered, later])
+    step.on_summary(item_key("a"), item())
+    out, last, waiting = step.answer(None, waiting, watermark=T0 - 1)
+    listed, action = out  # the later request finds the same list: nothing more goes out
+    assert json.loads(action.values[8])["items"] == last == ["a"] and waiting == []
+    # Knowing nothing by the offer's event time, it goes out as it is, not held for ever.
+    out, last, waiting = RankingStep(R).answer(None, [offered], watermark=T0)
+    assert waiting == [] and json.loads(out[-1].values[8])["items"] == []
+
+
+def test_popularity_ranked_before_the_first_summaries_is_refreshed_when_they_arrive():
+    catalogue = Catalogue()
+    assert catalogue.popular(T0, R.half_life_ms, 5) == []
+    catalogue.apply(item_key("a"), item())
+    assert [i for _, i in catalogue.popular(T0 + 1, R.half_life_ms, 5)] == ["a"]
