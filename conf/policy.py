@@ -105,6 +105,9 @@ class Variant(Strict):
     weight: Annotated[float, Field(gt=0)]
     control: bool = False  # receives nothing; decisions are logged as "would have triggered"
     actions: dict[str, VariantChange] = {}
+    # In an experiment about lead scoring: false scores the arm's leads without the cohort
+    # modifiers (udfs/leads.py).
+    lead_modifiers: bool = True
 
 
 class Experiment(Strict):
@@ -113,7 +116,10 @@ class Experiment(Strict):
     traffic: Annotated[float, Field(gt=0, le=1)]  # share of the layer's users it takes
     salt: str  # changing it reshuffles who gets which variant
     active: bool = True
-    actions: tuple[str, ...]  # the actions this experiment is about
+    actions: tuple[str, ...] = ()  # the actions this experiment is about
+    # About lead scoring instead: each lead score of its users is scored as their arm's
+    # `lead_modifiers` says, and gets an outcome (a purchase within `leads.horizon_ms`).
+    leads: bool = False
     variants: tuple[Variant, ...]
     # The run a report covers, in event time: users first exposed from `start` until `end`
     # (UTC; a date alone is its midnight). Changing an arm (its payload, threshold or weight)
@@ -152,6 +158,15 @@ class Experiment(Strict):
         for v in self.variants:
             if set(v.actions) - set(self.actions):
                 raise ValueError(f"variant {v.name!r} changes actions outside the experiment")
+        if self.leads:
+            if self.actions or any(v.control for v in self.variants):
+                raise ValueError(
+                    "an experiment about lead scoring has no actions and no control variant"
+                )
+        elif not self.actions:
+            raise ValueError("an experiment names its actions, or is about leads (leads: true)")
+        elif any(not v.lead_modifiers for v in self.variants):
+            raise ValueError("lead_modifiers is for variants of an experiment about leads")
         return self
 
 
@@ -185,6 +200,12 @@ class Policy(Strict):
                         f"action {action!r} is in experiments of layers {layer_of[action]!r} and "
                         f"{e.layer!r}: experiments over one action must share a layer"
                     )
+        lead_layers = {e.layer for e in self.experiments if e.leads and e.active}
+        if len(lead_layers) > 1:
+            raise ValueError(
+                f"active experiments about leads are in layers {sorted(lead_layers)}:"
+                " they must share one layer"
+            )
         experiment_names = [e.name for e in self.experiments]
         if len(set(experiment_names)) != len(experiment_names):
             raise ValueError("experiment names must be unique")
@@ -213,6 +234,11 @@ class Policy(Strict):
             for e in found
             for a in e.actions
         }
+
+    @cached_property
+    def lead_layer(self) -> str | None:
+        """The layer of the active experiments about lead scoring, if any."""
+        return next((e.layer for e in self.experiments if e.leads and e.active), None)
 
     def action(self, name: str) -> Action:
         return next(a for a in self.actions if a.name == name)

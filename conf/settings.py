@@ -42,6 +42,7 @@ TOPIC_NAMES = (
     "action_outcomes",
     "recommendations",
     "lead_scores",
+    "lead_outcomes",
     "metrics",
     "alerts",
 )
@@ -73,6 +74,7 @@ class Topics(Strict):
     action_outcomes: Topic
     recommendations: Topic
     lead_scores: Topic
+    lead_outcomes: Topic = Topic(name="lead-outcomes")
     metrics: Topic
     alerts: Topic
 
@@ -94,6 +96,7 @@ OUTPUT_TOPICS = (
     "scores",
     "cohort_moves",
     "lead_scores",
+    "lead_outcomes",
     "actions",
     "action_outcomes",
     "recommendations",
@@ -483,6 +486,9 @@ class Leads(Strict):
     # A user's lead record goes out when the score moved by at least this much since their
     # last one, or their cohort or modifiers changed (0: on every update).
     min_change: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # In an experiment about lead scoring, a lead score converts if its user purchases within
+    # this long after it (models/lead_quality.py).
+    horizon_ms: Annotated[int, Field(gt=0)] = 7 * 86_400_000
 
 
 class Actions(Strict):

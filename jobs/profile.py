@@ -16,6 +16,8 @@
            |-> scores              -> Kafka `scores` + PostgreSQL `user_scores`
            |-> cohort moves        -> Kafka `cohort-moves` + PostgreSQL `cohort_moves`
            |-> lead scores         -> Kafka `lead-scores` + PostgreSQL `leads`
+           |-> lead outcomes       -> Kafka `lead-outcomes` + PostgreSQL `lead_outcomes` (in an
+           |                          experiment about lead scoring)
            |-> actions             -> Kafka `actions` + PostgreSQL `actions` (the decision step)
            |-> action outcomes     -> Kafka `action-outcomes` + PostgreSQL `action_outcomes`
            |-> item interactions   -> learn-items (keyed by item and bucket) -> summaries,
@@ -293,6 +295,7 @@ class ProfileOutputs:
     scores: DataStream
     cohort_moves: DataStream
     leads: DataStream
+    lead_outcomes: DataStream
     actions: DataStream  # decisions, but offers of recommendations
     outcomes: DataStream
     erasures: DataStream  # users to erase everywhere (jobs/erasure.py)
@@ -474,25 +477,33 @@ class ProductionSinks:
             (streams.recommendations, outputs.RECOMMENDATIONS),
             (streams.offers, outputs.ACTIONS),
         ):
-            topic = getattr(config.kafka.topics, output.topic)
-            flink = RECOMMENDATIONS if output is outputs.RECOMMENDATIONS else FLINK_OUTPUTS[output]
-            table = output_table(t, stream, flink)
-            name, writer = output.table, f"profile-{topic.name}"
-            if stream is streams.offers:
-                name, writer = f"{name}_offers", f"{writer}-offers"
-            kafka_table = sinks.user_records_table(
-                t, config, f"{name}_topic", topic, writer, output.deletable
-            )
-            statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
-            pg = sinks.postgres_table(t, config, f"{name}_out", output)
-            statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
-        # Added last: the planner numbers the sinks' operators in this order (their uids).
+            self.to_topic_and_table(statements, stream, output, stream is streams.offers)
+        # Added after the others: the planner numbers the sinks' operators in this order (their
+        # uids), and a savepoint of an earlier version restores by them.
         erasures = sinks.user_records_table(
             t, config, "erasures_topic", config.kafka.topics.erasures, "profile-erasures", False
         )
         table = t.from_data_stream(streams.erasures)
         statements.add_insert(erasures, table.select(col("user_id"), col("record")))
+        self.to_topic_and_table(statements, streams.lead_outcomes, outputs.LEAD_OUTCOMES)
         statements.attach_as_datastream()
+
+    def to_topic_and_table(
+        self, statements, stream: DataStream, output: outputs.Output, offers: bool = False
+    ) -> None:
+        t, config = self.t_env, self.config
+        topic = getattr(config.kafka.topics, output.topic)
+        flink = RECOMMENDATIONS if output is outputs.RECOMMENDATIONS else FLINK_OUTPUTS[output]
+        table = output_table(t, stream, flink)
+        name, writer = output.table, f"profile-{topic.name}"
+        if offers:
+            name, writer = f"{name}_offers", f"{writer}-offers"
+        kafka_table = sinks.user_records_table(
+            t, config, f"{name}_topic", topic, writer, output.deletable
+        )
+        statements.add_insert(kafka_table, table.select(col("user_id"), col("record")))
+        pg = sinks.postgres_table(t, config, f"{name}_out", output)
+        statements.add_insert(pg, table.select(*(col(name) for name in output.names)))
 
 
 def submit(

@@ -2,7 +2,8 @@
 waits for the user's next purchase within the attribution window, in event time. A purchase at
 or after the decision and before the window ends converts every decision still waiting; the
 window ending first makes it a non-conversion. An `offer_response` naming the decision is kept
-with it. Every decision gets exactly one outcome."""
+with it. Every decision gets exactly one outcome. Lead scores in an experiment about lead
+scoring await theirs the same way, over `leads.horizon_ms`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Pending:
     variant: str | None
     delivered: bool
     response: str | None = None  # from an offer_response naming this decision
+    scores: tuple[float, float] | None = None  # a lead score's: (as served, unmodified)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Outcome:
     outcome_ts: int  # the purchase's event time, or the end of the window
     revenue: float
     response: str | None
+    scores: tuple[float, float] | None = None
 
 
 class Attribution:
@@ -52,6 +55,7 @@ class Attribution:
     @staticmethod
     def from_json(user_id: str, window_ms: int, text: str | None) -> Attribution:
         pending = [Pending(*fields) for fields in json.loads(text)] if text else []
+        pending = [replace(p, scores=tuple(p.scores)) if p.scores else p for p in pending]
         return Attribution(user_id, window_ms, pending)
 
     def decided(self, p: Pending) -> None:
@@ -91,4 +95,5 @@ class Attribution:
             ts,
             revenue,
             p.response,
+            p.scores,
         )

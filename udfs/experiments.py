@@ -68,3 +68,11 @@ def assignment_for(
         known[layer] = layer_assignment(policy, layer, user_id)
     found = known[layer]
     return found if found is not None and action in found.experiment.actions else None
+
+
+def lead_assignment(policy: Policy, user_id: str) -> Assignment | None:
+    """The experiment about lead scoring (and variant) the user is in, if any."""
+    if policy.lead_layer is None:
+        return None
+    found = layer_assignment(policy, policy.lead_layer, user_id)
+    return found if found is not None and found.experiment.leads else None

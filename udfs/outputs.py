@@ -286,12 +286,15 @@ LEADS = Output(
         ("base_intent", "double"),
         ("base_capacity", "double"),
         ("modifiers", "text"),
+        # The experiment about lead scoring the user is in, and their arm (conf/policy.py).
+        ("experiment", "text"),
+        ("variant", "text"),
     ],
     topic="lead_scores",
     table="leads",
     key=("user_id",),
     deletable=True,
-    optional=("model_version", "cohort_name"),
+    optional=("model_version", "cohort_name", "experiment", "variant"),
     event_time="ts",
     record_id=("user_id", "profile_version"),
     names_user=PSEUDONYM,
@@ -350,6 +353,28 @@ OUTCOMES = Output(
     names_user=PERSON,
     purposes=(MARKETING, PERSONALIZATION),
     notes={"user_id": "the user's own id, as in the action decided (topic actions)"},
+)
+# A lead score's outcome in an experiment about lead scoring: did its user purchase within
+# `leads.horizon_ms` after it (models/lead_quality.py reports them).
+LEAD_OUTCOMES = Output(
+    "lead_outcomes",
+    [
+        ("user_id", "text"),
+        ("profile_version", "bigint"),  # with user_id, the lead record's id
+        ("experiment", "text"),
+        ("variant", "text"),
+        ("scored_ts", "bigint"),
+        ("score", "double"),  # as served to the arm
+        ("unmodified_score", "double"),  # without cohort modifiers
+        ("converted", "boolean"),
+        ("outcome_ts", "bigint"),  # the purchase's event time, or the end of the horizon
+        ("revenue", "double"),
+    ],
+    topic="lead_outcomes",
+    table="lead_outcomes",
+    key=("user_id", "profile_version"),
+    event_time="scored_ts",
+    names_user=PSEUDONYM,
 )
 # The latest recommendation list of a user (udfs/recommend.py), from the ranking step.
 RECOMMENDED_ITEM = {
@@ -462,6 +487,7 @@ EMITTED = (
     SCORES,
     COHORT_MOVES,
     LEADS,
+    LEAD_OUTCOMES,
     ACTIONS,
     OUTCOMES,
     ERASURES,
@@ -559,9 +585,11 @@ def scores(
     return out
 
 
-def lead(sc: UserScores, version: int, subject: str) -> Emitted:
-    """The lead score of profile update `version`."""
+def lead(sc: UserScores, version: int, subject: str, arm: tuple | None = None) -> Emitted:
+    """The lead score of profile update `version` (`arm`: the experiment about lead scoring and
+    the variant the user is in)."""
     lead = sc.lead
+    experiment, variant = arm or (None, None)
     return LEADS.record(
         subject,
         sc.ts,
@@ -574,6 +602,25 @@ def lead(sc: UserScores, version: int, subject: str) -> Emitted:
         lead.base_intent,
         lead.base_capacity,
         ",".join(str(i) for i in lead.modifiers),
+        experiment,
+        variant,
+    )
+
+
+def lead_outcome(o: Outcome, subject: str) -> Emitted:
+    """The outcome of the lead score whose id (profile version) `o` awaited."""
+    score, unmodified = o.scores
+    return LEAD_OUTCOMES.record(
+        subject,
+        int(o.decision_id),
+        o.experiment,
+        o.variant,
+        o.decided_ts,
+        score,
+        unmodified,
+        o.converted,
+        o.outcome_ts,
+        o.revenue,
     )
 
 

@@ -45,11 +45,14 @@ class UserState:
     shopper: Shopper | None = None
     # What the user said of each purpose, with when (udfs/consent.py); None: nothing yet.
     consent: dict[str, tuple[bool, int]] | None = None
+    # Lead scores awaiting their outcome (an Attribution as JSON, None when empty).
+    awaiting_leads: str | None = None
 
     def reset(self) -> None:
         """Forgets everything (a purge or expiry)."""
         self.profile, self.schedule, self.cohort = None, Schedule(), None
         self.ledger = self.awaiting = self.last_lead = self.shopper = self.consent = None
+        self.awaiting_leads = None
         self.seen = {}
 
     @property

@@ -38,6 +38,7 @@ from udfs.events import (
     Reason,
     SourceRef,
 )
+from udfs.experiments import lead_assignment
 from udfs.leads import Modifier
 from udfs.outputs import Emitted
 from udfs.profile import ProfileSnapshot, UserProfile
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 # The watermark at the end of the input (Long.MAX_VALUE): every timer fires.
 END_OF_EVENT_TIME = 2**63 - 1
+# What a lead score awaiting its outcome is (udfs.attribution.Pending.action).
+LEAD = "lead_score"
 # Why a user is erased (outputs.ERASURES).
 ANALYTICS_REVOKED, REQUESTED = "analytics_revoked", "requested"
 # What a user says of their data is carried out whenever it comes.
@@ -386,6 +389,7 @@ class UserPipeline:
         self, user: UserState, snapshot: ProfileSnapshot, event: Event | None, out: list
     ) -> None:
         live, sc = self.live, self.scoring
+        arm = lead_assignment(live.policy, user.profile.user_id) if live.policy else None
         scored = score_user(
             snapshot,
             live.models,
@@ -394,7 +398,7 @@ class UserPipeline:
             is_competitor_view(event, sc.leads.competitor_brands),
             sc.models,
             sc.leads,
-            live.modifiers,
+            live.modifiers if arm is None or arm.variant.lead_modifiers else [],
         )
         if scored.cohort_state is not None:
             user.cohort = scored.cohort_state
@@ -404,7 +408,10 @@ class UserPipeline:
         current = (lead.score, scored.scores.cohort_name, lead.modifiers)
         if lead_moved(user.last_lead, current, sc.leads.min_change):
             user.last_lead = current
-            out.append(outputs.lead(scored.scores, version, subject))
+            names = (arm.experiment.name, arm.variant.name) if arm is not None else None
+            out.append(outputs.lead(scored.scores, version, subject, names))
+            if names is not None:
+                self.await_lead_outcome(user, scored.scores, version, names)
         if live.policy is not None:
             self.decide(user, scored.scores, snapshot, out)
 
@@ -532,42 +539,72 @@ class UserPipeline:
         )
         self.store_attribution(user, attribution)
 
+    def await_lead_outcome(
+        self, user: UserState, sc: UserScores, version: int, arm: tuple[str, str]
+    ) -> None:
+        """A lead score in an experiment about lead scoring awaits a purchase (its id: the
+        profile version of its record)."""
+        lead, leads = sc.lead, self.lead_attribution(user)
+        unmodified = lead.base_intent * lead.base_capacity
+        leads.decided(
+            Pending(str(version), LEAD, sc.ts, *arm, True, None, (lead.score, unmodified))
+        )
+        self.store_attribution(user, leads=leads)
+
     def attribute(self, user: UserState, event: Event, out: list) -> None:
-        """A purchase converts the decisions awaiting it; a response is kept with its own."""
+        """A purchase converts the decisions and lead scores awaiting it; a response is kept
+        with its own decision."""
         if user.schedule.outcome_due is None:
             return  # nothing awaits an outcome
+        attribution, leads = self.attribution(user), self.lead_attribution(user)
         if event.type is EventType.PURCHASE:
-            attribution = self.attribution(user)
             converted = attribution.purchased(event.ts, event.data.total)
+            out += self.lead_outcomes(user, leads.purchased(event.ts, event.data.total))
         elif event.type is EventType.OFFER_RESPONSE:
-            attribution = self.attribution(user)
             attribution.responded(event.data.action_id, event.data.response)
             converted = []
         else:
             return
-        self.store_attribution(user, attribution)
+        self.store_attribution(user, attribution, leads)
         out += [outputs.outcome(o) for o in converted]
 
     def expire_outcomes(self, user: UserState, now: int, out: list) -> None:
-        attribution = self.attribution(user)
+        attribution, leads = self.attribution(user), self.lead_attribution(user)
         expired = attribution.expire(now)
-        self.store_attribution(user, attribution)
+        out += self.lead_outcomes(user, leads.expire(now))
+        self.store_attribution(user, attribution, leads)
         out += [outputs.outcome(o) for o in expired]
+
+    def lead_outcomes(self, user: UserState, outcomes: list) -> list[Emitted]:
+        subject = self.subject(user.profile.user_id)
+        return [outputs.lead_outcome(o, subject) for o in outcomes]
 
     def attribution(self, user: UserState) -> Attribution:
         window = self.scoring.actions.attribution_window_ms
         return Attribution.from_json(user.profile.user_id, window, user.awaiting)
 
-    @staticmethod
-    def store_attribution(user: UserState, attribution: Attribution) -> None:
-        user.awaiting = attribution.to_json()
-        user.schedule.outcome_due = attribution.next_deadline()
+    def lead_attribution(self, user: UserState) -> Attribution:
+        horizon = self.scoring.leads.horizon_ms
+        return Attribution.from_json(user.profile.user_id, horizon, user.awaiting_leads)
+
+    def store_attribution(
+        self, user: UserState, actions: Attribution | None = None, leads: Attribution | None = None
+    ) -> None:
+        """Keeps what awaits an outcome (None: unchanged); the user's timer wakes at the
+        earliest end of a window."""
+        if actions is None:
+            actions = self.attribution(user)
+        if leads is None:
+            leads = self.lead_attribution(user)
+        user.awaiting, user.awaiting_leads = actions.to_json(), leads.to_json()
+        deadlines = [d for d in (actions.next_deadline(), leads.next_deadline()) if d is not None]
+        user.schedule.outcome_due = min(deadlines, default=None)
 
     def purge(self, user: UserState) -> None:
         """Consent to analytics is gone: decisions awaiting an outcome are not measured."""
         self.purges.inc()
-        if user.awaiting:
-            for _ in json.loads(user.awaiting):
+        for awaiting in (user.awaiting, user.awaiting_leads):
+            for _ in json.loads(awaiting) if awaiting else ():
                 self.dropped_outcomes.inc()
         self.reset(user)
 

@@ -39,6 +39,7 @@ TABLES = {
     "leads": "user_id",
     "actions": "decision_id",
     "action_outcomes": "decision_id",
+    "lead_outcomes": "user_id, profile_version",
 }
 # The id of a record of each output topic (a tombstone's is its key).
 RECORD_IDS = {
@@ -49,6 +50,7 @@ RECORD_IDS = {
     "cohort_moves": lambda v: v["move_id"],
     "actions": lambda v: v["decision_id"],
     "action_outcomes": lambda v: v["decision_id"],
+    "lead_outcomes": lambda v: (v["user_id"], v["profile_version"]),
 }
 
 

@@ -1,6 +1,8 @@
 """Attribution windows in event time: the edges, several decisions waiting, responses kept, one
 outcome per decision."""
 
+from dataclasses import replace
+
 from tests.unit.dataclass_fields import differences, fields_at_default
 from udfs.attribution import Attribution, Pending
 
@@ -63,7 +65,7 @@ def test_a_response_is_kept_with_its_decision():
 def test_waiting_decisions_survive_the_state_round_trip():
     a = Attribution("u1", WINDOW)
     assert a.to_json() is None
-    a.decided(pending("d1", T0))
+    a.decided(replace(pending("d1", T0), scores=(0.4, 0.3)))
     a.responded("d1", "accepted")
     assert fields_at_default(a.pending) == [], "the fixture must set every field"
     back = Attribution.from_json("u1", WINDOW, a.to_json())

@@ -156,6 +156,7 @@ def every_field_set() -> profile_state.UserState:
         last_lead=(0.25, "Cohort", (1, 2)),
         shopper=Shopper([["boo-0001", "purchase", t, "books", 12.5]], ["boo-0001"], 5, 2),
         consent={"analytics": (True, t - DAY), "marketing": (False, t)},
+        awaiting_leads='[["7","lead_score",1,"e","v",true,null,[0.4,0.3]]]',
     )
 
 
@@ -213,7 +214,12 @@ def test_states_stored_by_older_code_read_whole():
     stored = stored_states()
     first_version = states.unpack(stored["version_1"])
     # New since: their defaults.
-    assert fields_at_default(first_version) == [".last_lead", ".shopper", ".consent"]
+    assert fields_at_default(first_version) == [
+        ".last_lead",
+        ".shopper",
+        ".consent",
+        ".awaiting_leads",
+    ]
     assert differences(first_version, states.unpack(stored["before_versions"])) == []
 
 

@@ -51,8 +51,8 @@ class FakeCounter:
     def __init__(self):
         self.count = 0
 
-    def inc(self):
-        self.count += 1
+    def inc(self, n: int = 1):
+        self.count += n
 
 
 class FakeRuntime:
@@ -120,6 +120,7 @@ SCORE_TAGS = tuple(
     for o in (
         outputs.SCORES,
         outputs.LEADS,
+        outputs.LEAD_OUTCOMES,
         outputs.COHORT_MOVES,
         outputs.ACTIONS,
         outputs.OUTCOMES,

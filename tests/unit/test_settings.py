@@ -20,6 +20,7 @@ def test_local_environment_loads_with_every_topic(settings):
         "action-outcomes",
         "recommendations",
         "lead-scores",
+        "lead-outcomes",
         "metrics",
         "alerts",
     ]
