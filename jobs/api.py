@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from conf import settings as settings_module
 from conf.policy import load_policy
 from conf.settings import API_KEYS_VARIABLE, Settings, local_secret
-from jobs import dashboard, report
+from jobs import dashboard, lead_report, report
 from udfs.pseudonyms import configured_subject
 
 # Plotly's browser bundle, shipped in its Python package: no download at run time.
@@ -386,7 +386,10 @@ def create_app(
         if found is None:
             raise missing(f"no experiment {name!r} in the configuration")
         with request.app.state.pool.connection() as conn:
-            _, result = report.experiment_report(conn, found, config.privacy)
+            if found.leads:
+                _, result = lead_report.lead_experiment_report(conn, found)
+            else:
+                _, result = report.experiment_report(conn, found, config.privacy)
         return {"experiment": name, **result}
 
     return app

@@ -76,6 +76,8 @@ def experiments(conn: psycopg.Connection, policy: Policy | None) -> list[dict]:
     """Each configured experiment's arms and lift against its control, with the interval."""
     shown = []
     for spec in policy.experiments if policy else ():
+        if spec.leads:
+            continue  # no lift of an action: its report is about the lead scores' quality
         result = report.experiment_result(report.exposures(conn, spec.name, *spec.run_ms()), spec)
         shown.append({"experiment": spec.name, "control": report.control_of(spec), **result})
     return shown

@@ -1,10 +1,10 @@
 """`make report EXPERIMENT=<name>`: the experiment's results from PostgreSQL (actions and their
-outcomes). Each user counts once, at their first exposure, with the outcome of its attribution
-window (view `experiment_exposures`): users and conversion per variant, each variant against the
-control with absolute and relative lift, confidence intervals, a two-proportion z-test and an
-always-valid p-value, the sample-ratio check against the configured weights, and a picture of
-cumulative conversion over event time per variant (PNG, written next to a JSON copy of the
-numbers)."""
+outcomes; an experiment about lead scoring has its own, jobs/lead_report.py). Each user counts
+once, at their first exposure, with the outcome of its attribution window (view
+`experiment_exposures`): users and conversion per variant, each variant against the control with
+absolute and relative lift, confidence intervals, a two-proportion z-test and an always-valid
+p-value, the sample-ratio check against the configured weights, and a picture of cumulative
+conversion over event time per variant (PNG, written next to a JSON copy of the numbers)."""
 
 from __future__ import annotations
 
@@ -377,16 +377,32 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(e.name for e in policy.experiments) or "none"
         print(f"error: no experiment {args.experiment!r} (configured: {known})", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    if spec.leads:
+        return report_on_leads(config, spec, args.since, args.until, out)
     with psycopg.connect(config.postgres.conninfo()) as conn:
         rows, result = experiment_report(conn, spec, config.privacy, args.since, args.until)
     if not rows:
         print(f"experiment {spec.name}: no exposed users with an outcome in the run yet")
         return 0
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{spec.name}.json").write_text(json.dumps(result, indent=2))
     plot(rows, out / f"{spec.name}.png", spec.name)
     print_report(spec, result, out)
+    return 0
+
+
+def report_on_leads(config: Settings, spec: Experiment, since, until, out: Path) -> int:
+    """An experiment about lead scoring has a report of its own (it imports this module)."""
+    from jobs import lead_report
+
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        rows, result = lead_report.lead_experiment_report(conn, spec, since, until)
+    if not rows:
+        print(f"experiment {spec.name}: no lead scores with an outcome in the run yet")
+        return 0
+    lead_report.write(spec, result, out)
+    lead_report.print_lead_report(spec, result, out)
     return 0
 
 

@@ -260,6 +260,7 @@ def policy_offering_recommendations_over(shipped: str, drift: float, folder: Pat
 # The drift of the stream run's users stays under 0.05 (four days of new users), so its policy
 # offers recommendations above this instead of the shipped 0.8.
 STREAM_RUN_DRIFT_THRESHOLD = 0.04
+STREAM_RUN_LEAD_HORIZON_MS = DAY_MS
 
 
 @pytest.fixture(scope="session")
@@ -274,8 +275,10 @@ def stream_run(local_stack, trained, tmp_path_factory):
             own.actions.actions_file, STREAM_RUN_DRIFT_THRESHOLD, folder
         )
         actions = own.actions.model_copy(update={"actions_file": actions_file})
+        # Lead scores' outcomes within the four days (tests/integration/test_lead_experiment.py).
+        leads = own.leads.model_copy(update={"horizon_ms": STREAM_RUN_LEAD_HORIZON_MS})
         settings = own.model_copy(
-            update={"models": models, "generator": generator, "actions": actions}
+            update={"models": models, "generator": generator, "actions": actions, "leads": leads}
         )
         history = EventGenerator(generator, users=80, days=4, seed=4242).generate()
         bounds = (settings.events.min_ts_ms, history.events[-1]["ts"] + DAY_MS)
