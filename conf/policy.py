@@ -7,6 +7,8 @@ so a changed experiment takes effect without a restart.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
 from datetime import UTC, date, datetime, time
 from functools import cached_property
@@ -141,6 +143,15 @@ class Experiment(Strict):
     @classmethod
     def aware(cls, value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+    @cached_property
+    def arms_version(self) -> str:
+        """A fingerprint of the arms (each variant's weight, control flag and changes) and of who
+        gets which (salt, traffic): every decision carries it, and a report covers the
+        decisions of one version, since a changed arm answers a different question. The run's
+        period and the report's settings are not part of it."""
+        arms = self.model_dump(mode="json", exclude={"active", "start", "end", "pre_period_days"})
+        return hashlib.sha256(json.dumps(arms, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_ms(self) -> tuple[int | None, int | None]:
         """The run's start and end as epoch milliseconds (None: open)."""

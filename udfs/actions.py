@@ -81,6 +81,7 @@ class Decision:
     delivered: bool  # False: a control arm's "would have triggered"
     model_version: int | None
     scores: dict[str, float]
+    arms: str | None = None  # the experiment's arms version (conf/policy.py)
 
 
 def eligible(action: Action, ctx: UserContext) -> bool:
@@ -183,5 +184,6 @@ def decide(
             not (assignment and assignment.variant.control),
             ctx.model_version,
             dict(ctx.scores),
+            assignment.experiment.arms_version if assignment else None,
         )
     return None

@@ -316,11 +316,12 @@ ACTIONS = Output(
         ("delivered", "boolean"),
         ("model_version", "int"),
         ("scores", "json"),
+        ("arms", "text"),  # in an experiment: the version of its arms (conf/policy.py)
     ],
     topic="actions",
     table="actions",
     key=("decision_id",),
-    optional=("event_id", "experiment", "variant", "model_version"),
+    optional=("event_id", "experiment", "variant", "model_version", "arms"),
     event_time="ts",
     shapes={"payload": {"type": "object"}, "scores": {"type": "object"}},
     names_user=PERSON,
@@ -666,6 +667,7 @@ def action(d: Decision) -> Emitted:
         d.delivered,
         d.model_version,
         compact(d.scores),
+        d.arms,
     )
 
 

@@ -90,6 +90,7 @@ def test_variants_change_the_offer_and_the_control_arm_is_logged_not_delivered()
     assert decisions["discount_15"].payload["amount"] == pytest.approx(6.75)
     assert decisions["discount_10"].payload["amount"] == pytest.approx(4.5)
     assert {d.experiment for d in decisions.values()} == {"abandonment_offer"}
+    assert {d.arms for d in decisions.values()} == {experiment.arms_version}
 
 
 def test_a_control_decision_counts_against_cooldown_like_a_delivered_one():
@@ -106,6 +107,7 @@ def test_the_decision_id_is_the_same_when_the_update_is_replayed():
     first = decide(NO_EXPERIMENTS, ctx(abandonment=0.8), Ledger())
     again = decide(NO_EXPERIMENTS, ctx(abandonment=0.8), Ledger())
     assert first.decision_id == again.decision_id == f"u1|{T0}|e{T0}|discount_offer"
+    assert first.arms is None  # in no experiment
 
 
 def test_security_alerts_stay_out_of_experiments_and_win_by_priority():

@@ -134,3 +134,22 @@ def test_the_assignment_for_an_action_is_the_one_among_all_of_the_users_assignme
             expected = next((x for x in everything if name in x.experiment.actions), None)
             assert assignment_for(p, user, name) == expected
             assert assignment_for(p, user, name, known) == expected
+
+
+def test_the_arms_version_changes_with_the_arms_and_who_gets_them_not_with_the_run():
+    base = experiment("e", "layer", 0.5, ["a"])
+    version = policy(base).experiments[0].arms_version
+
+    def changed(**update) -> str:
+        return policy({**base, **update}).experiments[0].arms_version
+
+    heavier = [dict(base["variants"][0]), {**base["variants"][1], "weight": 2}]
+    stricter = [
+        dict(base["variants"][0]),
+        {**base["variants"][1], "actions": {"a": {"threshold": 0.9}}},
+    ]
+    for arms in (heavier, stricter):
+        assert changed(variants=arms) != version
+    assert changed(salt="reshuffled") != version and changed(traffic=0.6) != version
+    assert changed(start="2026-11-01", end="2026-12-01", pre_period_days=14) == version
+    assert changed(active=False) == version
