@@ -100,9 +100,9 @@ export-outcomes: up ## write labelled outcomes (decisions with their outcome) fo
 
 EXPERIMENT ?=
 
-report: up ## results of one run of an experiment (EXPERIMENT=name, FROM= UNTIL= ISO dates): lift with and without CUPED, ratio metrics, balance, sample ratio, PNG in .local/reports
+report: up ## results of one run of an experiment (EXPERIMENT=name, FROM= UNTIL= ISO dates, ARMS=any to pool arm versions): lift with and without CUPED, ratio metrics, balance, sample ratio, PNG in .local/reports
 	@test -n "$(EXPERIMENT)" || { echo "usage: make report EXPERIMENT=<name from conf/experiments.yaml> [FROM=2026-11-01 UNTIL=2026-12-01]" >&2; exit 2; }
-	$(PY) -m jobs.report --experiment $(EXPERIMENT) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))
+	$(PY) -m jobs.report --experiment $(EXPERIMENT) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL)) $(if $(filter any,$(ARMS)),--any-arms)
 
 backtest: up ## what candidate policies and a model version would have decided on archived history, in Flink's batch mode (POLICY="a.yaml b.yaml" MODELS= FROM= UNTIL=); writes .local/backtests/
 	$(PY) -m jobs.backtest $(if $(POLICY),--policy $(POLICY)) $(if $(MODELS),--models $(MODELS)) $(if $(FROM),--from $(FROM)) $(if $(UNTIL),--until $(UNTIL))

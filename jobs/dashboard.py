@@ -78,7 +78,7 @@ def experiments(conn: psycopg.Connection, policy: Policy | None) -> list[dict]:
     for spec in policy.experiments if policy else ():
         if spec.leads:
             continue  # no lift of an action: its report is about the lead scores' quality
-        result = report.experiment_result(report.exposures(conn, spec.name, *spec.run_ms()), spec)
+        result = report.experiment_result(report.exposures(conn, report.Run.configured(spec)), spec)
         shown.append({"experiment": spec.name, "control": report.control_of(spec), **result})
     return shown
 

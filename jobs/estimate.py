@@ -15,35 +15,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import psycopg
-from psycopg.rows import tuple_row
 
 from conf import settings as settings_module
 from conf.policy import Candidate, Experiment, load_candidate, load_policy
 from conf.settings import ConfigError
-from jobs.report import OPEN_END, OPEN_START, control_of, epoch_ms
+from jobs.report import Run, control_of, epoch_ms, first_exposures
 from models.off_policy import Evaluation, LoggedUnit, evaluate
 
 
-def logged_units(
-    conn: psycopg.Connection, experiment: str, since: int | None, until: int | None
-) -> list[LoggedUnit]:
-    rows = (
-        conn.cursor(row_factory=tuple_row)
-        .execute(
-            "SELECT f.user_id, f.scores, f.variant, o.converted, f.score_name, f.threshold FROM ("
-            "  SELECT DISTINCT ON (user_id) user_id, decision_id, variant, scores, score_name,"
-            "   threshold FROM actions"
-            "  WHERE experiment = %(e)s AND ts >= %(since)s AND ts < %(until)s"
-            "  ORDER BY user_id, ts, decision_id) f"
-            " JOIN action_outcomes o USING (decision_id)",
-            {
-                "e": experiment,
-                "since": OPEN_START if since is None else since,
-                "until": OPEN_END if until is None else until,
-            },
-        )
-        .fetchall()
-    )
+def logged_units(conn: psycopg.Connection, run: Run) -> list[LoggedUnit]:
+    """The report's units (each user of the run at their first decision) with the scores the
+    decision step saw. One version of the arms: the propensities are its weights."""
+    columns = "f.user_id, f.scores, f.variant, o.converted, f.score_name, f.threshold"
+    rows = first_exposures(conn, run, columns)
     return [
         LoggedUnit(user, {k: float(v) for k, v in scores.items()}, arm, converted, (score, t))
         for user, scores, arm, converted, score, t in rows
@@ -108,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(config.postgres.conninfo()) as conn:
         for candidate in candidates:
             spec = experiments[candidate.experiment]
-            start, end = spec.run_ms()
-            since = start if args.since is None else args.since
-            until = end if args.until is None else args.until
-            units = logged_units(conn, spec.name, since, until)
+            units = logged_units(conn, Run.configured(spec, args.since, args.until))
             result = evaluate(candidate, units, propensities(spec), control_of(spec))
             print(f"experiment {spec.name}: logged conversion {result.logged_value:.4f}")
             print_evaluation(result)

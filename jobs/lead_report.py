@@ -13,27 +13,22 @@ from pathlib import Path
 import psycopg
 
 from conf.policy import Experiment
-from jobs.report import OPEN_END, OPEN_START
+from jobs.report import OPEN_START, Run
 from models.lead_quality import LeadOutcome, LeadReport, lead_report
 
 
-def lead_outcomes(
-    conn: psycopg.Connection, experiment: str, since: int | None, until: int | None
-) -> tuple[list[LeadOutcome], int]:
+def lead_outcomes(conn: psycopg.Connection, run: Run) -> tuple[list[LeadOutcome], int]:
     """The run's lead outcomes, and how many were left out: not converted by the end of a
     horizon that ends after the latest archived event (a bounded run's end, not the user's)."""
-    bounds = (
-        experiment,
-        OPEN_START if since is None else since,
-        OPEN_END if until is None else until,
-    )
-    data_end = conn.execute("SELECT max(ts_ms) FROM events").fetchone()[0] or OPEN_START
+    data_end = conn.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
     found = conn.execute(
         "SELECT user_id, variant, score, unmodified_score, converted, outcome_ts"
-        " FROM lead_outcomes WHERE experiment = %s AND scored_ts >= %s AND scored_ts < %s"
+        " FROM lead_outcomes WHERE experiment = %(e)s"
+        " AND scored_ts >= %(since)s AND scored_ts < %(until)s"
         " ORDER BY user_id, profile_version",
-        bounds,
+        run.params(),
     ).fetchall()
+    data_end = OPEN_START if data_end is None else data_end
     rows = [LeadOutcome(*r[:5]) for r in found if r[4] or r[5] <= data_end]
     return rows, len(found) - len(rows)
 
@@ -42,15 +37,14 @@ def lead_experiment_report(
     conn: psycopg.Connection, spec: Experiment, since: int | None = None, until: int | None = None
 ) -> tuple[list[LeadOutcome], dict]:
     """The report of one run of `spec`: [since, until) defaults to its configured run."""
-    start, end = spec.run_ms()
-    since, until = start if since is None else since, end if until is None else until
-    rows, censored = lead_outcomes(conn, spec.name, since, until)
-    run = {"since": since, "until": until, "left_out_without_outcome": censored}
+    run = Run.configured(spec, since, until, any_arms=True)
+    rows, censored = lead_outcomes(conn, run)
+    scope = {"since": run.since, "until": run.until, "left_out_without_outcome": censored}
     variants = [v.name for v in spec.variants]
     if not {r.variant for r in rows} >= set(variants):
-        return rows, {"run": run, "about": "leads", "arms": None}
+        return rows, {"run": scope, "about": "leads", "arms": None}
     report = lead_report(rows, variants)
-    return rows, {"run": run, "about": "leads", **as_json(report)}
+    return rows, {"run": scope, "about": "leads", **as_json(report)}
 
 
 def as_json(report: LeadReport) -> dict:

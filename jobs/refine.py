@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from conf import settings as settings_module
 from conf.policy import load_policy
-from jobs.report import arms_of, user_outcomes
+from jobs.report import Run, arms_of, user_outcomes
 from models.refinement import Bounds, refine
 
 
@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if control is None:
         print(f"error: experiment {spec.name} has no control variant", file=sys.stderr)
         return 2
-    arms = {
-        v: (a.users, a.conversions)
-        for v, a in arms_of(user_outcomes(config, spec.name, *spec.run_ms())).items()
-    }
+    # Every version of the arms: each weight change makes a new version, and the bandit's
+    # evidence is all of its rounds (the report, an inference, covers one version).
+    run = Run.configured(spec, any_arms=True)
+    arms = {v: (a.users, a.conversions) for v, a in arms_of(user_outcomes(config, run)).items()}
     weights = {v.name: v.weight for v in spec.variants}
     bounds = Bounds()
     shares, changes = refine(weights, control, arms, bounds, seed=args.seed)

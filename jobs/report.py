@@ -58,44 +58,72 @@ class UserHistory(NamedTuple):
     converted_sessions: int
 
 
-def user_outcomes(
-    config: Settings, experiment: str, since: int | None = None, until: int | None = None
-) -> list[UserOutcome]:
-    with psycopg.connect(config.postgres.conninfo()) as conn:
-        return exposures(conn, experiment, since, until)
+class Run(NamedTuple):
+    """One run of an experiment: its decisions in [since, until) (event time; None: open) made
+    with one version of its arms (None: any version)."""
 
+    experiment: str
+    since: int | None = None
+    until: int | None = None
+    arms: str | None = None
 
-def exposures(
-    conn: psycopg.Connection, experiment: str, since: int | None = None, until: int | None = None
-) -> list[UserOutcome]:
-    """Each user whose first decision in [since, until) (event time) has an outcome; users whose
-    window is still open are not counted yet."""
-    rows = (
-        conn.cursor(row_factory=tuple_row)
-        .execute(
-            "SELECT f.variant, f.user_id, f.ts, o.converted, o.revenue FROM ("
-            "  SELECT DISTINCT ON (user_id) variant, user_id, decision_id, ts FROM actions"
-            "  WHERE experiment = %(e)s AND ts >= %(since)s AND ts < %(until)s"
-            "  ORDER BY user_id, ts, decision_id) f"
-            " JOIN action_outcomes o USING (decision_id)",
-            {
-                "e": experiment,
-                "since": OPEN_START if since is None else since,
-                "until": OPEN_END if until is None else until,
-            },
+    @classmethod
+    def configured(cls, spec: Experiment, since=None, until=None, any_arms=False) -> Run:
+        """The run `spec` configures with its current arms; `since`/`until` override its period,
+        `any_arms` pools every version of the arms."""
+        start, end = spec.run_ms()
+        return cls(
+            spec.name,
+            start if since is None else since,
+            end if until is None else until,
+            None if any_arms else spec.arms_version,
         )
-        .fetchall()
+
+    def params(self) -> dict:
+        return {
+            "e": self.experiment,
+            "since": OPEN_START if self.since is None else self.since,
+            "until": OPEN_END if self.until is None else self.until,
+            "arms": self.arms,
+        }
+
+
+# The run's decisions (alias a).
+RUN_DECISIONS = (
+    "a.experiment = %(e)s AND a.ts >= %(since)s AND a.ts < %(until)s"
+    " AND (%(arms)s::text IS NULL OR a.arms = %(arms)s)"
+)
+
+
+def first_exposures(conn: psycopg.Connection, run: Run, columns: str) -> list[tuple]:
+    """`columns` of each user's first decision in the run (f) and its outcome (o); users whose
+    window is still open are not counted yet."""
+    query = (
+        f"SELECT {columns} FROM ("
+        f"  SELECT DISTINCT ON (a.user_id) a.* FROM actions a WHERE {RUN_DECISIONS}"
+        "  ORDER BY a.user_id, a.ts, a.decision_id) f"
+        " JOIN action_outcomes o USING (decision_id)"
     )
-    return [UserOutcome(*row) for row in rows]
+    return conn.cursor(row_factory=tuple_row).execute(query, run.params()).fetchall()
+
+
+def user_outcomes(config: Settings, run: Run) -> list[UserOutcome]:
+    with psycopg.connect(config.postgres.conninfo()) as conn:
+        return exposures(conn, run)
+
+
+def exposures(conn: psycopg.Connection, run: Run) -> list[UserOutcome]:
+    """Each user at their first decision in the run, with its outcome."""
+    columns = "f.variant, f.user_id, f.ts, o.converted, o.revenue"
+    return [UserOutcome(*row) for row in first_exposures(conn, run, columns)]
 
 
 def histories(
     conn: psycopg.Connection,
-    experiment: str,
+    run: Run,
     outcomes: list[UserOutcome],
     pre_period_ms: int,
     archive_id,
-    until: int | None = None,
 ) -> dict[str, UserHistory]:
     """The UserHistory of each user in `outcomes`; `archive_id` names a user as the event archive
     does (their id, or its pseudonym with privacy.pseudonymize_archive)."""
@@ -122,18 +150,12 @@ def histories(
         for user, n, converted in cursor.execute(
             "SELECT a.user_id, count(DISTINCT coalesce(e.session_id, a.decision_id)),"
             " count(DISTINCT coalesce(e.session_id, a.decision_id)) FILTER (WHERE o.converted)"
-            " FROM unnest(%s::text[], %s::bigint[]) AS u(user_id, first_ts)"
-            " JOIN actions a ON a.user_id = u.user_id AND a.experiment = %s"
-            "  AND a.ts >= u.first_ts AND a.ts < %s"
+            " FROM unnest(%(users)s::text[], %(first)s::bigint[]) AS u(user_id, first_ts)"
+            f" JOIN actions a ON a.user_id = u.user_id AND a.ts >= u.first_ts AND {RUN_DECISIONS}"
             " JOIN action_outcomes o ON o.decision_id = a.decision_id"
             " LEFT JOIN events e ON e.event_id = a.event_id"
             " GROUP BY a.user_id",
-            (
-                users,
-                [o.first_ts for o in outcomes],
-                experiment,
-                OPEN_END if until is None else until,
-            ),
+            {"users": users, "first": [o.first_ts for o in outcomes], **run.params()},
         )
     }
     return {u: UserHistory(*before[u], *sessions[u]) for u in users}
@@ -155,20 +177,20 @@ def experiment_result(rows, spec: Experiment, users: dict[str, UserHistory] | No
 
 
 def experiment_report(
-    conn: psycopg.Connection,
-    spec: Experiment,
-    privacy: Privacy,
-    since: int | None = None,
-    until: int | None = None,
+    conn: psycopg.Connection, spec: Experiment, privacy: Privacy, run: Run | None = None
 ) -> tuple[list[UserOutcome], dict]:
-    """The whole report of one run of `spec`: [since, until) defaults to its configured run."""
-    start, end = spec.run_ms()
-    since, until = start if since is None else since, end if until is None else until
-    rows = exposures(conn, spec.name, since, until)
+    """The whole report of one run of `spec` (default: the run it configures)."""
+    run = run or Run.configured(spec)
+    rows = exposures(conn, run)
     pre_period = spec.pre_period_days * DAY_MS
-    users = histories(conn, spec.name, rows, pre_period, archive_naming(privacy), until)
+    users = histories(conn, run, rows, pre_period, archive_naming(privacy))
     result = experiment_result(rows, spec, users)
-    result["run"] = {"since": since, "until": until, "pre_period_days": spec.pre_period_days}
+    result["run"] = {
+        "since": run.since,
+        "until": run.until,
+        "arms": run.arms,
+        "pre_period_days": spec.pre_period_days,
+    }
     return rows, result
 
 
@@ -315,7 +337,11 @@ def print_report(spec: Experiment, result: dict, out: Path) -> None:
         "open" if t is None else datetime.fromtimestamp(t / 1000, UTC).isoformat()
         for t in (run["since"], run["until"])
     )
-    print(f"experiment {spec.name} (control: {control}), first exposures from {period}")
+    arms = "any version" if run["arms"] is None else f"version {run['arms']}"
+    print(
+        f"experiment {spec.name} (control: {control}), first exposures from {period},"
+        f" arms of {arms}"
+    )
     for v, a in result["arms"].items():
         print(f"  {v:<16}{a['users']:>7,} users{a['converted']:>7,} converted  {a['rate']:.3f}")
     for v, c in result["against_control"].items():
@@ -368,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--until", type=epoch_ms, help="first exposures before (ISO); default: its configured end"
     )
+    parser.add_argument(
+        "--any-arms",
+        action="store_true",
+        help="pool the decisions of every version of the arms (default: the configured one)",
+    )
     parser.add_argument("--out", default=".local/reports", help="folder for the PNG and JSON")
     args = parser.parse_args(argv)
     config = settings_module.load_or_exit()
@@ -381,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     if spec.leads:
         return report_on_leads(config, spec, args.since, args.until, out)
     with psycopg.connect(config.postgres.conninfo()) as conn:
-        rows, result = experiment_report(conn, spec, config.privacy, args.since, args.until)
+        run = Run.configured(spec, args.since, args.until, args.any_arms)
+        rows, result = experiment_report(conn, spec, config.privacy, run)
     if not rows:
         print(f"experiment {spec.name}: no exposed users with an outcome in the run yet")
         return 0

@@ -16,7 +16,7 @@ from conf.policy import Candidate, load_policy
 from jobs import profile as job
 from jobs.estimate import logged_units, propensities
 from jobs.publish import Publisher
-from jobs.report import archive_naming, experiment_report, histories
+from jobs.report import Run, archive_naming, experiment_report, histories
 from models.generator import EventGenerator
 from models.off_policy import evaluate
 from models.responses import OfferResponses
@@ -290,9 +290,10 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(
     [spec] = policy.experiments
     # The report of the run that starts with this test's stretch of event time.
     with psycopg.connect(settings.postgres.conninfo()) as conn:
-        rows, result = experiment_report(conn, spec, settings.privacy, since=START_TS_MS)
+        run = Run.configured(spec, since=START_TS_MS)
+        rows, result = experiment_report(conn, spec, settings.privacy, run)
         pre_period = spec.pre_period_days * DAY_MS
-        covariates = histories(conn, EXPERIMENT, rows, pre_period, archive_naming(settings.privacy))
+        covariates = histories(conn, run, rows, pre_period, archive_naming(settings.privacy))
 
     # Exact, per user: control users convert exactly when the history has them buying; treated
     # users when it does or when they accepted their first offer.
@@ -353,7 +354,7 @@ def test_the_report_recovers_a_known_uplift_and_the_control_gets_nothing(
     # for, against the control for everyone, is the true uplift; a discount the experiment never
     # gave cannot be estimated.
     with psycopg.connect(settings.postgres.conninfo()) as conn:
-        units = logged_units(conn, EXPERIMENT, START_TS_MS, None)
+        units = logged_units(conn, Run.configured(spec, since=START_TS_MS))
     everyone = everyone_gets("discount")
     estimated = evaluate(everyone, units, propensities(spec), "control")
     off_policy = estimated.lift_over_control

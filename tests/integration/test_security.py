@@ -107,7 +107,7 @@ def test_sql_in_every_text_field_is_stored_as_text_and_the_password_is_never_sho
     subject = configured_subject(settings.privacy)
     assert profiled == {subject(e["user_id"]) for e in events}
     # The report's own query takes the experiment name as a parameter too.
-    assert report.user_outcomes(settings, INJECTIONS[0]) == []
+    assert report.user_outcomes(settings, report.Run(INJECTIONS[0])) == []
 
     console = capfd.readouterr()
     logs = sorted((Path(pyflink.__file__).parent / "log").glob("*.log"))

@@ -111,10 +111,11 @@ def test_randomized_arms_are_balanced_on_pre_exposure_purchases(generated_experi
 
 def test_the_printed_report_shows_both_lifts_with_intervals(generated_experiment, tmp_path, capsys):
     result, _ = generated_experiment
-    result["run"] = {"since": 0, "until": None, "pre_period_days": PRE_DAYS}
+    arms = EXPERIMENT.arms_version
+    result["run"] = {"since": 0, "until": None, "arms": arms, "pre_period_days": PRE_DAYS}
     print_report(EXPERIMENT, result, tmp_path)
     printed = capsys.readouterr().out
     cuped = result["against_control"]["offer"]["conversion"]["cuped"]
     assert f"CUPED {cuped['lift']:+.4f} [{cuped['ci'][0]:+.4f}, {cuped['ci'][1]:+.4f}]" in printed
     assert "unadjusted" in printed and "delta method" in printed and "balance" in printed
-    assert "1970-01-01T00:00:00+00:00 to open" in printed
+    assert f"1970-01-01T00:00:00+00:00 to open, arms of version {arms}" in printed
