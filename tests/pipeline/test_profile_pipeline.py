@@ -118,6 +118,7 @@ class CollectingSinks:
                 for kind, stream in (
                     ("action", outputs.actions.union(outputs.offers)),
                     ("outcome", outputs.outcomes),
+                    ("lead-outcome", outputs.lead_outcomes),
                     ("erasure", outputs.erasures),
                 )
             ),
