@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 from conf.policy import Experiment
-from jobs.report import OPEN_START, Run
+from jobs.report import OPEN_START, Run, period_of
 from models.lead_quality import LeadOutcome, LeadReport, lead_report
 
 
@@ -61,16 +60,13 @@ def fmt(x: float | None) -> str:
     return "   -  " if x is None else f"{x:.3f}"
 
 
-def interval(ci) -> str:
-    return "" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+def interval(ci, sign: str = "+") -> str:
+    return "" if ci is None else f"[{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
 
 
 def print_lead_report(spec: Experiment, result: dict, out: Path) -> None:
     run = result["run"]
-    period = " to ".join(
-        "open" if t is None else datetime.fromtimestamp(t / 1000, UTC).isoformat()
-        for t in (run["since"], run["until"])
-    )
+    period = period_of(run)
     print(f"experiment {spec.name} (about lead scoring), lead scores from {period}")
     if result["arms"] is None:
         print("  not every arm has lead scores with an outcome yet")
@@ -79,7 +75,7 @@ def print_lead_report(spec: Experiment, result: dict, out: Path) -> None:
     for v, a in result["arms"].items():
         print(
             f"  {v:<20}{a['leads']:>8,}{a['users']:>8,}  {a['conversion']:>10.3f}  {fmt(a['auc'])}"
-            f"  {interval(a['auc_ci']):<16} {a['top_conversion']:.3f}"
+            f"  {interval(a['auc_ci'], sign=''):<16} {a['top_conversion']:.3f}"
         )
     first = spec.variants[0].name
     for v, d in result["against_first"].items():

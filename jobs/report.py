@@ -330,13 +330,18 @@ def interval(ci) -> str:
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
-def print_report(spec: Experiment, result: dict, out: Path) -> None:
-    control = control_of(spec)
-    run = result["run"]
-    period = " to ".join(
+def period_of(run: dict) -> str:
+    """A run's period as printed: its bounds in ISO time (UTC), or open."""
+    return " to ".join(
         "open" if t is None else datetime.fromtimestamp(t / 1000, UTC).isoformat()
         for t in (run["since"], run["until"])
     )
+
+
+def print_report(spec: Experiment, result: dict, out: Path) -> None:
+    control = control_of(spec)
+    run = result["run"]
+    period = period_of(run)
     arms = "any version" if run["arms"] is None else f"version {run['arms']}"
     print(
         f"experiment {spec.name} (control: {control}), first exposures from {period},"

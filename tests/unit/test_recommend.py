@@ -223,19 +223,18 @@ def test_the_ranking_step_emits_a_list_only_when_it_changed():
     assert step.on_request(ids, body) == ([], ids)
 
 
+# An offer's action record (outputs.ACTIONS) as build-profiles sends it with its request.
+OFFER = (
+    *("d1", "u1", T0, "e1", "recommendation_offer", "drift", 0.9, 0.8),
+    '{"kind":"recommendations","items":"${recommendations}"}',
+    *(None, None, True, 3, "{}", None),
+)
+
+
 def test_an_offer_carries_the_items_of_the_list_it_was_ranked_with():
     step = RankingStep(R)
     step.on_summary(item_key("a"), item())
-    offer = ["d1", "u1", T0, "e1", "recommendation_offer", "drift", 0.9, 0.8]
-    offer += [
-        '{"kind":"recommendations","items":"${recommendations}"}',
-        None,
-        None,
-        True,
-        3,
-        "{}",
-        None,
-    ]
+    offer = list(OFFER)
     body = {**request().to_json(), "offer": offer, "blend": "popularity"}
     out, ids = step.on_request(None, body)
     listed, action = out
@@ -289,16 +288,7 @@ def test_an_offer_waits_while_no_item_is_known_and_later_requests_queue_behind_i
     earlier events do. It waits (and so does what follows it) until an item is known or the
     watermark passes it; then the user's requests are answered in order."""
     step = RankingStep(R)
-    offer = ["d1", "u1", T0, "e1", "recommendation_offer", "drift", 0.9, 0.8]
-    offer += [
-        '{"kind":"recommendations","items":"${recommendations}"}',
-        None,
-        None,
-        True,
-        3,
-        "{}",
-        None,
-    ]
+    offer = list(OFFER)
     offered = {**request().to_json(), "offer": offer}
     later = {**request().to_json(), "ts": T0 + 5}
     out, last, waiting = step.answer(None, [offered, later], watermark=T0 - 1)
