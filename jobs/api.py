@@ -387,7 +387,8 @@ def create_app(
             raise missing(f"no experiment {name!r} in the configuration")
         with request.app.state.pool.connection() as conn:
             if found.leads:
-                _, result = lead_report.lead_experiment_report(conn, found)
+                horizon = config.leads.horizon_ms
+                _, result = lead_report.lead_experiment_report(conn, found, horizon)
             else:
                 _, result = report.experiment_report(conn, found, config.privacy)
         return {"experiment": name, **result}

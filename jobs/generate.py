@@ -151,16 +151,19 @@ def generate(
         print(f"[generate] wrote {summary.valid:,} events to {out_file}", file=sys.stderr)
         return summary
     topic = settings.kafka.topics.events
+    # Listed first: the progress's total counts the malformed records too.
+    mixed = list(
+        with_hostile_records(
+            history.events, invalid_rate, generator.seed, bounds, settings.events.max_bytes
+        )
+    )
     publisher = Publisher(
         settings.kafka.bootstrap_servers,
         topic.name,
         topic.partitions,
         rate=rate,
         label="generate",
-        total=len(history.events),
-    )
-    mixed = with_hostile_records(
-        history.events, invalid_rate, generator.seed, bounds, settings.events.max_bytes
+        total=len(mixed),
     )
     for key, value, reason in mixed:
         if reason is None:

@@ -16,28 +16,36 @@ from jobs.report import OPEN_START, Run, period_of
 from models.lead_quality import LeadOutcome, LeadReport, lead_report
 
 
-def lead_outcomes(conn: psycopg.Connection, run: Run) -> tuple[list[LeadOutcome], int]:
-    """The run's lead outcomes, and how many were left out: not converted by the end of a
-    horizon that ends after the latest archived event (a bounded run's end, not the user's)."""
+def lead_outcomes(
+    conn: psycopg.Connection, run: Run, horizon_ms: int
+) -> tuple[list[LeadOutcome], int]:
+    """The run's lead outcomes, and how many were left out: those whose horizon ends after the
+    latest archived event. Their users' time was cut short by the end of the data, not by the
+    horizon; keeping only those that converted in it would make leads look better than they
+    are."""
     data_end = conn.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
     found = conn.execute(
-        "SELECT user_id, variant, score, unmodified_score, converted, outcome_ts"
+        "SELECT user_id, variant, score, unmodified_score, converted, scored_ts"
         " FROM lead_outcomes WHERE experiment = %(e)s"
         " AND scored_ts >= %(since)s AND scored_ts < %(until)s"
         " ORDER BY user_id, profile_version",
         run.params(),
     ).fetchall()
     data_end = OPEN_START if data_end is None else data_end
-    rows = [LeadOutcome(*r[:5]) for r in found if r[4] or r[5] <= data_end]
+    rows = [LeadOutcome(*r[:5]) for r in found if r[5] + horizon_ms <= data_end]
     return rows, len(found) - len(rows)
 
 
 def lead_experiment_report(
-    conn: psycopg.Connection, spec: Experiment, since: int | None = None, until: int | None = None
+    conn: psycopg.Connection,
+    spec: Experiment,
+    horizon_ms: int,
+    since: int | None = None,
+    until: int | None = None,
 ) -> tuple[list[LeadOutcome], dict]:
     """The report of one run of `spec`: [since, until) defaults to its configured run."""
     run = Run.configured(spec, since, until, any_arms=True)
-    rows, censored = lead_outcomes(conn, run)
+    rows, censored = lead_outcomes(conn, run, horizon_ms)
     scope = {"since": run.since, "until": run.until, "left_out_without_outcome": censored}
     variants = [v.name for v in spec.variants]
     if not {r.variant for r in rows} >= set(variants):

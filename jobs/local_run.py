@@ -247,13 +247,15 @@ def print_profiles(profiles: list[dict]) -> None:
     for p in sorted(profiles, key=lambda p: (-p["events"], p["user_id"])):
         by_archetype.setdefault(p["archetype"], p)
     print("  a profile per hidden archetype")
+    # Ids or pseudonyms (privacy.pseudonymize): the column fits the longest.
+    w = max((len(p["user_id"]) for p in by_archetype.values()), default=7) + 2
     print(
-        f"      {'user':<9}{'archetype':<17}{'engage':>7}{'intent':>7}{'price':>7}"
+        f"      {'user':<{w}}{'archetype':<17}{'engage':>7}{'intent':>7}{'price':>7}"
         f"{'affinity':>9}  {'category':<12}{'rfm_p':>6}{'rfm_e':>6}{'dev':>6}  top action"
     )
     for archetype, p in sorted(by_archetype.items()):
         print(
-            f"      {p['user_id']:<9}{archetype:<17}{p['engagement_score']:>7.2f}"
+            f"      {p['user_id']:<{w}}{archetype:<17}{p['engagement_score']:>7.2f}"
             f"{p['intent_strength']:>7.2f}{p['price_sensitivity']:>7.2f}"
             f"{p['category_affinity']:>9.2f}  {p['top_category'] or '-':<12}"
             f"{p['rfm_purchase_score']:>6.2f}{p['rfm_engagement_score']:>6.2f}"

@@ -434,7 +434,8 @@ def report_on_leads(config: Settings, spec: Experiment, since, until, out: Path)
     from jobs import lead_report
 
     with psycopg.connect(config.postgres.conninfo()) as conn:
-        rows, result = lead_report.lead_experiment_report(conn, spec, since, until)
+        horizon = config.leads.horizon_ms
+        rows, result = lead_report.lead_experiment_report(conn, spec, horizon, since, until)
     if not rows:
         print(f"experiment {spec.name}: no lead scores with an outcome in the run yet")
         return 0
