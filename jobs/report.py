@@ -437,7 +437,12 @@ def report_on_leads(config: Settings, spec: Experiment, since, until, out: Path)
         horizon = config.leads.horizon_ms
         rows, result = lead_report.lead_experiment_report(conn, spec, horizon, since, until)
     if not rows:
-        print(f"experiment {spec.name}: no lead scores with an outcome in the run yet")
+        waiting = result["run"]["left_out_without_outcome"]
+        print(
+            f"experiment {spec.name}: no lead scores with an outcome in the run yet"
+            f" ({waiting:,} whose horizon of {horizon / DAY_MS:g} days outlasts the archived"
+            " events)"
+        )
         return 0
     lead_report.write(spec, result, out)
     lead_report.print_lead_report(spec, result, out)
